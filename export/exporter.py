@@ -1,0 +1,102 @@
+"""SavedModel and TFLite export with a parity check against the Keras model."""
+
+import json
+import os
+
+import numpy as np
+import tensorflow as tf
+
+from export.fold import fold_normalization
+
+DEFAULT_TOLERANCE = 1e-4
+
+
+class ParityError(RuntimeError):
+    """An exported model's logits differ from the Keras model's."""
+
+
+def export_saved_model(model, path):
+    """Write `model` as a SavedModel with a `serving_default` signature."""
+    model.export(path, format="tf_saved_model", verbose=False)
+    return path
+
+
+def convert_tflite(saved_model_dir, path):
+    """Convert a SavedModel into a float32 TFLite file, builtin ops only."""
+    converter = tf.lite.TFLiteConverter.from_saved_model(saved_model_dir)
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+    with open(path, "wb") as f:
+        f.write(converter.convert())
+    return path
+
+
+def run_saved_model(path, inputs):
+    """Outputs of a SavedModel's `serving_default` signature on `inputs`."""
+    signature = tf.saved_model.load(path).signatures["serving_default"]
+    (outputs,) = signature(tf.constant(inputs)).values()
+    return outputs.numpy()
+
+
+def run_tflite(path, inputs):
+    """Outputs of a TFLite file on `inputs`, run with `ai_edge_litert`.
+
+    The batch dimension is resized to `len(inputs)` first (a `None` batch
+    dimension is stored as 1).
+    """
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_path=path)
+    (input_detail,) = interpreter.get_input_details()
+    interpreter.resize_tensor_input(input_detail["index"], list(inputs.shape))
+    interpreter.allocate_tensors()
+    interpreter.set_tensor(input_detail["index"], inputs)
+    interpreter.invoke()
+    (output_detail,) = interpreter.get_output_details()
+    return interpreter.get_tensor(output_detail["index"])
+
+
+def _max_abs_diff(a, b):
+    return float(np.max(np.abs(np.asarray(a, "float64") - np.asarray(b, "float64"))))
+
+
+def export_and_check(model, output_dir, inputs, tolerance=DEFAULT_TOLERANCE):
+    """Fold, export and check a Keras model; returns the parity report.
+
+    Writes `output_dir/saved_model/` (from the folded model), then
+    `output_dir/model.tflite` converted from it, runs the Keras model, the
+    reloaded SavedModel and the TFLite file on the same `inputs` (float32,
+    the model's input shape with a batch axis) and reports the maximum
+    absolute difference of their outputs (logits) from the Keras model's,
+    also written to `output_dir/parity.json`.
+
+    Raises:
+        ParityError: if either difference exceeds `tolerance`.
+    """
+    inputs = np.asarray(inputs, "float32")
+    os.makedirs(output_dir, exist_ok=True)
+    saved_model_dir = export_saved_model(
+        fold_normalization(model), os.path.join(output_dir, "saved_model")
+    )
+    tflite_path = convert_tflite(saved_model_dir, os.path.join(output_dir, "model.tflite"))
+    expected = model.predict(inputs, verbose=0)
+    report = {
+        "saved_model": saved_model_dir,
+        "tflite": tflite_path,
+        "num_inputs": len(inputs),
+        "tolerance": tolerance,
+        "saved_model_max_abs_diff": _max_abs_diff(
+            run_saved_model(saved_model_dir, inputs), expected
+        ),
+        "tflite_max_abs_diff": _max_abs_diff(run_tflite(tflite_path, inputs), expected),
+    }
+    with open(os.path.join(output_dir, "parity.json"), "w") as f:
+        json.dump(report, f, indent=2)
+    worst = max(report["saved_model_max_abs_diff"], report["tflite_max_abs_diff"])
+    if worst > tolerance:
+        raise ParityError(
+            f"exported model differs from the Keras model: max |logit difference| "
+            f"{worst:.3e} > tolerance {tolerance:.1e} (SavedModel "
+            f"{report['saved_model_max_abs_diff']:.3e}, TFLite "
+            f"{report['tflite_max_abs_diff']:.3e})"
+        )
+    return report

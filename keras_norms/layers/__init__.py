@@ -1,0 +1,6 @@
+"""Normalization layers, written in `keras.ops` only."""
+
+from keras_norms.layers.mean_only_bn import MeanOnlyBatchNormalization
+from keras_norms.layers.weight_norm import WeightNormalization
+
+__all__ = ["MeanOnlyBatchNormalization", "WeightNormalization"]

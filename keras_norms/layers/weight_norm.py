@@ -1,0 +1,263 @@
+"""Weight normalization (Salimans & Kingma 2016) as a Keras 3 wrapper."""
+
+import math
+
+import keras
+from keras import ops
+
+# Floor on the squared norm of v, so that an all-zero direction gives a zero
+# kernel instead of NaN (the same floor as `tf.nn.l2_normalize`).
+_SQUARED_NORM_FLOOR = 1e-12
+# Added to the variance of the init batch's pre-activation before the square
+# root, as in Salimans & Kingma's reference code.
+_INIT_EPSILON = 1e-10
+
+_DENSE = (keras.layers.Dense,)
+_CONV = (keras.layers.Conv1D, keras.layers.Conv2D, keras.layers.Conv3D)
+_CONV_TRANSPOSE = (
+    keras.layers.Conv1DTranspose,
+    keras.layers.Conv2DTranspose,
+    keras.layers.Conv3DTranspose,
+)
+_SUPPORTED = _DENSE + _CONV + _CONV_TRANSPOSE
+
+
+def _check_wrappable(layer):
+    if not isinstance(layer, keras.layers.Layer):
+        raise TypeError(
+            "WeightNormalization expects a Keras layer to wrap. "
+            f"Received: layer={layer!r} of type {type(layer).__name__}"
+        )
+    if isinstance(layer, _SUPPORTED):
+        return
+    if not hasattr(layer, "kernel"):
+        raise ValueError(
+            "WeightNormalization can only wrap a layer that has a kernel "
+            "(Dense, Conv1D/2D/3D, Conv1D/2D/3DTranspose); "
+            f"{type(layer).__name__} has no kernel. Received: layer={layer.name}"
+        )
+    raise ValueError(
+        "WeightNormalization supports Dense, Conv1D/2D/3D and "
+        "Conv1D/2D/3DTranspose layers. "
+        f"Received: layer={layer.name} of type {type(layer).__name__}"
+    )
+
+
+@keras.saving.register_keras_serializable(package="keras_norms")
+class WeightNormalization(keras.layers.Wrapper):
+    """Weight normalization wrapper: `w = g * v / ||v||`.
+
+    Reparameterizes the kernel of the wrapped layer so that its norm `g` and
+    its direction `v / ||v||` are learned separately (Salimans & Kingma
+    2016, eq. 2). The norm is taken, for each output feature, over every
+    other kernel axis: the input axis of a `Dense` kernel
+    `(in, units)`, the spatial and input axes of a convolution kernel
+    `(*kernel_size, in / groups, filters)`, and the spatial and input axes of
+    a transposed-convolution kernel `(*kernel_size, filters, in)`, whose
+    output axis is the second to last. Gradients reach both `g` and `v`
+    (paper eq. 3; `../shared/papers/weight-normalization-convpool-cnn-c.md`,
+    section 6C, Figure 4).
+
+    The wrapped layer keeps `v` as its own `kernel` variable, and its bias
+    and activation; this wrapper adds `g` (one per output feature) and
+    computes the kernel itself (Keras 3 kernels are read-only properties).
+    With `log_scale=True` the trainable variable is `s` with `g = exp(s)`
+    (paper section 2).
+
+    Data-dependent initialization (paper section 3) is done once for a
+    whole model by `keras_norms.data_dependent_init(model, x_init)`, which
+    sets `g = 1 / std(t)` and `b = -mean(t) / std(t)` from the init batch's
+    pre-activation `t = x . v / ||v||`. Until then (and always with
+    `data_init=False`), `g` starts at `||v||`, so wrapping leaves the wrapped
+    layer's output unchanged. The non-trainable boolean `initialized` records
+    that initialization happened; it is saved with the model, so a reloaded
+    model is never initialized again. `call` holds no initialization logic.
+
+    Variables are float32; under a mixed-precision policy the kernel and its
+    norm are computed in float32 and cast to the compute dtype.
+
+    Args:
+        layer: the layer to wrap: `keras.layers.Dense`, `Conv1D`, `Conv2D`,
+            `Conv3D`, `Conv1DTranspose`, `Conv2DTranspose` or
+            `Conv3DTranspose` (or a subclass).
+        data_init: whether `keras_norms.data_dependent_init` initializes this
+            layer from data. Defaults to `True`.
+        log_scale: if `True`, learn `s = log(g)` instead of `g`.
+            Defaults to `False`.
+        **kwargs: base layer keyword arguments, such as `name` and `dtype`.
+
+    Raises:
+        TypeError: if `layer` is not a Keras layer.
+        ValueError: if `layer` has no kernel or is not a supported type.
+
+    Call arguments:
+        inputs: the wrapped layer's input, e.g. `(batch, ..., in)` for
+            `Dense` or `(batch, H, W, C)` for `Conv2D` (channels last).
+
+    Input shape:
+        Whatever the wrapped layer accepts.
+
+    Output shape:
+        The wrapped layer's output shape, in the layer's compute dtype.
+
+    Examples:
+
+    >>> import numpy as np, keras, keras_norms
+    >>> wn = keras_norms.layers.WeightNormalization(keras.layers.Dense(4))
+    >>> y = wn(np.ones((2, 3), "float32"))
+    >>> tuple(y.shape), tuple(wn.g.shape)
+    ((2, 4), (4,))
+
+    Reference:
+        Salimans & Kingma, "Weight Normalization: A Simple Reparameterization
+        to Accelerate Training of Deep Neural Networks", NeurIPS 2016
+        (arXiv:1602.07868), eq. 2-3 and section 3.
+    """
+
+    def __init__(self, layer, data_init=True, log_scale=False, **kwargs):
+        _check_wrappable(layer)
+        kwargs.pop("autocast", None)
+        # Variables are read in float32 and cast by hand (see `call`).
+        super().__init__(layer, autocast=False, **kwargs)
+        self.data_init = bool(data_init)
+        self.log_scale = bool(log_scale)
+        self._init_center = None  # set only by `data_dependent_init`
+        transpose = isinstance(layer, _CONV_TRANSPOSE)
+        self._kernel_out_axis = -2 if transpose else -1
+        if isinstance(layer, _DENSE):
+            self._channel_axis = -1
+        else:
+            self._channel_axis = -1 if layer.data_format == "channels_last" else 1
+
+    def build(self, input_shape=None):
+        super().build(input_shape)
+        self.input_spec = self.layer.input_spec
+        kernel_shape = tuple(self.layer.kernel.shape)
+        rank = len(kernel_shape)
+        out_axis = rank + self._kernel_out_axis
+        self._norm_axes = tuple(a for a in range(rank) if a != out_axis)
+        self._scale_shape = (kernel_shape[out_axis],) + (1,) * (rank - 1 - out_axis)
+        units = kernel_shape[out_axis]
+        norm = ops.reshape(self._squared_norm() ** 0.5, (units,))
+        start = ops.log(norm) if self.log_scale else norm
+        self.g = self.add_weight(
+            name="s" if self.log_scale else "g",
+            shape=(units,),
+            initializer=lambda shape, dtype: ops.cast(start, dtype),
+            trainable=True,
+            autocast=False,
+        )
+        self.initialized = self.add_weight(
+            name="initialized",
+            shape=(),
+            dtype="bool",
+            initializer="zeros",
+            trainable=False,
+            autocast=False,
+        )
+
+    def _squared_norm(self):
+        v = ops.cast(self.layer.kernel, "float32")
+        squared = ops.sum(ops.square(v), axis=self._norm_axes, keepdims=True)
+        return ops.maximum(squared, _SQUARED_NORM_FLOOR)
+
+    def direction(self):
+        """Unit-norm direction `v / ||v||`, float32, the kernel's shape."""
+        return ops.cast(self.layer.kernel, "float32") * ops.rsqrt(
+            self._squared_norm()
+        )
+
+    @property
+    def scale(self):
+        """The norm `g` of each output feature's weights, float32, `(units,)`."""
+        return ops.exp(self.g) if self.log_scale else ops.convert_to_tensor(self.g)
+
+    @property
+    def kernel(self):
+        """The effective kernel `g * v / ||v||`, float32, the kernel's shape."""
+        return self.direction() * ops.reshape(self.scale, self._scale_shape)
+
+    def _linear(self, inputs, kernel, bias):
+        layer = self.layer
+        if isinstance(layer, _DENSE):
+            outputs = ops.matmul(inputs, kernel)
+        elif isinstance(layer, _CONV_TRANSPOSE):
+            outputs = ops.conv_transpose(
+                inputs,
+                kernel,
+                strides=layer.strides,
+                padding=layer.padding,
+                output_padding=layer.output_padding,
+                data_format=layer.data_format,
+                dilation_rate=layer.dilation_rate,
+            )
+        else:
+            padding = layer.padding
+            if padding == "causal":
+                inputs = ops.pad(inputs, self._causal_padding())
+                padding = "valid"
+            outputs = ops.conv(
+                inputs,
+                kernel,
+                strides=layer.strides,
+                padding=padding,
+                data_format=layer.data_format,
+                dilation_rate=layer.dilation_rate,
+            )
+        if bias is not None:
+            outputs = outputs + self._per_channel(bias, ops.ndim(outputs))
+        return outputs
+
+    def _causal_padding(self):
+        layer = self.layer
+        left = layer.dilation_rate[0] * (layer.kernel_size[0] - 1)
+        time_axis = 1 if layer.data_format == "channels_last" else 2
+        padding = [[0, 0], [0, 0], [0, 0]]
+        padding[time_axis] = [left, 0]
+        return padding
+
+    def _per_channel(self, vector, ndim):
+        shape = [1] * ndim
+        shape[self._channel_axis] = -1
+        return ops.reshape(vector, shape)
+
+    def _bias(self):
+        return self.layer.bias if self.layer.use_bias else None
+
+    def call(self, inputs):
+        if self._init_center is not None:
+            self._initialize(inputs, center=self._init_center)
+        dtype = self.compute_dtype
+        bias = self._bias()
+        outputs = self._linear(
+            inputs,
+            ops.cast(self.kernel, dtype),
+            None if bias is None else ops.cast(bias, dtype),
+        )
+        if self.layer.activation is not None:
+            outputs = self.layer.activation(outputs)
+        return outputs
+
+    def _initialize(self, inputs, center):
+        """Data-dependent init (paper section 3); eager only.
+
+        Sets `g = 1 / std(t)` and, with `center`, `b = -mean(t) / std(t)`,
+        from `t = x . v / ||v||` over every axis but the channel axis.
+        """
+        t = self._linear(ops.cast(inputs, "float32"), self.direction(), None)
+        channel = self._channel_axis % ops.ndim(t)
+        axes = [a for a in range(ops.ndim(t)) if a != channel]
+        mean, variance = ops.moments(t, axes=axes)
+        inv_std = ops.rsqrt(variance + _INIT_EPSILON)
+        self.g.assign(ops.log(inv_std) if self.log_scale else inv_std)
+        bias = self._bias()
+        if center and bias is not None:
+            bias.assign(-mean * inv_std)
+        self.initialized.assign(True)
+
+    def compute_output_shape(self, input_shape):
+        return self.layer.compute_output_shape(input_shape)
+
+    def get_config(self):
+        config = {"data_init": self.data_init, "log_scale": self.log_scale}
+        return {**super().get_config(), **config}

@@ -1,0 +1,131 @@
+"""ConvPool-CNN-C (Springenberg et al. 2015) as trained by Salimans & Kingma."""
+
+import keras
+
+from keras_norms.layers.mean_only_bn import MeanOnlyBatchNormalization
+from keras_norms.layers.weight_norm import WeightNormalization
+
+NORMS = ("none", "wn", "mobn", "bn", "wn_mobn")
+
+NOISE_STDDEV = 0.15
+LEAKY_RELU_SLOPE = 0.1
+DROPOUT_RATE = 0.5
+# Figure 8 of ../shared/papers/weight-normalization-convpool-cnn-c.md:
+# ("conv", filters, kernel size, padding) | ("pool",) | ("dropout",).
+ARCHITECTURE = (
+    ("conv", 96, 3, "same"),
+    ("conv", 96, 3, "same"),
+    ("conv", 96, 3, "same"),
+    ("pool",),
+    ("dropout",),
+    ("conv", 192, 3, "same"),
+    ("conv", 192, 3, "same"),
+    ("conv", 192, 3, "same"),
+    ("pool",),
+    ("dropout",),
+    ("conv", 192, 3, "valid"),
+    ("conv", 192, 1, "same"),
+    ("conv", 192, 1, "same"),
+)
+# Two 2x2 poolings then a valid 3x3 convolution: floor(floor(s/2)/2) >= 3.
+MIN_SPATIAL_SIZE = 12
+
+
+def _check_arguments(input_shape, num_classes, norm):
+    if norm not in NORMS:
+        raise ValueError(
+            f"convpool_cnn_c expects norm in {NORMS}. Received: norm={norm!r}"
+        )
+    if len(input_shape) != 3 or any(
+        not isinstance(s, int) or s <= 0 for s in input_shape
+    ):
+        raise ValueError(
+            "convpool_cnn_c expects input_shape=(height, width, channels) "
+            f"with positive integers. Received: input_shape={input_shape}"
+        )
+    if min(input_shape[:2]) < MIN_SPATIAL_SIZE:
+        raise ValueError(
+            "convpool_cnn_c needs inputs of at least "
+            f"{MIN_SPATIAL_SIZE}x{MIN_SPATIAL_SIZE}. "
+            f"Received: input_shape={input_shape}"
+        )
+    if not isinstance(num_classes, int) or num_classes < 1:
+        raise ValueError(
+            "convpool_cnn_c expects a positive integer num_classes. "
+            f"Received: num_classes={num_classes!r}"
+        )
+
+
+def _normalized_linear(x, linear, norm, name):
+    """`linear` wrapped for `norm`, then the batch-statistics layer if any."""
+    if norm in ("wn", "wn_mobn"):
+        linear = WeightNormalization(linear, name=f"{name}_wn")
+    x = linear(x)
+    if norm in ("mobn", "wn_mobn"):
+        x = MeanOnlyBatchNormalization(name=f"{name}_mobn")(x)
+    elif norm == "bn":
+        x = keras.layers.BatchNormalization(name=f"{name}_bn")(x)
+    return x
+
+
+def convpool_cnn_c(input_shape=(32, 32, 3), num_classes=10, norm="wn_mobn", name=None):
+    """Build ConvPool-CNN-C with one of the paper's five normalizations.
+
+    Gaussian noise (std 0.15), 3 x conv 3x3 96, max-pool 2, dropout 0.5,
+    3 x conv 3x3 192, max-pool 2, dropout 0.5, conv 3x3 192 (valid),
+    2 x conv 1x1 192, global average pooling, dense `num_classes` (logits);
+    every convolution is followed by leaky ReLU (slope 0.1)
+    (`../shared/papers/weight-normalization-convpool-cnn-c.md`, section 6J,
+    Figure 8; Salimans & Kingma 2016, section 5.1).
+
+    `norm` selects the configuration (paper section 7, Figure 9):
+    `"none"`: plain convolutions with biases; `"wn"`: every convolution and
+    the dense layer weight-normalized; `"mobn"`: every convolution (no bias)
+    followed by `MeanOnlyBatchNormalization`; `"bn"`: every convolution (no
+    bias) followed by Keras `BatchNormalization`; `"wn_mobn"`: weight-
+    normalized convolutions (no bias) followed by mean-only BN, and a
+    weight-normalized dense layer. The dense layer of `"mobn"` and `"bn"` is
+    a plain `Dense`: the logits are not batch-normalized. Activations are
+    separate `LeakyReLU` layers, so each normalization follows a linear
+    layer (which export folds into it).
+
+    Args:
+        input_shape: `(height, width, channels)`, each side at least 12.
+        num_classes: number of output logits.
+        norm: one of `"none"`, `"wn"`, `"mobn"`, `"bn"`, `"wn_mobn"`.
+        name: model name; defaults to `"convpool_cnn_c_<norm>"`.
+
+    Returns:
+        A functional `keras.Model` mapping `(batch, height, width, channels)`
+        float images (standardized) to `(batch, num_classes)` logits.
+
+    Raises:
+        ValueError: for an unknown `norm`, a malformed `input_shape`, a side
+            smaller than 12, or a non-positive `num_classes`.
+    """
+    input_shape = tuple(input_shape)
+    _check_arguments(input_shape, num_classes, norm)
+    use_bias = norm in ("none", "wn")
+    inputs = keras.Input(shape=input_shape, name="images")
+    x = keras.layers.GaussianNoise(NOISE_STDDEV, name="noise")(inputs)
+    counts = {"conv": 0, "pool": 0, "dropout": 0}
+    for kind, *spec in ARCHITECTURE:
+        counts[kind] += 1
+        name_ = f"{kind}{counts[kind]}"
+        if kind == "pool":
+            x = keras.layers.MaxPooling2D(2, name=name_)(x)
+        elif kind == "dropout":
+            x = keras.layers.Dropout(DROPOUT_RATE, name=name_)(x)
+        else:
+            filters, size, padding = spec
+            conv = keras.layers.Conv2D(
+                filters, size, padding=padding, use_bias=use_bias, name=name_
+            )
+            x = _normalized_linear(x, conv, norm, name_)
+            x = keras.layers.LeakyReLU(LEAKY_RELU_SLOPE, name=f"{name_}_act")(x)
+    x = keras.layers.GlobalAveragePooling2D(name="global_pool")(x)
+    dense = keras.layers.Dense(num_classes, name="logits")
+    if norm in ("wn", "wn_mobn"):
+        dense = WeightNormalization(dense, name="logits_wn")
+    outputs = dense(x)
+    return keras.Model(inputs, outputs, name=name or f"convpool_cnn_c_{norm}")

@@ -1,0 +1,188 @@
+"""`keras-norms-train`: train a keras-norms builder with `model.fit`."""
+
+import argparse
+import json
+import os
+import sys
+import time
+
+import keras
+import numpy as np
+
+from keras_norms import data_dependent_init
+from keras_norms.models import BUILDERS, NORMS
+from training import data
+
+DEFAULT_OUTPUT = os.path.join("runs", "{model}_{norm}_{dataset}")
+
+
+def _positive_int(text):
+    value = int(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text}")
+    return value
+
+
+def _positive_float(text):
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text}")
+    return value
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(
+        prog="keras-norms-train",
+        description="Train a keras-norms model with model.fit "
+        "(Adam; learning rate constant for the first half, then linear decay).",
+    )
+    parser.add_argument("--model", default="convpool_cnn_c", choices=sorted(BUILDERS))
+    parser.add_argument("--norm", default="wn_mobn", help="normalization; see --model")
+    parser.add_argument("--dataset", default=data.DIGITS, choices=data.DATASETS)
+    parser.add_argument("--data-dir", default=None, help="tensorflow-datasets data dir")
+    parser.add_argument(
+        "--image-size", type=_positive_int, default=None,
+        help="resize images to this square size (digits default: 16)",
+    )
+    parser.add_argument("--epochs", type=_positive_int, default=30)
+    parser.add_argument("--batch-size", type=_positive_int, default=100)
+    parser.add_argument(
+        "--init-batch-size", type=_positive_int, default=500,
+        help="examples for data-dependent initialization (paper: 500)",
+    )
+    parser.add_argument("--learning-rate", type=_positive_float, default=0.003)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--output", default=DEFAULT_OUTPUT,
+        help="run directory (default: runs/<model>_<norm>_<dataset>)",
+    )
+    parser.add_argument(
+        "--export", action="store_true",
+        help="export a SavedModel and a TFLite file and check their parity",
+    )
+    parser.add_argument("--verbose", type=int, default=1, choices=(0, 1, 2))
+    return parser
+
+
+def learning_rate_schedule(base, epochs):
+    """Constant for the first half of the epochs, then linear decay to zero.
+
+    Epoch `e` (0-based) uses `base * min(1, 2 * (epochs - e) / epochs)`,
+    the schedule of Salimans & Kingma's CIFAR-10 experiments (section 5.1).
+    """
+    return lambda epoch: base * min(1.0, 2.0 * (epochs - epoch) / epochs)
+
+
+def build_callbacks(args, run_dir):
+    """Checkpoint, CSV log, resumable backup and the learning-rate schedule."""
+    return [
+        keras.callbacks.BackupAndRestore(os.path.join(run_dir, "backup")),
+        keras.callbacks.ModelCheckpoint(os.path.join(run_dir, "model.keras")),
+        keras.callbacks.CSVLogger(os.path.join(run_dir, "history.csv"), append=True),
+        keras.callbacks.LearningRateScheduler(
+            learning_rate_schedule(args.learning_rate, args.epochs)
+        ),
+    ]
+
+
+def build_model(args, splits):
+    """Standardization adapted on the training split, then the builder."""
+    net = BUILDERS[args.model](
+        input_shape=splits.image_shape, num_classes=splits.num_classes, norm=args.norm
+    )
+    inputs = keras.Input(shape=splits.image_shape, name="pixels")
+    outputs = net(data.standardizer(splits.x_train)(inputs))
+    model = keras.Model(inputs, outputs, name=net.name)
+    model.compile(
+        optimizer=keras.optimizers.Adam(args.learning_rate),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=["accuracy"],
+    )
+    return model
+
+
+def _fail(message, status=1):
+    print(f"keras-norms-train: error: {message}", file=sys.stderr)
+    return status
+
+
+def _prepare_run_dir(path):
+    try:
+        os.makedirs(path, exist_ok=True)
+        probe = os.path.join(path, ".write-test")
+        with open(probe, "w"):
+            pass
+        os.remove(probe)
+    except OSError as error:
+        raise OSError(f"cannot write to output directory {path!r}: {error.strerror}")
+
+
+def train(args):
+    """Run one training job; returns the metrics dictionary."""
+    run_dir = args.output.format(model=args.model, norm=args.norm, dataset=args.dataset)
+    _prepare_run_dir(run_dir)
+    keras.utils.set_random_seed(args.seed)
+    splits = data.load(args.dataset, args.data_dir, args.image_size, seed=args.seed)
+    model = build_model(args, splits)
+    init_rng = np.random.default_rng(args.seed)
+    init_index = init_rng.permutation(len(splits.x_train))[: args.init_batch_size]
+    data_dependent_init(model, splits.x_train[init_index])
+    train_ds = data.make_pipeline(
+        splits.x_train, splits.y_train, args.batch_size, shuffle=True, seed=args.seed
+    )
+    test_ds = data.make_pipeline(splits.x_test, splits.y_test, args.batch_size, False)
+    start = time.perf_counter()
+    model.fit(
+        train_ds,
+        epochs=args.epochs,
+        validation_data=test_ds,
+        callbacks=build_callbacks(args, run_dir),
+        verbose=args.verbose,
+    )
+    wall_time = time.perf_counter() - start
+    test_loss, test_accuracy = model.evaluate(test_ds, verbose=0)
+    metrics = {
+        "model": args.model,
+        "norm": args.norm,
+        "dataset": args.dataset,
+        "epochs": args.epochs,
+        "batch_size": args.batch_size,
+        "test_loss": float(test_loss),
+        "test_accuracy": float(test_accuracy),
+        "train_wall_time_s": round(wall_time, 2),
+    }
+    if args.export:
+        from export.exporter import export_and_check
+
+        report = export_and_check(model, os.path.join(run_dir, "export"), splits.x_test)
+        metrics["export"] = report
+    with open(os.path.join(run_dir, "metrics.json"), "w") as f:
+        json.dump(metrics, f, indent=2)
+    print(f"test accuracy: {test_accuracy:.4f}  test loss: {test_loss:.4f}  "
+          f"training time: {wall_time:.1f} s  run directory: {run_dir}")
+    if args.export:
+        print(f"export parity (max |logit difference|): "
+              f"SavedModel {report['saved_model_max_abs_diff']:.2e}, "
+              f"TFLite {report['tflite_max_abs_diff']:.2e}")
+    return metrics
+
+
+def main(argv=None):
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.norm not in NORMS[args.model]:
+        parser.error(
+            f"argument --norm: invalid choice: {args.norm!r} for --model "
+            f"{args.model} (choose from {', '.join(NORMS[args.model])})"
+        )
+    try:
+        train(args)
+    except data.DataUnavailableError as error:
+        return _fail(error, status=2)
+    except OSError as error:
+        return _fail(error)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,141 @@
+"""Datasets for training: the offline scikit-learn digits and tfds images."""
+
+import dataclasses
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+DIGITS = "digits"
+TFDS_DATASETS = ("cifar10", "cifar100", "svhn_cropped")
+DATASETS = (DIGITS,) + TFDS_DATASETS
+# The builders need at least 12x12; the main job trains on 16x16 digits.
+DIGITS_DEFAULT_SIZE = 16
+DIGITS_TEST_FRACTION = 0.2
+
+
+class DataUnavailableError(RuntimeError):
+    """The dataset is not on disk and could not be downloaded."""
+
+
+@dataclasses.dataclass
+class ImageSplits:
+    """Train and test splits as float32 `(N, H, W, C)` images, int labels."""
+
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+    num_classes: int
+
+    @property
+    def image_shape(self):
+        return tuple(self.x_train.shape[1:])
+
+
+def _resize(images, image_size):
+    if image_size is None or images.shape[1:3] == (image_size, image_size):
+        return images.astype("float32")
+    resized = keras.ops.image.resize(
+        images.astype("float32"), (image_size, image_size), interpolation="bilinear"
+    )
+    return keras.ops.convert_to_numpy(resized)
+
+
+def load_digits(image_size=DIGITS_DEFAULT_SIZE, seed=0):
+    """The 1,797 8x8 handwritten digits shipped with scikit-learn.
+
+    A fixed stratified split (20 % test, `seed`), images resized bilinearly
+    to `image_size` x `image_size` with one channel; pixel values in [0, 16].
+    """
+    from sklearn.datasets import load_digits as sklearn_digits
+    from sklearn.model_selection import train_test_split
+
+    digits = sklearn_digits()
+    images = digits.images[..., None]
+    x_train, x_test, y_train, y_test = train_test_split(
+        images,
+        digits.target,
+        test_size=DIGITS_TEST_FRACTION,
+        stratify=digits.target,
+        random_state=seed,
+    )
+    size = image_size or DIGITS_DEFAULT_SIZE
+    return ImageSplits(
+        _resize(x_train, size),
+        y_train.astype("int32"),
+        _resize(x_test, size),
+        y_test.astype("int32"),
+        num_classes=10,
+    )
+
+
+def load_tfds(name, data_dir=None, image_size=None, download=True):
+    """A tensorflow-datasets image dataset's train and test splits in memory.
+
+    Raises:
+        DataUnavailableError: if the data is not in `data_dir` and cannot be
+            downloaded (no network, or `download=False`).
+    """
+    import tensorflow_datasets as tfds
+
+    try:
+        (x_train, y_train), (x_test, y_test) = tfds.as_numpy(
+            tfds.load(
+                name,
+                split=["train", "test"],
+                data_dir=data_dir,
+                as_supervised=True,
+                batch_size=-1,
+                download=download,
+            )
+        )
+        builder = tfds.builder(name, data_dir=data_dir)
+    except Exception as error:  # tfds raises many types for missing data.
+        raise DataUnavailableError(
+            f"dataset {name!r} is not in --data-dir "
+            f"{data_dir or tfds.core.constants.DATA_DIR!r} and could not be "
+            f"downloaded ({type(error).__name__}: {str(error).splitlines()[0]}). "
+            f"On a machine with network access run `tfds build {name} "
+            "--data_dir DIR`, copy DIR here and pass --data-dir DIR, or use "
+            f"--dataset {DIGITS}, which needs no network."
+        ) from None
+    num_classes = builder.info.features["label"].num_classes
+    return ImageSplits(
+        _resize(x_train, image_size),
+        y_train.astype("int32"),
+        _resize(x_test, image_size),
+        y_test.astype("int32"),
+        num_classes=num_classes,
+    )
+
+
+def load(name, data_dir=None, image_size=None, seed=0, download=True):
+    """Load dataset `name` (one of `DATASETS`) as `ImageSplits`."""
+    if name == DIGITS:
+        return load_digits(image_size or DIGITS_DEFAULT_SIZE, seed=seed)
+    if name in TFDS_DATASETS:
+        return load_tfds(name, data_dir, image_size, download=download)
+    raise ValueError(f"Unknown dataset. Expected one of {DATASETS}. Received: {name!r}")
+
+
+def make_pipeline(images, labels, batch_size, shuffle, seed=0):
+    """A `tf.data` pipeline: map (AUTOTUNE), cache, shuffle, batch, prefetch."""
+    dataset = tf.data.Dataset.from_tensor_slices((images, labels))
+    dataset = dataset.map(
+        lambda x, y: (tf.cast(x, tf.float32), y), num_parallel_calls=tf.data.AUTOTUNE
+    ).cache()
+    if shuffle:
+        dataset = dataset.shuffle(len(images), seed=seed, reshuffle_each_iteration=True)
+    return dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+
+
+def standardizer(x_train):
+    """Keras `Normalization` adapted per channel on the training images only.
+
+    `(x - mean_c) / sqrt(var_c)` with the statistics of eq. 1.13-1.16 of
+    `../shared/papers/initialization-and-batch-normalization-notes.md`.
+    """
+    layer = keras.layers.Normalization(axis=-1, name="standardize")
+    layer.adapt(x_train)
+    return layer
