@@ -151,4 +151,6 @@ def fold_normalization(model):
             new.set_weights(_folded_weights(old, pairs.get(id(old))))
         else:
             new.set_weights(old.get_weights())
+            if hasattr(new, "finalize_state"):  # adapted preprocessing layers
+                new.finalize_state()
     return folded

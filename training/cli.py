@@ -41,6 +41,10 @@ def build_parser():
     parser.add_argument("--dataset", default=data.DIGITS, choices=data.DATASETS)
     parser.add_argument("--data-dir", default=None, help="tensorflow-datasets data dir")
     parser.add_argument(
+        "--no-download", dest="download", action="store_false",
+        help="use only data already in --data-dir (no network access)",
+    )
+    parser.add_argument(
         "--image-size", type=_positive_int, default=None,
         help="resize images to this square size (digits default: 16)",
     )
@@ -122,7 +126,9 @@ def train(args):
     run_dir = args.output.format(model=args.model, norm=args.norm, dataset=args.dataset)
     _prepare_run_dir(run_dir)
     keras.utils.set_random_seed(args.seed)
-    splits = data.load(args.dataset, args.data_dir, args.image_size, seed=args.seed)
+    splits = data.load(
+        args.dataset, args.data_dir, args.image_size, seed=args.seed, download=args.download
+    )
     model = build_model(args, splits)
     init_rng = np.random.default_rng(args.seed)
     init_index = init_rng.permutation(len(splits.x_train))[: args.init_batch_size]

@@ -30,7 +30,7 @@ def _check_wrappable(layer):
         )
     if isinstance(layer, _SUPPORTED):
         return
-    if not hasattr(layer, "kernel"):
+    if not hasattr(type(layer), "kernel"):
         raise ValueError(
             "WeightNormalization can only wrap a layer that has a kernel "
             "(Dense, Conv1D/2D/3D, Conv1D/2D/3DTranspose); "
@@ -230,7 +230,7 @@ class WeightNormalization(keras.layers.Wrapper):
         dtype = self.compute_dtype
         bias = self._bias()
         outputs = self._linear(
-            inputs,
+            ops.cast(inputs, dtype),
             ops.cast(self.kernel, dtype),
             None if bias is None else ops.cast(bias, dtype),
         )

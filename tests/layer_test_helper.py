@@ -1,0 +1,112 @@
+"""A layer-test helper modelled on Keras' `run_layer_test`, public API only."""
+
+import contextlib
+import copy
+import os
+
+import keras
+import numpy as np
+
+
+@contextlib.contextmanager
+def dtype_policy(name):
+    """Set the global Keras dtype policy for the block, then restore it."""
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(name)
+    try:
+        yield
+    finally:
+        keras.config.set_dtype_policy(previous)
+
+
+def _outputs(model, x):
+    return keras.ops.convert_to_numpy(model(x, training=False))
+
+
+def _check_config_round_trips(layer):
+    config = layer.get_config()
+    # Deep copy: Keras' Wrapper.from_config pops the inner layer's config.
+    assert type(layer).from_config(copy.deepcopy(config)).get_config() == config
+    revived = keras.saving.deserialize_keras_object(
+        keras.saving.serialize_keras_object(layer)
+    )
+    assert type(revived) is type(layer)
+    assert revived.get_config() == config
+
+
+def _check_symbolic_call(layer, input_shape, expected_output_shape):
+    inputs = keras.Input(shape=input_shape)
+    outputs = layer(inputs)
+    assert tuple(outputs.shape) == (None,) + tuple(expected_output_shape)
+    assert outputs.dtype == layer.compute_dtype
+    assert tuple(layer.compute_output_shape((None,) + tuple(input_shape))) == (
+        (None,) + tuple(expected_output_shape)
+    )
+
+
+def _check_keras_file_round_trip(make_layer, x, tmp_dir):
+    model = keras.Sequential([keras.Input(shape=x.shape[1:]), make_layer()])
+    before = _outputs(model, x)
+    path = os.path.join(tmp_dir, "layer_test.keras")
+    model.save(path)
+    np.testing.assert_array_equal(_outputs(keras.saving.load_model(path), x), before)
+
+
+def _check_fit_step(make_layer, x):
+    model = keras.Sequential([keras.Input(shape=x.shape[1:]), make_layer()])
+    target = np.ones_like(_outputs(model, x))
+    model.compile(optimizer=keras.optimizers.SGD(0.1), loss="mse")
+    before = [np.array(w) for w in model.trainable_weights]
+    history = model.fit(x, target, batch_size=len(x), epochs=1, verbose=0)
+    assert np.isfinite(history.history["loss"][0])
+    after = [np.array(w) for w in model.trainable_weights]
+    assert any(not np.array_equal(a, b) for a, b in zip(before, after))
+
+
+def _check_mixed_precision(make_layer, x):
+    with dtype_policy("mixed_float16"):
+        layer = make_layer()
+        outputs = layer(x)
+        assert keras.backend.standardize_dtype(outputs.dtype) == "float16"
+        assert np.all(np.isfinite(keras.ops.convert_to_numpy(outputs)))
+        for variable in layer.weights:
+            if variable.dtype != "bool":
+                assert variable.dtype == "float32", variable.path
+
+
+def run_layer_test(
+    make_layer,
+    input_shape,
+    expected_output_shape,
+    expected_num_trainable_weights,
+    expected_num_non_trainable_weights,
+    tmp_dir,
+    input_data=None,
+    expected_output=None,
+    tolerance=1e-6,
+):
+    """Run the standard checks on the layer that `make_layer()` returns.
+
+    In order: `get_config`/`from_config` and serialize/deserialize round
+    trips, symbolic call shape and dtype, weight counts, eager call (with
+    `expected_output` if given), `.keras` round trip with identical
+    outputs, one `fit` step that changes the trainable weights, and a
+    `mixed_float16` pass in which every float variable stays float32.
+    `input_shape` excludes the batch axis; `make_layer` must return a new,
+    unbuilt layer each call (wrappers need a new inner layer too).
+    """
+    if input_data is None:
+        rng = np.random.default_rng(0)
+        input_data = rng.normal(size=(4,) + tuple(input_shape)).astype("float32")
+    layer = make_layer()
+    _check_config_round_trips(layer)
+    _check_symbolic_call(layer, input_shape, expected_output_shape)
+    assert len(layer.trainable_weights) == expected_num_trainable_weights
+    assert len(layer.non_trainable_weights) == expected_num_non_trainable_weights
+    outputs = keras.ops.convert_to_numpy(layer(input_data))
+    assert outputs.shape == (len(input_data),) + tuple(expected_output_shape)
+    if expected_output is not None:
+        np.testing.assert_allclose(outputs, expected_output, rtol=tolerance, atol=tolerance)
+    _check_keras_file_round_trip(make_layer, input_data, tmp_dir)
+    _check_fit_step(make_layer, input_data)
+    _check_mixed_precision(make_layer, input_data)

@@ -1,0 +1,177 @@
+"""Data-dependent initialization (Salimans & Kingma 2016, section 3) against numpy."""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from keras_norms import data_dependent_init
+from keras_norms.layers import MeanOnlyBatchNormalization, WeightNormalization
+
+
+def _numpy_conv2d_valid(x, kernel):
+    """Cross-correlation with 'valid' padding and stride 1, NHWC x HWIO."""
+    kh, kw = kernel.shape[:2]
+    patches = np.lib.stride_tricks.sliding_window_view(x, (kh, kw), axis=(1, 2))
+    return np.einsum("nhwcij,ijcf->nhwf", patches, kernel)
+
+
+def _unit(v, axes):
+    return v / np.sqrt(np.sum(v**2, axis=axes, keepdims=True))
+
+
+def _expected_init(t, channel_axis=-1):
+    """Paper section 3: g = 1/std(t), b = -mean(t)/std(t) per feature."""
+    axes = tuple(a for a in range(t.ndim) if a != t.ndim + channel_axis)
+    mean, std = t.mean(axis=axes), t.std(axis=axes)
+    return 1.0 / std, -mean / std
+
+
+def _inputs(shape, seed=0):
+    # Non-zero mean and non-unit scale, so that nothing is standardized already.
+    return (3.0 + 2.0 * np.random.default_rng(seed).normal(size=shape)).astype("float32")
+
+
+def _model(layers, input_shape):
+    return keras.Sequential([keras.Input(shape=input_shape)] + layers)
+
+
+def _preactivation_stats(model, layer, x, channel_axis=-1):
+    """Mean and std of `layer`'s output (no activation) on `x`, per feature."""
+    t = np.asarray(keras.Model(model.inputs, layer.output)(x, training=False), "float64")
+    axes = tuple(a for a in range(t.ndim) if a != t.ndim + channel_axis)
+    return t.mean(axis=axes), t.std(axis=axes)
+
+
+@pytest.mark.parametrize("kernel_stddev", [30.0, 0.002])
+def test_dense_init_matches_numpy_with_kernel_norms_far_from_one(kernel_stddev):
+    x = _inputs((500, 20))
+    wn = WeightNormalization(
+        keras.layers.Dense(8, kernel_initializer=keras.initializers.RandomNormal(stddev=kernel_stddev))
+    )
+    model = _model([wn], (20,))
+    v = wn.layer.kernel.numpy().astype("float64")
+    norms = np.linalg.norm(v, axis=0)
+    assert np.all(np.abs(np.log10(norms)) > 1)  # ||v|| far from 1
+    assert data_dependent_init(model, x) == [wn]
+    expected_g, expected_b = _expected_init(x.astype("float64") @ _unit(v, 0))
+    np.testing.assert_allclose(wn.g.numpy(), expected_g, rtol=1e-4)
+    np.testing.assert_allclose(wn.layer.bias.numpy(), expected_b, rtol=1e-4, atol=1e-5)
+    mean, std = _preactivation_stats(model, wn, x)
+    np.testing.assert_allclose(mean, 0.0, atol=1e-4)
+    # tensorflow-addons' init would leave std = 1/||v|| here.
+    np.testing.assert_allclose(std, 1.0, atol=1e-4)
+
+
+@pytest.mark.parametrize("kernel_stddev", [30.0, 0.002])
+def test_conv2d_init_matches_numpy_with_kernel_norms_far_from_one(kernel_stddev):
+    x = _inputs((100, 9, 9, 3), seed=1)
+    wn = WeightNormalization(
+        keras.layers.Conv2D(6, 3, kernel_initializer=keras.initializers.RandomNormal(stddev=kernel_stddev))
+    )
+    model = _model([wn], (9, 9, 3))
+    v = wn.layer.kernel.numpy().astype("float64")
+    data_dependent_init(model, x)
+    t = _numpy_conv2d_valid(x.astype("float64"), _unit(v, (0, 1, 2)))
+    expected_g, expected_b = _expected_init(t)
+    np.testing.assert_allclose(wn.g.numpy(), expected_g, rtol=1e-4)
+    np.testing.assert_allclose(wn.layer.bias.numpy(), expected_b, rtol=1e-4, atol=1e-5)
+    mean, std = _preactivation_stats(model, wn, x)
+    np.testing.assert_allclose(mean, 0.0, atol=1e-4)
+    np.testing.assert_allclose(std, 1.0, atol=1e-4)
+
+
+def test_channels_first_and_log_scale_init():
+    x = _inputs((50, 3, 7, 7), seed=2)
+    wn = WeightNormalization(
+        keras.layers.Conv2D(4, 3, data_format="channels_first"), log_scale=True
+    )
+    model = _model([wn], (3, 7, 7))
+    data_dependent_init(model, x)
+    mean, std = _preactivation_stats(model, wn, x, channel_axis=1)
+    np.testing.assert_allclose(mean, 0.0, atol=1e-4)
+    np.testing.assert_allclose(std, 1.0, atol=1e-4)
+    np.testing.assert_allclose(np.exp(wn.g.numpy()), np.asarray(wn.scale), rtol=1e-6)
+
+
+def test_each_layer_sees_inputs_from_already_initialized_layers():
+    x = _inputs((400, 10), seed=3)
+    first = WeightNormalization(keras.layers.Dense(16))
+    second = WeightNormalization(keras.layers.Dense(5))
+    model = _model([first, keras.layers.ReLU(), second], (10,))
+    data_dependent_init(model, x)
+    for layer in (first, second):
+        mean, std = _preactivation_stats(model, layer, x)
+        np.testing.assert_allclose(mean, 0.0, atol=1e-4)
+        np.testing.assert_allclose(std, 1.0, atol=1e-4)
+
+
+def test_only_g_is_initialized_when_mean_only_bn_follows():
+    x = _inputs((300, 12), seed=4)
+    owned = WeightNormalization(keras.layers.Dense(6, bias_initializer="ones"))
+    model = _model([owned, MeanOnlyBatchNormalization()], (12,))
+    v = owned.layer.kernel.numpy().astype("float64")
+    data_dependent_init(model, x)
+    expected_g, _ = _expected_init(x.astype("float64") @ _unit(v, 0))
+    np.testing.assert_allclose(owned.g.numpy(), expected_g, rtol=1e-4)
+    np.testing.assert_array_equal(owned.layer.bias.numpy(), np.ones(6))
+
+
+def test_initializes_once_and_never_after_reloading(tmp_path):
+    x = _inputs((200, 8), seed=5)
+    wn = WeightNormalization(keras.layers.Dense(4))
+    model = _model([wn, MeanOnlyBatchNormalization()], (8,))
+    assert not wn.initialized.numpy()
+    data_dependent_init(model, x)
+    assert wn.initialized.numpy()
+    weights = [w.copy() for w in model.get_weights()]
+    other = _inputs((200, 8), seed=6) * 5.0
+    assert data_dependent_init(model, other) == []
+    path = str(tmp_path / "initialized.keras")
+    model.save(path)
+    reloaded = keras.saving.load_model(path)
+    assert data_dependent_init(reloaded, other) == []
+    for before, after in zip(weights, reloaded.get_weights()):
+        np.testing.assert_array_equal(before, after)
+
+
+def test_layers_with_data_init_false_are_skipped():
+    x = _inputs((50, 4))
+    wn = WeightNormalization(keras.layers.Dense(3), data_init=False)
+    model = _model([wn], (4,))
+    g = wn.g.numpy().copy()
+    assert data_dependent_init(model, x) == []
+    np.testing.assert_array_equal(wn.g.numpy(), g)
+
+
+def test_initializes_inside_nested_models():
+    x = _inputs((100, 6), seed=7)
+    wn = WeightNormalization(keras.layers.Dense(3))
+    inner = _model([wn], (6,))
+    outer = _model([keras.layers.Identity(), inner], (6,))
+    assert data_dependent_init(outer, x) == [wn]
+
+
+def test_inference_graph_has_no_init_logic():
+    wn = WeightNormalization(keras.layers.Dense(3))
+    model = _model([wn], (4,))
+    data_dependent_init(model, _inputs((10, 4)))
+    graph = (
+        tf.function(lambda x: model(x, training=False))
+        .get_concrete_function(tf.TensorSpec((None, 4), tf.float32))
+        .graph
+    )
+    op_types = {op.type for op in graph.get_operations()}
+    assert "AssignVariableOp" not in op_types
+    assert not any("Moments" in op.name or "moments" in op.name for op in graph.get_operations())
+
+
+def test_rejects_an_init_batch_of_one():
+    model = _model([WeightNormalization(keras.layers.Dense(3))], (4,))
+    with pytest.raises(ValueError, match=r"at least 2 examples.*Received: x_init with shape \(1, 4\)"):
+        data_dependent_init(model, np.ones((1, 4), "float32"))
+
+
+def test_rejects_a_non_model():
+    with pytest.raises(TypeError, match="expects a keras.Model"):
+        data_dependent_init(WeightNormalization(keras.layers.Dense(3)), np.ones((4, 4)))

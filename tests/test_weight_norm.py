@@ -1,0 +1,171 @@
+"""WeightNormalization against numpy references of Salimans & Kingma 2016, eq. 2-3."""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from keras_norms.layers import WeightNormalization
+from tests.layer_test_helper import dtype_policy, run_layer_test
+
+
+def _numpy_wn_kernel(v, g, out_axis=-1):
+    """Paper eq. 2: w = g * v / ||v||, norm over every axis but `out_axis`."""
+    v = np.asarray(v, "float64")
+    axes = tuple(a for a in range(v.ndim) if a != v.ndim + out_axis)
+    g_shape = [1] * v.ndim
+    g_shape[out_axis] = -1
+    return np.asarray(g).reshape(g_shape) * v / np.sqrt(np.sum(v**2, axis=axes, keepdims=True))
+
+
+def _randomize(wn, rng):
+    """Give v, g and the bias random values far from their defaults."""
+    wn.layer.kernel.assign(rng.normal(scale=3.0, size=wn.layer.kernel.shape))
+    wn.g.assign(rng.uniform(0.5, 2.0, size=wn.g.shape))
+    if wn.layer.use_bias:
+        wn.layer.bias.assign(rng.normal(size=wn.layer.bias.shape))
+
+
+def test_dense_forward_matches_numpy_reference():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(5, 7)).astype("float32")
+    wn = WeightNormalization(keras.layers.Dense(3, activation="tanh"))
+    wn.build(x.shape)
+    _randomize(wn, rng)
+    w = _numpy_wn_kernel(wn.layer.kernel.numpy(), wn.g.numpy())
+    expected = np.tanh(x @ w + wn.layer.bias.numpy())
+    np.testing.assert_allclose(wn(x), expected, rtol=1e-5, atol=1e-6)
+    # Every output unit's weight vector has norm g (eq. 2: ||w|| = g).
+    np.testing.assert_allclose(np.linalg.norm(wn.kernel, axis=0), wn.g.numpy(), rtol=1e-6)
+
+
+CONV_CASES = [
+    (keras.layers.Conv1D, dict(filters=4, kernel_size=3, padding="causal", dilation_rate=2), (9, 3), -1),
+    (keras.layers.Conv2D, dict(filters=4, kernel_size=3, strides=2, padding="same"), (8, 8, 3), -1),
+    (keras.layers.Conv2D, dict(filters=4, kernel_size=3, data_format="channels_first"), (3, 8, 8), -1),
+    (keras.layers.Conv2D, dict(filters=6, kernel_size=3, groups=3, padding="same"), (6, 6, 6), -1),
+    (keras.layers.Conv3D, dict(filters=2, kernel_size=2), (4, 4, 4, 2), -1),
+    (keras.layers.Conv2DTranspose, dict(filters=5, kernel_size=3, strides=2), (5, 5, 3), -2),
+    (keras.layers.Conv1DTranspose, dict(filters=2, kernel_size=4, strides=3, padding="same"), (6, 3), -2),
+]
+
+
+@pytest.mark.parametrize("layer_cls, kwargs, input_shape, out_axis", CONV_CASES)
+def test_conv_forward_equals_plain_layer_with_numpy_kernel(layer_cls, kwargs, input_shape, out_axis):
+    """The wrapped layer computes what Keras' own layer computes with w = g v/||v||."""
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(2,) + input_shape).astype("float32")
+    wn = WeightNormalization(layer_cls(**kwargs))
+    wn.build(x.shape)
+    _randomize(wn, rng)
+    plain = layer_cls(**kwargs)
+    plain.build(x.shape)
+    plain.set_weights([
+        _numpy_wn_kernel(wn.layer.kernel.numpy(), wn.g.numpy(), out_axis).astype("float32"),
+        wn.layer.bias.numpy(),
+    ])
+    np.testing.assert_allclose(wn(x), plain(x), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("layer_cls, kwargs, input_shape, out_axis", CONV_CASES)
+def test_without_data_init_wrapping_leaves_the_output_unchanged(layer_cls, kwargs, input_shape, out_axis):
+    x = np.random.default_rng(2).normal(size=(2,) + input_shape).astype("float32")
+    layer = layer_cls(**kwargs)
+    before = np.asarray(layer(x))
+    wn = WeightNormalization(layer, data_init=False)
+    np.testing.assert_allclose(wn(x), before, rtol=1e-5, atol=1e-5)
+
+
+def test_log_scale_parameterizes_g_as_exp_s():
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(4, 5)).astype("float32")
+    dense = keras.layers.Dense(3)
+    before = np.asarray(dense(x))
+    wn = WeightNormalization(dense, log_scale=True)
+    np.testing.assert_allclose(wn(x), before, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(
+        np.exp(wn.g.numpy()), np.linalg.norm(dense.kernel.numpy(), axis=0), rtol=1e-6
+    )
+    wn.g.assign([0.0, np.log(2.0), -1.0])
+    w = _numpy_wn_kernel(dense.kernel.numpy(), np.exp([0.0, np.log(2.0), -1.0]))
+    np.testing.assert_allclose(wn(x), x @ w + dense.bias.numpy(), rtol=1e-5, atol=1e-5)
+
+
+def test_gradients_match_the_papers_formulas():
+    """Paper eq. 3: grad_g = grad_w . v/||v||, grad_v = g/||v|| grad_w - g grad_g/||v||^2 v."""
+    rng = np.random.default_rng(4)
+    x = rng.normal(size=(6, 5)).astype("float32")
+    target = rng.normal(size=(6, 3)).astype("float32")
+    wn = WeightNormalization(keras.layers.Dense(3, use_bias=False))
+    wn.build(x.shape)
+    _randomize(wn, rng)
+    v = wn.layer.kernel.numpy().astype("float64")
+    g = wn.g.numpy().astype("float64")
+    w = tf.Variable(_numpy_wn_kernel(v, g).astype("float32"))
+    with tf.GradientTape() as tape:
+        loss = tf.reduce_sum((x @ w - target) ** 2)
+    grad_w = tape.gradient(loss, w).numpy().astype("float64")
+    with tf.GradientTape() as tape:
+        loss = tf.reduce_sum((wn(x) - target) ** 2)
+    grad_v, grad_g = tape.gradient(loss, [wn.layer.kernel, wn.g])
+    norm = np.linalg.norm(v, axis=0)
+    expected_grad_g = np.sum(grad_w * v, axis=0) / norm
+    expected_grad_v = g / norm * grad_w - g * expected_grad_g / norm**2 * v
+    np.testing.assert_allclose(grad_g, expected_grad_g, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(grad_v, expected_grad_v, rtol=1e-4, atol=1e-5)
+
+
+def test_mixed_precision_computes_the_kernel_in_float32():
+    x = np.random.default_rng(5).normal(size=(4, 8, 8, 3)).astype("float32")
+    reference = WeightNormalization(keras.layers.Conv2D(4, 3))
+    expected = np.asarray(reference(x))
+    with dtype_policy("mixed_float16"):
+        wn = WeightNormalization(keras.layers.Conv2D(4, 3))
+        wn.build(x.shape)
+        wn.set_weights(reference.get_weights())
+        y = wn(x)
+    assert y.dtype == "float16"
+    assert {v.dtype for v in wn.weights if v.dtype != "bool"} == {"float32"}
+    np.testing.assert_allclose(np.asarray(y, "float32"), expected, rtol=1e-2, atol=1e-2)
+
+
+def test_large_kernels_do_not_overflow_in_float16():
+    """||v||^2 = 3*3*512*300^2 ~ 4e8 exceeds float16's range (65504); w does not."""
+    with dtype_policy("mixed_float16"):
+        wn = WeightNormalization(
+            keras.layers.Conv2D(2, 3, kernel_initializer=keras.initializers.Constant(300.0))
+        )
+        x = np.ones((1, 3, 3, 512), "float32")
+        wn.build(x.shape)
+        wn.g.assign(np.ones(2))
+        y = np.asarray(wn(x), "float32")
+    # Unit-norm constant kernel on ones: sum of n entries 1/sqrt(n) = sqrt(n).
+    np.testing.assert_allclose(y, np.sqrt(3 * 3 * 512), rtol=1e-3)
+
+
+@pytest.mark.parametrize(
+    "make_layer, input_shape, output_shape",
+    [
+        (lambda: WeightNormalization(keras.layers.Dense(3, activation="relu")), (5,), (3,)),
+        (lambda: WeightNormalization(keras.layers.Conv2D(4, 3, padding="same")), (6, 6, 2), (6, 6, 4)),
+        (lambda: WeightNormalization(keras.layers.Conv2DTranspose(2, 3), log_scale=True), (4, 4, 3), (6, 6, 2)),
+    ],
+)
+def test_layer_test_helper(make_layer, input_shape, output_shape, tmp_path):
+    # Trainable: v (kernel), bias, g; non-trainable: the `initialized` flag.
+    run_layer_test(make_layer, input_shape, output_shape, 3, 1, str(tmp_path))
+
+
+def test_rejects_a_layer_without_kernel():
+    with pytest.raises(ValueError, match="Dropout has no kernel"):
+        WeightNormalization(keras.layers.Dropout(0.5))
+
+
+def test_rejects_an_unsupported_layer_with_kernel():
+    with pytest.raises(ValueError, match="Received: layer=.* of type EinsumDense"):
+        WeightNormalization(keras.layers.EinsumDense("ab,bc->ac", output_shape=3))
+
+
+def test_rejects_a_non_layer():
+    with pytest.raises(TypeError, match="expects a Keras layer.*Received"):
+        WeightNormalization("dense")
