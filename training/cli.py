@@ -77,12 +77,32 @@ def learning_rate_schedule(base, epochs):
     return lambda epoch: base * min(1.0, 2.0 * (epochs - epoch) / epochs)
 
 
+class CheckpointError(RuntimeError):
+    """The run directory's backup exists but cannot be restored."""
+
+
+class ResumableBackup(keras.callbacks.BackupAndRestore):
+    """Keras `BackupAndRestore` that reports an unreadable backup clearly."""
+
+    def on_train_begin(self, logs=None):
+        try:
+            super().on_train_begin(logs)
+        except (OSError, ValueError, KeyError) as error:
+            reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+            raise CheckpointError(
+                f"cannot resume from the checkpoint in {self.backup_dir!r} "
+                f"({reason}); delete that directory to start over"
+            ) from None
+
+
 def build_callbacks(args, run_dir):
     """Checkpoint, CSV log, resumable backup and the learning-rate schedule."""
+    backup_dir = os.path.join(run_dir, "backup")
+    resuming = os.path.isdir(backup_dir)
     return [
-        keras.callbacks.BackupAndRestore(os.path.join(run_dir, "backup")),
+        ResumableBackup(backup_dir),
         keras.callbacks.ModelCheckpoint(os.path.join(run_dir, "model.keras")),
-        keras.callbacks.CSVLogger(os.path.join(run_dir, "history.csv"), append=True),
+        keras.callbacks.CSVLogger(os.path.join(run_dir, "history.csv"), append=resuming),
         keras.callbacks.LearningRateScheduler(
             learning_rate_schedule(args.learning_rate, args.epochs)
         ),
@@ -185,7 +205,7 @@ def main(argv=None):
         train(args)
     except data.DataUnavailableError as error:
         return _fail(error, status=2)
-    except OSError as error:
+    except (OSError, CheckpointError) as error:
         return _fail(error)
     return 0
 

@@ -70,6 +70,12 @@ def load_digits(image_size=DIGITS_DEFAULT_SIZE, seed=0):
     )
 
 
+def _to_numpy(dataset, batch_size=4096):
+    """All (image, label) pairs of a `tf.data` dataset as two numpy arrays."""
+    batches = list(dataset.batch(batch_size).as_numpy_iterator())
+    return np.concatenate([b[0] for b in batches]), np.concatenate([b[1] for b in batches])
+
+
 def load_tfds(name, data_dir=None, image_size=None, download=True):
     """A tensorflow-datasets image dataset's train and test splits in memory.
 
@@ -80,15 +86,12 @@ def load_tfds(name, data_dir=None, image_size=None, download=True):
     import tensorflow_datasets as tfds
 
     try:
-        (x_train, y_train), (x_test, y_test) = tfds.as_numpy(
-            tfds.load(
-                name,
-                split=["train", "test"],
-                data_dir=data_dir,
-                as_supervised=True,
-                batch_size=-1,
-                download=download,
-            )
+        train, test = tfds.load(
+            name,
+            split=["train", "test"],
+            data_dir=data_dir,
+            as_supervised=True,
+            download=download,
         )
         builder = tfds.builder(name, data_dir=data_dir)
     except Exception as error:  # tfds raises many types for missing data.
@@ -101,6 +104,8 @@ def load_tfds(name, data_dir=None, image_size=None, download=True):
             f"--dataset {DIGITS}, which needs no network."
         ) from None
     num_classes = builder.info.features["label"].num_classes
+    x_train, y_train = _to_numpy(train)
+    x_test, y_test = _to_numpy(test)
     return ImageSplits(
         _resize(x_train, image_size),
         y_train.astype("int32"),

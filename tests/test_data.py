@@ -1,0 +1,83 @@
+"""Training data: offline digits, tfds loading, standardization and pipelines."""
+
+import numpy as np
+import pytest
+import tensorflow_datasets as tfds
+
+from training import data
+
+
+def test_digits_split_is_fixed_stratified_and_resized():
+    splits = data.load("digits", image_size=16, seed=0)
+    assert splits.x_train.shape == (1437, 16, 16, 1)
+    assert splits.x_test.shape == (360, 16, 16, 1)
+    assert splits.x_train.dtype == np.float32 and splits.num_classes == 10
+    assert 0.0 <= splits.x_train.min() and splits.x_train.max() <= 16.0
+    # Stratified: each class has 20 % of its examples in the test split.
+    all_counts = np.bincount(np.concatenate([splits.y_train, splits.y_test]))
+    assert np.all(np.abs(np.bincount(splits.y_test) - 0.2 * all_counts) <= 1)
+    again = data.load("digits", image_size=16, seed=0)
+    np.testing.assert_array_equal(splits.y_test, again.y_test)
+    np.testing.assert_array_equal(splits.x_test, again.x_test)
+    other = data.load("digits", image_size=16, seed=1)
+    assert not np.array_equal(splits.y_test, other.y_test)
+
+
+def test_digits_resize_keeps_the_images():
+    """Averaging the 16x16 images over 2x2 blocks finds their 8x8 originals."""
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    originals = digits.images.reshape(len(digits.images), -1)
+    splits = data.load("digits", image_size=16, seed=0)
+    small = splits.x_train[:20].reshape(-1, 8, 2, 8, 2).mean(axis=(2, 4)).reshape(20, -1)
+    for image, label in zip(small, splits.y_train[:20]):
+        distances = np.abs(originals - image).mean(axis=1)
+        assert digits.target[np.argmin(distances)] == label
+        assert distances.min() < 0.5 * np.median(distances)
+
+
+def test_standardizer_uses_training_statistics_per_channel():
+    """Eq. 1.13-1.16 of the initialization notes: per-channel mean, biased variance."""
+    rng = np.random.default_rng(0)
+    x_train = rng.normal(loc=[2.0, -5.0, 10.0], scale=[1.0, 3.0, 0.5], size=(40, 4, 4, 3))
+    x_test = x_train + 100.0
+    layer = data.standardizer(x_train.astype("float32"))
+    mean = x_train.mean(axis=(0, 1, 2))
+    var = ((x_train - mean) ** 2).mean(axis=(0, 1, 2))
+    expected = (x_test - mean) / np.sqrt(var)
+    np.testing.assert_allclose(layer(x_test.astype("float32")), expected, rtol=1e-4, atol=1e-4)
+    standardized = np.asarray(layer(x_train.astype("float32")))
+    np.testing.assert_allclose(standardized.mean(axis=(0, 1, 2)), 0.0, atol=1e-5)
+    np.testing.assert_allclose(standardized.std(axis=(0, 1, 2)), 1.0, atol=1e-4)
+
+
+def test_pipeline_batches_every_example_once_per_epoch():
+    images = np.arange(10, dtype="float32").reshape(10, 1, 1, 1)
+    labels = np.arange(10, dtype="int32")
+    dataset = data.make_pipeline(images, labels, batch_size=4, shuffle=True, seed=0)
+    batches = [y.numpy() for _, y in dataset]
+    assert [len(b) for b in batches] == [4, 4, 2]
+    assert sorted(np.concatenate(batches).tolist()) == list(range(10))
+    unshuffled = data.make_pipeline(images, labels, batch_size=4, shuffle=False)
+    assert np.concatenate([y.numpy() for _, y in unshuffled]).tolist() == list(range(10))
+
+
+def test_tfds_datasets_load_under_mock_data():
+    with tfds.testing.mock_data(num_examples=12):
+        splits = data.load("cifar10")
+    assert splits.x_train.shape == (12, 32, 32, 3)
+    assert splits.num_classes == 10
+    with tfds.testing.mock_data(num_examples=6):
+        resized = data.load("svhn_cropped", image_size=16)
+    assert resized.x_test.shape == (6, 16, 16, 3)
+
+
+def test_missing_tfds_data_raises_a_helpful_error(tmp_path):
+    with pytest.raises(data.DataUnavailableError, match=r"tfds build cifar100 --data_dir DIR"):
+        data.load("cifar100", data_dir=str(tmp_path), download=False)
+
+
+def test_unknown_dataset_lists_the_choices():
+    with pytest.raises(ValueError, match=r"Expected one of \('digits', 'cifar10'.*Received: 'mnist'"):
+        data.load("mnist")

@@ -1,0 +1,88 @@
+"""SavedModel and TFLite export, parity checks and `keras-norms-export`."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+from export import cli, exporter
+from keras_norms import data_dependent_init
+from keras_norms.models import convpool_cnn_c
+from tests.test_convpool_cnn_c import PARAMS_32x32x3
+from tests.test_fold import _perturb_statistics
+
+
+def _initialized_model(norm, seed=0):
+    rng = np.random.default_rng(seed)
+    model = convpool_cnn_c((16, 16, 1), 10, norm)
+    x = rng.normal(size=(64, 16, 16, 1)).astype("float32")
+    data_dependent_init(model, x)
+    _perturb_statistics(model, rng)
+    return model, x
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("norm", sorted(PARAMS_32x32x3))
+def test_saved_model_and_tflite_match_keras(norm, tmp_path):
+    model, x = _initialized_model(norm)
+    report = exporter.export_and_check(model, str(tmp_path), x)
+    assert report["saved_model_max_abs_diff"] <= 1e-4
+    assert report["tflite_max_abs_diff"] <= 1e-4
+    # The check compares against the Keras model's own logits on the same inputs.
+    expected = model.predict(x, verbose=0)
+    tflite = exporter.run_tflite(report["tflite"], x)
+    assert tflite.shape == (64, 10)
+    np.testing.assert_allclose(tflite, expected, atol=1e-4)
+    with open(tmp_path / "parity.json") as f:
+        assert json.load(f)["num_inputs"] == 64
+
+
+def test_parity_failure_raises(tmp_path, monkeypatch):
+    model, x = _initialized_model("wn_mobn")
+    broken = exporter.run_tflite
+    monkeypatch.setattr(exporter, "run_tflite", lambda path, inputs: broken(path, inputs) + 1e-3)
+    with pytest.raises(exporter.ParityError, match=r"max \|logit difference\| 1\.0\d*e-03 > tolerance 1\.0e-04"):
+        exporter.export_and_check(model, str(tmp_path), x[:8])
+
+
+def _saved_model_op_counts(path):
+    import collections
+
+    import tensorflow as tf
+
+    graph = tf.saved_model.load(path).signatures["serving_default"].graph.as_graph_def()
+    nodes = list(graph.node) + [n for f in graph.library.function for n in f.node_def]
+    return collections.Counter(node.op for node in nodes)
+
+
+@pytest.mark.parametrize("norm", ["wn", "wn_mobn", "bn"])
+def test_deployed_graph_is_the_plain_networks_graph(norm, tmp_path):
+    """Folded: the SavedModel holds no norm (Square, Sum, Rsqrt) or mean subtraction.
+
+    (The TFLite converter constant-folds an unfolded kernel too, so the
+    SavedModel is where folding shows.)
+    """
+    plain, x = _initialized_model("none")
+    normalized, _ = _initialized_model(norm)
+    plain_report = exporter.export_and_check(plain, str(tmp_path / "none"), x[:4])
+    report = exporter.export_and_check(normalized, str(tmp_path / norm), x[:4])
+    ops = _saved_model_op_counts(report["saved_model"])
+    assert ops == _saved_model_op_counts(plain_report["saved_model"])
+    assert ops["Conv2D"] == 9 and ops["Rsqrt"] == 0 and ops["Sum"] == 0
+
+
+def test_export_cli_on_a_keras_file(tmp_path, capsys):
+    model, _ = _initialized_model("wn", seed=1)
+    path = str(tmp_path / "model.keras")
+    model.save(path)
+    out_dir = str(tmp_path / "export")
+    assert cli.main([path, "--output", out_dir, "--dataset", "digits", "--num-samples", "32"]) == 0
+    assert {"saved_model", "model.tflite", "parity.json"} <= set(os.listdir(out_dir))
+    assert "parity on 32 inputs" in capsys.readouterr().out
+
+
+def test_export_cli_reports_a_missing_file(tmp_path, capsys):
+    assert cli.main([str(tmp_path / "missing.keras"), "--output", str(tmp_path / "out")]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("keras-norms-export: error:") and len(err.splitlines()) == 1

@@ -1,0 +1,144 @@
+"""`keras-norms-train` end to end, resume, and bad input."""
+
+import csv
+import json
+import os
+import subprocess
+import sys
+
+import keras
+import pytest
+import tensorflow_datasets as tfds
+
+from training import cli
+
+FAST = ["--image-size", "12", "--batch-size", "200", "--verbose", "0"]
+
+
+def _history_epochs(run_dir):
+    with open(os.path.join(run_dir, "history.csv")) as f:
+        return [int(row["epoch"]) for row in csv.DictReader(f)]
+
+
+def _metrics(run_dir):
+    with open(os.path.join(run_dir, "metrics.json")) as f:
+        return json.load(f)
+
+
+def test_learning_rate_schedule_is_constant_then_linear_to_zero():
+    schedule = cli.learning_rate_schedule(1.0, 10)
+    assert [schedule(e) for e in range(10)] == pytest.approx(
+        [1, 1, 1, 1, 1, 1, 0.8, 0.6, 0.4, 0.2]
+    )
+
+
+@pytest.mark.slow
+def test_tiny_digits_run_writes_the_run_directory_and_exports(tmp_path, capsys):
+    run_dir = str(tmp_path / "run")
+    assert cli.main(["--epochs", "1", "--output", run_dir, "--export"] + FAST) == 0
+    assert {"model.keras", "history.csv", "metrics.json", "export"} <= set(os.listdir(run_dir))
+    metrics = _metrics(run_dir)
+    assert metrics["dataset"] == "digits" and metrics["norm"] == "wn_mobn"
+    assert metrics["epochs"] == 1 and metrics["train_wall_time_s"] > 0
+    assert 0.0 <= metrics["test_accuracy"] <= 1.0
+    assert metrics["export"]["tflite_max_abs_diff"] <= 1e-4
+    assert os.path.isfile(os.path.join(run_dir, "export", "model.tflite"))
+    assert _history_epochs(run_dir) == [0]
+    model = keras.saving.load_model(os.path.join(run_dir, "model.keras"))
+    assert model.input_shape == (None, 12, 12, 1)
+    assert all(layer.initialized.numpy() for layer in model.layers[-1].layers if hasattr(layer, "initialized"))
+    out = capsys.readouterr().out
+    assert "test accuracy:" in out and "export parity" in out
+
+
+class _Interrupt(keras.callbacks.Callback):
+    def on_epoch_end(self, epoch, logs=None):
+        raise KeyboardInterrupt
+
+
+@pytest.mark.slow
+def test_killed_run_resumes_where_it_stopped(tmp_path, monkeypatch):
+    run_dir = str(tmp_path / "run")
+    args = ["--epochs", "2", "--output", run_dir] + FAST
+    build = cli.build_callbacks
+    monkeypatch.setattr(cli, "build_callbacks", lambda a, d: build(a, d) + [_Interrupt()])
+    with pytest.raises(KeyboardInterrupt):
+        cli.main(args)
+    assert os.path.isdir(os.path.join(run_dir, "backup"))
+    monkeypatch.setattr(cli, "build_callbacks", build)
+    assert cli.main(args) == 0
+    # Epoch 0 from the killed run, epoch 1 from the resumed one: not [0, 0, 1].
+    assert _history_epochs(run_dir) == [0, 1]
+    assert not os.path.exists(os.path.join(run_dir, "backup"))
+
+
+@pytest.mark.slow
+def test_tfds_dataset_trains_under_mock_data(tmp_path):
+    run_dir = str(tmp_path / "run")
+    with tfds.testing.mock_data(num_examples=16):
+        status = cli.main([
+            "--dataset", "cifar10", "--norm", "bn", "--epochs", "1", "--batch-size", "8",
+            "--init-batch-size", "16", "--output", run_dir, "--verbose", "0",
+        ])
+    assert status == 0
+    assert _metrics(run_dir)["dataset"] == "cifar10"
+
+
+def test_missing_data_exits_2_with_instructions(tmp_path, capsys):
+    status = cli.main([
+        "--dataset", "svhn_cropped", "--data-dir", str(tmp_path / "tfds"), "--no-download",
+        "--output", str(tmp_path / "run"),
+    ])
+    assert status == 2
+    err = capsys.readouterr().err
+    assert "tfds build svhn_cropped --data_dir DIR" in err
+    assert "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--model", "vgg"], "invalid choice: 'vgg' (choose from convpool_cnn_c)"),
+        (["--norm", "gn"], "invalid choice: 'gn' for --model convpool_cnn_c (choose from none, wn, mobn, bn, wn_mobn)"),
+        (["--dataset", "mnist"], "invalid choice: 'mnist' (choose from digits, cifar10, cifar100, svhn_cropped)"),
+        (["--epochs", "0"], "argument --epochs: expected a positive integer, got 0"),
+        (["--batch-size", "-4"], "argument --batch-size: expected a positive integer, got -4"),
+        (["--learning-rate", "0"], "argument --learning-rate: expected a positive number, got 0"),
+    ],
+)
+def test_bad_arguments_are_argparse_errors(argv, message, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(argv)
+    assert exit_info.value.code == 2
+    # argparse quotes the choices in some Python versions only.
+    assert message.replace("'", "") in capsys.readouterr().err.replace("'", "")
+
+
+def test_unwritable_output_directory_is_a_one_line_error(tmp_path, capsys):
+    blocker = tmp_path / "file.txt"
+    blocker.write_text("not a directory")
+    assert cli.main(["--output", str(blocker / "run")]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("keras-norms-train: error: cannot write to output directory")
+    assert len(err.splitlines()) == 1
+
+
+@pytest.mark.slow
+def test_unreadable_checkpoint_is_a_one_line_error(tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    backup = run_dir / "backup"
+    backup.mkdir(parents=True)
+    (backup / "latest.weights.h5").write_bytes(b"not an h5 file")
+    (backup / "training_metadata.json").write_text("{broken")
+    assert cli.main(["--epochs", "1", "--output", str(run_dir)] + FAST) == 1
+    err = capsys.readouterr().err.strip()
+    assert "cannot resume from the checkpoint in" in err
+    assert len(err.splitlines()) == 1
+
+
+def test_module_entry_point_prints_help():
+    result = subprocess.run(
+        [sys.executable, "-m", "training", "--help"], capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0
+    assert "--init-batch-size" in result.stdout and "--export" in result.stdout
