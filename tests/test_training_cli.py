@@ -3,6 +3,7 @@
 import csv
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -136,9 +137,18 @@ def test_unreadable_checkpoint_is_a_one_line_error(tmp_path, capsys):
     assert len(err.splitlines()) == 1
 
 
-def test_module_entry_point_prints_help():
-    result = subprocess.run(
-        [sys.executable, "-m", "training", "--help"], capture_output=True, text=True, timeout=120
-    )
+@pytest.mark.parametrize(
+    "command, expected",
+    [
+        ([sys.executable, "-m", "training"], "--init-batch-size"),
+        (["keras-norms-train"], "--init-batch-size"),
+        ([sys.executable, "-m", "export"], "--tolerance"),
+        (["keras-norms-export"], "--tolerance"),
+    ],
+)
+def test_entry_points_print_help(command, expected):
+    if not os.path.isabs(command[0]):
+        command = [shutil.which(command[0]) or command[0]]
+    result = subprocess.run(command + ["--help"], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0
-    assert "--init-batch-size" in result.stdout and "--export" in result.stdout
+    assert expected in result.stdout

@@ -1,0 +1,27 @@
+"""The README's usage example and the docstring examples run as written."""
+
+import doctest
+import pathlib
+import re
+
+import pytest
+
+from keras_norms.layers import mean_only_bn, weight_norm
+
+README = pathlib.Path(__file__).resolve().parent.parent / "README.md"
+
+
+def test_readme_usage_example_runs():
+    text = README.read_text()
+    (example,) = re.findall(r"## Usage\n\n```python\n(.*?)```", text, re.S)
+    namespace = {}
+    exec(compile(example, str(README), "exec"), namespace)
+    model = namespace["model"]
+    assert model.output_shape == (None, 10)
+    assert model.layers[1].initialized.numpy()
+
+
+@pytest.mark.parametrize("module", [weight_norm, mean_only_bn])
+def test_docstring_examples(module):
+    failures, tried = doctest.testmod(module, optionflags=doctest.NORMALIZE_WHITESPACE)
+    assert tried > 0 and failures == 0
