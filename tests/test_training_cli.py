@@ -147,8 +147,9 @@ def test_unreadable_checkpoint_is_a_one_line_error(tmp_path, capsys):
     ],
 )
 def test_entry_points_print_help(command, expected):
-    if not os.path.isabs(command[0]):
-        command = [shutil.which(command[0]) or command[0]]
+    if not os.path.isabs(command[0]):  # a console script: beside python, or on PATH
+        beside = os.path.join(os.path.dirname(sys.executable), command[0])
+        command = [beside if os.path.exists(beside) else shutil.which(command[0]) or command[0]]
     result = subprocess.run(command + ["--help"], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0
     assert expected in result.stdout

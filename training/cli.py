@@ -163,6 +163,7 @@ def train(args):
         epochs=args.epochs,
         validation_data=test_ds,
         callbacks=build_callbacks(args, run_dir),
+        shuffle=False,  # the pipeline shuffles
         verbose=args.verbose,
     )
     wall_time = time.perf_counter() - start
