@@ -138,7 +138,7 @@ def _prepare_run_dir(path):
             pass
         os.remove(probe)
     except OSError as error:
-        raise OSError(f"cannot write to output directory {path!r}: {error.strerror}")
+        raise OSError(f"cannot write to output directory {path!r}: {error.strerror}") from None
 
 
 def train(args):
