@@ -14,21 +14,8 @@ from keras import ops
 
 from keras_norms.data_init import iter_layers, single_producer
 from keras_norms.layers import MeanOnlyBatchNormalization, WeightNormalization
+from keras_norms.layers.weight_norm import CONV_TRANSPOSE_LAYERS, SUPPORTED_LAYERS
 
-_LINEAR = (
-    keras.layers.Dense,
-    keras.layers.Conv1D,
-    keras.layers.Conv2D,
-    keras.layers.Conv3D,
-    keras.layers.Conv1DTranspose,
-    keras.layers.Conv2DTranspose,
-    keras.layers.Conv3DTranspose,
-)
-_TRANSPOSE = (
-    keras.layers.Conv1DTranspose,
-    keras.layers.Conv2DTranspose,
-    keras.layers.Conv3DTranspose,
-)
 _AFFINE_NORMS = (MeanOnlyBatchNormalization, keras.layers.BatchNormalization)
 
 
@@ -54,7 +41,7 @@ def _core(layer):
 
 def _is_linear(layer):
     core = _core(layer)
-    return isinstance(core, _LINEAR) and core.activation in (
+    return isinstance(core, SUPPORTED_LAYERS) and core.activation in (
         None,
         keras.activations.linear,
     )
@@ -103,7 +90,7 @@ def _foldable_pairs(model):
 def _folded_weights(layer, norm):
     """Kernel and bias of `layer` (WN or plain) with `norm` folded in."""
     core = _core(layer)
-    transpose = isinstance(core, _TRANSPOSE)
+    transpose = isinstance(core, CONV_TRANSPOSE_LAYERS)
     kernel = _numpy(layer.kernel)
     units = kernel.shape[-2 if transpose else -1]
     bias = _numpy(core.bias) if core.use_bias else np.zeros(units)

@@ -14,12 +14,14 @@ _INIT_EPSILON = 1e-10
 
 _DENSE = (keras.layers.Dense,)
 _CONV = (keras.layers.Conv1D, keras.layers.Conv2D, keras.layers.Conv3D)
-_CONV_TRANSPOSE = (
+# Their kernels are (*kernel_size, filters, in): the output axis is -2.
+CONV_TRANSPOSE_LAYERS = (
     keras.layers.Conv1DTranspose,
     keras.layers.Conv2DTranspose,
     keras.layers.Conv3DTranspose,
 )
-_SUPPORTED = _DENSE + _CONV + _CONV_TRANSPOSE
+# The layer types WeightNormalization wraps (subclasses included).
+SUPPORTED_LAYERS = _DENSE + _CONV + CONV_TRANSPOSE_LAYERS
 
 
 def _check_wrappable(layer):
@@ -28,7 +30,7 @@ def _check_wrappable(layer):
             "WeightNormalization expects a Keras layer to wrap. "
             f"Received: layer={layer!r} of type {type(layer).__name__}"
         )
-    if isinstance(layer, _SUPPORTED):
+    if isinstance(layer, SUPPORTED_LAYERS):
         return
     if not hasattr(type(layer), "kernel"):
         raise ValueError(
@@ -122,7 +124,7 @@ class WeightNormalization(keras.layers.Wrapper):
         self.data_init = bool(data_init)
         self.log_scale = bool(log_scale)
         self._init_center = None  # set only by `data_dependent_init`
-        transpose = isinstance(layer, _CONV_TRANSPOSE)
+        transpose = isinstance(layer, CONV_TRANSPOSE_LAYERS)
         self._kernel_out_axis = -2 if transpose else -1
         if isinstance(layer, _DENSE):
             self._channel_axis = -1
@@ -181,7 +183,7 @@ class WeightNormalization(keras.layers.Wrapper):
         layer = self.layer
         if isinstance(layer, _DENSE):
             outputs = ops.matmul(inputs, kernel)
-        elif isinstance(layer, _CONV_TRANSPOSE):
+        elif isinstance(layer, CONV_TRANSPOSE_LAYERS):
             outputs = ops.conv_transpose(
                 inputs,
                 kernel,
