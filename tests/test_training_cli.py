@@ -26,13 +26,6 @@ def _metrics(run_dir):
         return json.load(f)
 
 
-def test_learning_rate_schedule_is_constant_then_linear_to_zero():
-    schedule = cli.learning_rate_schedule(1.0, 10)
-    assert [schedule(e) for e in range(10)] == pytest.approx(
-        [1, 1, 1, 1, 1, 1, 0.8, 0.6, 0.4, 0.2]
-    )
-
-
 @pytest.mark.slow
 def test_tiny_digits_run_writes_the_run_directory_and_exports(tmp_path, capsys):
     run_dir = str(tmp_path / "run")
@@ -99,7 +92,7 @@ def test_missing_data_exits_2_with_instructions(tmp_path, capsys):
 @pytest.mark.parametrize(
     "argv, message",
     [
-        (["--model", "vgg"], "invalid choice: 'vgg' (choose from convpool_cnn_c)"),
+        (["--model", "vgg"], "invalid choice: 'vgg' (choose from convpool_cnn_c, nin)"),
         (["--norm", "gn"], "invalid choice: 'gn' for --model convpool_cnn_c (choose from none, wn, mobn, bn, wn_mobn)"),
         (["--dataset", "mnist"], "invalid choice: 'mnist' (choose from digits, cifar10, cifar100, svhn_cropped)"),
         (["--epochs", "0"], "argument --epochs: expected a positive integer, got 0"),

@@ -11,7 +11,9 @@ import numpy as np
 
 from keras_norms import data_dependent_init
 from keras_norms.models import BUILDERS, NORMS
+from keras_norms.models.nin import DATA_NORMALIZATIONS
 from training import data
+from training.recipes import RECIPES
 
 DEFAULT_OUTPUT = os.path.join("runs", "{model}_{norm}_{dataset}")
 
@@ -33,8 +35,8 @@ def _positive_float(text):
 def build_parser():
     parser = argparse.ArgumentParser(
         prog="keras-norms-train",
-        description="Train a keras-norms model with model.fit "
-        "(Adam; learning rate constant for the first half, then linear decay).",
+        description="Train a keras-norms model with model.fit, with the "
+        "optimizer and schedule of its paper.",
     )
     parser.add_argument("--model", default="convpool_cnn_c", choices=sorted(BUILDERS))
     parser.add_argument("--norm", default="wn_mobn", help="normalization; see --model")
@@ -46,15 +48,29 @@ def build_parser():
     )
     parser.add_argument(
         "--image-size", type=_positive_int, default=None,
-        help="resize images to this square size (digits default: 16)",
+        help="resize images to this square size (digits default: 16 for "
+        "convpool_cnn_c, 32 for nin)",
     )
     parser.add_argument("--epochs", type=_positive_int, default=30)
-    parser.add_argument("--batch-size", type=_positive_int, default=100)
+    parser.add_argument(
+        "--batch-size", type=_positive_int, default=None,
+        help="default: the model's recipe (convpool_cnn_c 100, nin 50)",
+    )
     parser.add_argument(
         "--init-batch-size", type=_positive_int, default=500,
         help="examples for data-dependent initialization (paper: 500)",
     )
-    parser.add_argument("--learning-rate", type=_positive_float, default=0.003)
+    parser.add_argument(
+        "--learning-rate", type=_positive_float, default=None,
+        help="initial learning rate; default: the model's recipe "
+        "(convpool_cnn_c: Adam 0.003, constant then linear to zero; "
+        "nin: SGD momentum 0.9 with 0.05, halved 8 times, weight decay 5e-4)",
+    )
+    parser.add_argument(
+        "--data-normalization", default="global", choices=DATA_NORMALIZATIONS,
+        help="for models that normalize their input (nin): 'global' statistics "
+        "of the training images, or 'batch' statistics (section 4.1)",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
         "--output", default=DEFAULT_OUTPUT,
@@ -66,15 +82,6 @@ def build_parser():
     )
     parser.add_argument("--verbose", type=int, default=1, choices=(0, 1, 2))
     return parser
-
-
-def learning_rate_schedule(base, epochs):
-    """Constant for the first half of the epochs, then linear decay to zero.
-
-    Epoch `e` (0-based) uses `base * min(1, 2 * (epochs - e) / epochs)`,
-    the schedule of Salimans & Kingma's CIFAR-10 experiments (section 5.1).
-    """
-    return lambda epoch: base * min(1.0, 2.0 * (epochs - epoch) / epochs)
 
 
 class CheckpointError(RuntimeError):
@@ -104,21 +111,36 @@ def build_callbacks(args, run_dir):
         keras.callbacks.ModelCheckpoint(os.path.join(run_dir, "model.keras")),
         keras.callbacks.CSVLogger(os.path.join(run_dir, "history.csv"), append=resuming),
         keras.callbacks.LearningRateScheduler(
-            learning_rate_schedule(args.learning_rate, args.epochs)
+            RECIPES[args.model].schedule(args.learning_rate, args.epochs)
         ),
     ]
 
 
 def build_model(args, splits):
-    """Standardization adapted on the training split, then the builder."""
+    """The builder behind the data normalization, compiled with the recipe.
+
+    Models that normalize their input themselves (nin) get `global` element-
+    wise statistics of the training split or `batch` normalization; others
+    get per-channel standardization adapted on the training split.
+    """
+    recipe = RECIPES[args.model]
+    kwargs = {}
+    if recipe.owns_data_normalization:
+        kwargs["data_normalization"] = (
+            data.standardizer(splits.x_train, elementwise=True)
+            if args.data_normalization == "global"
+            else "batch"
+        )
     net = BUILDERS[args.model](
-        input_shape=splits.image_shape, num_classes=splits.num_classes, norm=args.norm
+        input_shape=splits.image_shape, num_classes=splits.num_classes, norm=args.norm, **kwargs
     )
-    inputs = keras.Input(shape=splits.image_shape, name="pixels")
-    outputs = net(data.standardizer(splits.x_train)(inputs))
-    model = keras.Model(inputs, outputs, name=net.name)
+    if recipe.owns_data_normalization:
+        model = net
+    else:
+        inputs = keras.Input(shape=splits.image_shape, name="pixels")
+        model = keras.Model(inputs, net(data.standardizer(splits.x_train)(inputs)), name=net.name)
     model.compile(
-        optimizer=keras.optimizers.Adam(args.learning_rate),
+        optimizer=recipe.optimizer(args.learning_rate),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         metrics=["accuracy"],
     )
@@ -146,9 +168,10 @@ def train(args):
     run_dir = args.output.format(model=args.model, norm=args.norm, dataset=args.dataset)
     _prepare_run_dir(run_dir)
     keras.utils.set_random_seed(args.seed)
-    splits = data.load(
-        args.dataset, args.data_dir, args.image_size, seed=args.seed, download=args.download
-    )
+    image_size = args.image_size
+    if image_size is None and args.dataset == data.DIGITS:
+        image_size = RECIPES[args.model].digits_image_size
+    splits = data.load(args.dataset, args.data_dir, image_size, seed=args.seed, download=args.download)
     model = build_model(args, splits)
     init_rng = np.random.default_rng(args.seed)
     init_index = init_rng.permutation(len(splits.x_train))[: args.init_batch_size]
@@ -197,6 +220,9 @@ def train(args):
 def main(argv=None):
     parser = build_parser()
     args = parser.parse_args(argv)
+    recipe = RECIPES[args.model]
+    args.batch_size = args.batch_size or recipe.batch_size
+    args.learning_rate = args.learning_rate or recipe.learning_rate
     if args.norm not in NORMS[args.model]:
         parser.error(
             f"argument --norm: invalid choice: {args.norm!r} for --model "

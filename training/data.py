@@ -135,12 +135,18 @@ def make_pipeline(images, labels, batch_size, shuffle, seed=0):
     return dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE)
 
 
-def standardizer(x_train):
-    """Keras `Normalization` adapted per channel on the training images only.
+def standardizer(x_train, elementwise=False):
+    """Keras `Normalization` adapted on the training images only.
 
-    `(x - mean_c) / sqrt(var_c)` with the statistics of eq. 1.13-1.16 of
-    `../shared/papers/initialization-and-batch-normalization-notes.md`.
+    Per channel by default, `(x - mean_c) / sqrt(var_c)` with the statistics
+    of eq. 1.13-1.16 of
+    `../shared/papers/initialization-and-batch-normalization-notes.md`;
+    with `elementwise`, per pixel and channel (NormProp's global data
+    normalization, section 4.1).
     """
-    layer = keras.layers.Normalization(axis=-1, name="standardize")
+    if elementwise:
+        layer = keras.layers.Normalization(axis=(1, 2, 3), name="global_data_normalization")
+    else:
+        layer = keras.layers.Normalization(axis=-1, name="standardize")
     layer.adapt(x_train)
     return layer

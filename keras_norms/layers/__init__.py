@@ -1,6 +1,12 @@
 """Normalization layers, written in `keras.ops` only."""
 
 from keras_norms.layers.mean_only_bn import MeanOnlyBatchNormalization
+from keras_norms.layers.normprop import NormPropConv2D, NormPropDense
 from keras_norms.layers.weight_norm import WeightNormalization
 
-__all__ = ["MeanOnlyBatchNormalization", "WeightNormalization"]
+__all__ = [
+    "MeanOnlyBatchNormalization",
+    "NormPropConv2D",
+    "NormPropDense",
+    "WeightNormalization",
+]

@@ -1,9 +1,11 @@
 """Model builders for the papers' networks."""
 
-from keras_norms.models.convpool_cnn_c import NORMS as CONVPOOL_CNN_C_NORMS
+from keras_norms.models import convpool_cnn_c as _convpool_cnn_c
+from keras_norms.models import nin as _nin
 from keras_norms.models.convpool_cnn_c import convpool_cnn_c
+from keras_norms.models.nin import nin
 
-BUILDERS = {"convpool_cnn_c": convpool_cnn_c}
-NORMS = {"convpool_cnn_c": CONVPOOL_CNN_C_NORMS}
+BUILDERS = {"convpool_cnn_c": convpool_cnn_c, "nin": nin}
+NORMS = {"convpool_cnn_c": _convpool_cnn_c.NORMS, "nin": _nin.NORMS}
 
-__all__ = ["BUILDERS", "NORMS", "convpool_cnn_c"]
+__all__ = ["BUILDERS", "NORMS", "convpool_cnn_c", "nin"]
