@@ -1,4 +1,4 @@
-"""Fold weight normalization and batch-statistics layers into plain layers.
+"""Fold weight normalization, batch-statistics and NormProp layers into plain layers.
 
 For deployment, `w = g * v / ||v||` becomes a constant kernel, and an
 inference-mode normalization that directly follows a linear layer
@@ -13,10 +13,17 @@ import numpy as np
 from keras import ops
 
 from keras_norms.data_init import iter_layers, single_producer
-from keras_norms.layers import MeanOnlyBatchNormalization, WeightNormalization
+from keras_norms.layers import (
+    MeanOnlyBatchNormalization,
+    NormPropConv2D,
+    NormPropDense,
+    WeightNormalization,
+)
+from keras_norms.layers.normprop import PRELU
 from keras_norms.layers.weight_norm import CONV_TRANSPOSE_LAYERS, SUPPORTED_LAYERS
 
 _AFFINE_NORMS = (MeanOnlyBatchNormalization, keras.layers.BatchNormalization)
+_NORMPROP = (NormPropDense, NormPropConv2D)
 
 
 @keras.saving.register_keras_serializable(package="keras_norms")
@@ -101,15 +108,54 @@ def _folded_weights(layer, norm):
     return [kernel.astype("float32"), bias.astype("float32")]
 
 
+def _normprop_replacement(layer):
+    """Plain layer + activation + `Rescaling(1/c1, -c2/c1)` for a NormProp layer."""
+    prelu = layer.activation == PRELU
+    activation = None if prelu else layer.activation
+    if isinstance(layer, NormPropConv2D):
+        core = keras.layers.Conv2D(
+            layer.filters, layer.kernel_size, layer.strides, layer.padding,
+            layer.data_format, activation=activation, name=f"{layer.name}_conv",
+        )
+    else:
+        core = keras.layers.Dense(layer.units, activation=activation, name=f"{layer.name}_dense")
+    if layer.activation is None:
+        core.name = layer.name
+        return core
+    parts = [core]
+    if prelu:
+        rank = len(layer.output.shape)
+        channel = layer._channel_axis % rank
+        shared = [axis for axis in range(1, rank) if axis != channel]
+        parts.append(keras.layers.PReLU(shared_axes=shared or None, name=f"{layer.name}_prelu"))
+    c2, c1 = (np.asarray(ops.convert_to_numpy(m), "float64") for m in layer.post_activation_moments())
+    parts.append(keras.layers.Rescaling(1.0 / c1, -c2 / c1, name=f"{layer.name}_shift"))
+    return keras.Sequential(parts, name=layer.name)
+
+
+def _set_normprop_weights(old, new):
+    parts = new.layers if isinstance(new, keras.Sequential) else [new]
+    kernel = ops.convert_to_numpy(old.normalized_kernel())
+    parts[0].set_weights([kernel, ops.convert_to_numpy(old.beta)])
+    if old.alpha is not None:
+        prelu = parts[1]
+        prelu.set_weights([np.reshape(ops.convert_to_numpy(old.alpha), prelu.alpha.shape)])
+
+
 def fold_normalization(model):
-    """An inference copy of `model` with WN, MOBN and BN folded away.
+    """An inference copy of `model` with WN, MOBN, BN and NormProp folded away.
 
     Every `WeightNormalization` becomes its wrapped layer type holding the
     kernel `g * v / ||v||`; every MOBN or BN whose input is the only output
     of a linear layer (Dense or convolution, no activation, WN or plain)
-    becomes a `FoldedNormalization` (identity), its inference affine map folded into that layer's
-    kernel and bias. Other layers are copied with their weights. Nested
-    functional/sequential models are folded recursively.
+    becomes a `FoldedNormalization` (identity), its inference affine map
+    folded into that layer's kernel and bias. Every `NormPropDense` /
+    `NormPropConv2D` becomes a plain `Dense` / `Conv2D` with kernel
+    `gamma W / ||W_i||` and bias `beta`, its activation (a `PReLU` layer for
+    `"prelu"`), and `Rescaling(1/c1, -c2/c1)` for the constant
+    post-activation shift (Arpit et al. 2016, eq. 9, 11). Other layers are
+    copied with their weights. Nested functional/sequential models are
+    folded recursively.
 
     Args:
         model: a functional or sequential `keras.Model`.
@@ -120,21 +166,29 @@ def fold_normalization(model):
     """
     pairs = _foldable_pairs(model)
     folded_norms = {id(norm) for norm in pairs.values()}
+    clones = []
 
     def clone(layer):
         if id(layer) in folded_norms:
-            return FoldedNormalization(name=layer.name)
-        if isinstance(layer, WeightNormalization) or id(layer) in pairs:
+            new = FoldedNormalization(name=layer.name)
+        elif isinstance(layer, _NORMPROP):
+            new = _normprop_replacement(layer)
+        elif isinstance(layer, WeightNormalization) or id(layer) in pairs:
             config = _core(layer).get_config()
             config.update(name=layer.name, use_bias=True)
-            return type(_core(layer)).from_config(config)
-        return type(layer).from_config(layer.get_config())
+            new = type(_core(layer)).from_config(config)
+        else:
+            new = type(layer).from_config(layer.get_config())
+        clones.append((layer, new))
+        return new
 
     folded = keras.models.clone_model(model, clone_function=clone, recursive=True)
-    for old, new in zip(iter_layers(model), iter_layers(folded)):
-        if isinstance(old, keras.Model) or id(old) in folded_norms:
+    for old, new in clones:
+        if id(old) in folded_norms:
             continue
-        if isinstance(old, WeightNormalization) or id(old) in pairs:
+        if isinstance(old, _NORMPROP):
+            _set_normprop_weights(old, new)
+        elif isinstance(old, WeightNormalization) or id(old) in pairs:
             new.set_weights(_folded_weights(old, pairs.get(id(old))))
         else:
             new.set_weights(old.get_weights())

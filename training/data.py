@@ -12,6 +12,8 @@ DATASETS = (DIGITS,) + TFDS_DATASETS
 # The builders need at least 12x12; the main job trains on 16x16 digits.
 DIGITS_DEFAULT_SIZE = 16
 DIGITS_TEST_FRACTION = 0.2
+# Element-wise variance floor, as a fraction of the mean element variance.
+ELEMENTWISE_VARIANCE_FLOOR = 0.01
 
 
 class DataUnavailableError(RuntimeError):
@@ -145,8 +147,23 @@ def standardizer(x_train, elementwise=False):
     normalization, section 4.1).
     """
     if elementwise:
-        layer = keras.layers.Normalization(axis=(1, 2, 3), name="global_data_normalization")
-    else:
-        layer = keras.layers.Normalization(axis=-1, name="standardize")
+        return keras.layers.Normalization(
+            axis=(1, 2, 3),
+            mean=x_train.mean(axis=0),
+            variance=elementwise_variance(x_train),
+            name="global_data_normalization",
+        )
+    layer = keras.layers.Normalization(axis=-1, name="standardize")
     layer.adapt(x_train)
     return layer
+
+
+def elementwise_variance(x_train, floor_fraction=ELEMENTWISE_VARIANCE_FLOOR):
+    """Per-element variance, floored at a fraction of the mean variance.
+
+    Pixels blank in every training image (the digits' margins) have zero
+    variance; Keras would divide them by 1e-7 and turn any ink there at test
+    time into huge inputs.
+    """
+    variance = x_train.var(axis=0)
+    return np.maximum(variance, floor_fraction * variance.mean())
