@@ -8,9 +8,10 @@ import pytest
 
 from export import cli, exporter
 from keras_norms import data_dependent_init
-from keras_norms.models import convpool_cnn_c
+from keras_norms.models import convpool_cnn_c, nin
 from tests.test_convpool_cnn_c import PARAMS_32x32x3
 from tests.test_fold import _perturb_statistics
+from training import data
 
 
 def _initialized_model(norm, seed=0):
@@ -36,6 +37,19 @@ def test_saved_model_and_tflite_match_keras(norm, tmp_path):
     np.testing.assert_allclose(tflite, expected, atol=1e-4)
     with open(tmp_path / "parity.json") as f:
         assert json.load(f)["num_inputs"] == 64
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("norm", ["normprop", "bn", "none"])
+def test_nin_saved_model_and_tflite_match_keras(norm, tmp_path):
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(32, 32, 32, 1)).astype("float32")
+    model = nin((32, 32, 1), 10, norm, data_normalization=data.standardizer(x, elementwise=True))
+    report = exporter.export_and_check(model, str(tmp_path), x)
+    assert report["tflite_max_abs_diff"] <= 1e-4 and report["saved_model_max_abs_diff"] <= 1e-4
+    if norm == "normprop":  # gamma / ||W_i|| folded into plain kernels
+        ops = _saved_model_op_counts(report["saved_model"])
+        assert ops["Conv2D"] == 9 and ops["Rsqrt"] == 0 and ops["Sum"] == 0
 
 
 def test_parity_failure_raises(tmp_path, monkeypatch):

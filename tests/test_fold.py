@@ -5,10 +5,15 @@ import numpy as np
 import pytest
 
 from export.fold import FoldedNormalization, fold_normalization, inference_affine
-from keras_norms import data_dependent_init
+from keras_norms import activation_moments, data_dependent_init
 from keras_norms.data_init import iter_layers
-from keras_norms.layers import MeanOnlyBatchNormalization, WeightNormalization
-from keras_norms.models import convpool_cnn_c
+from keras_norms.layers import (
+    MeanOnlyBatchNormalization,
+    NormPropConv2D,
+    NormPropDense,
+    WeightNormalization,
+)
+from keras_norms.models import convpool_cnn_c, nin
 from tests.test_convpool_cnn_c import PARAMS_32x32x3
 
 
@@ -93,3 +98,36 @@ def test_normalization_after_an_activation_is_kept():
     assert isinstance(folded.layers[-1], keras.layers.BatchNormalization)
     x = np.random.default_rng(3).normal(size=(5, 4)).astype("float32")
     np.testing.assert_allclose(_predict(folded, x), _predict(model, x), rtol=1e-6)
+
+
+def test_folded_normprop_nin_equals_the_original():
+    rng = np.random.default_rng(4)
+    model = nin((32, 32, 1), 10, "normprop", data_normalization="batch")
+    for layer in model.layers:
+        if isinstance(layer, NormPropConv2D):
+            layer.gamma.assign(rng.uniform(0.5, 1.5, size=layer.gamma.shape))
+            layer.beta.assign(rng.normal(scale=0.3, size=layer.beta.shape))
+    x = rng.normal(size=(8, 32, 32, 1)).astype("float32")
+    folded = fold_normalization(model)
+    np.testing.assert_allclose(_predict(folded, x), _predict(model, x), rtol=1e-4, atol=1e-5)
+    assert not any(isinstance(layer, NormPropConv2D) for layer in iter_layers(folded))
+    shift = folded.get_layer("conv1").get_layer("conv1_shift")
+    c2, c1 = activation_moments("relu")
+    assert float(shift.scale) == pytest.approx(1 / c1) and float(shift.offset) == pytest.approx(-c2 / c1)
+
+
+def test_folds_normprop_prelu_and_dense_layers():
+    rng = np.random.default_rng(5)
+    model = keras.Sequential([
+        keras.Input((6, 6, 3)),
+        NormPropConv2D(4, 3, activation="prelu"),
+        keras.layers.Flatten(),
+        NormPropDense(5, activation="tanh"),
+        NormPropDense(3, activation="prelu"),
+        NormPropDense(2, activation=None),
+    ])
+    for layer in model.layers:
+        if getattr(layer, "alpha", None) is not None:
+            layer.alpha.assign(rng.uniform(-0.5, 0.5, size=layer.alpha.shape))
+    x = rng.normal(size=(8, 6, 6, 3)).astype("float32")
+    np.testing.assert_allclose(_predict(fold_normalization(model), x), _predict(model, x), rtol=1e-4, atol=1e-5)

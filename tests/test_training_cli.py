@@ -78,6 +78,35 @@ def test_tfds_dataset_trains_under_mock_data(tmp_path):
     assert _metrics(run_dir)["dataset"] == "cifar10"
 
 
+@pytest.mark.slow
+def test_nin_trains_at_batch_size_one_with_global_data_normalization(tmp_path):
+    run_dir = str(tmp_path / "run")
+    with tfds.testing.mock_data(num_examples=12):
+        status = cli.main([
+            "--model", "nin", "--norm", "normprop", "--dataset", "cifar10", "--epochs", "1",
+            "--batch-size", "1", "--output", run_dir, "--verbose", "0",
+        ])
+    assert status == 0
+    assert _metrics(run_dir)["batch_size"] == 1
+    model = keras.saving.load_model(os.path.join(run_dir, "model.keras"))
+    assert model.get_layer("global_data_normalization").axis == (1, 2, 3)
+
+
+@pytest.mark.slow
+def test_nin_on_digits_resizes_to_32_and_uses_the_papers_recipe(tmp_path):
+    run_dir = str(tmp_path / "run")
+    assert cli.main([
+        "--model", "nin", "--norm", "bn", "--data-normalization", "batch", "--epochs", "1",
+        "--output", run_dir, "--verbose", "0",
+    ]) == 0
+    model = keras.saving.load_model(os.path.join(run_dir, "model.keras"))
+    assert model.input_shape == (None, 32, 32, 1)
+    assert model.get_layer("batch_data_normalization") is not None
+    assert isinstance(model.optimizer, keras.optimizers.SGD)
+    assert model.optimizer.momentum == 0.9 and model.optimizer.weight_decay == 5e-4
+    assert _metrics(run_dir)["batch_size"] == 50
+
+
 def test_missing_data_exits_2_with_instructions(tmp_path, capsys):
     status = cli.main([
         "--dataset", "svhn_cropped", "--data-dir", str(tmp_path / "tfds"), "--no-download",
