@@ -66,26 +66,25 @@ def test_killed_run_resumes_where_it_stopped(tmp_path, monkeypatch):
     assert not os.path.exists(os.path.join(run_dir, "backup"))
 
 
+def _train_on_mock_cifar10(run_dir, num_examples, *args):
+    """One epoch on `num_examples` tfds mock CIFAR-10 images; the exit status."""
+    with tfds.testing.mock_data(num_examples=num_examples):
+        return cli.main([
+            "--dataset", "cifar10", "--epochs", "1", "--output", run_dir, "--verbose", "0", *args
+        ])
+
+
 @pytest.mark.slow
 def test_tfds_dataset_trains_under_mock_data(tmp_path):
     run_dir = str(tmp_path / "run")
-    with tfds.testing.mock_data(num_examples=16):
-        status = cli.main([
-            "--dataset", "cifar10", "--norm", "bn", "--epochs", "1", "--batch-size", "8",
-            "--init-batch-size", "16", "--output", run_dir, "--verbose", "0",
-        ])
-    assert status == 0
+    assert _train_on_mock_cifar10(run_dir, 16, "--norm", "bn", "--batch-size", "8") == 0
     assert _metrics(run_dir)["dataset"] == "cifar10"
 
 
 @pytest.mark.slow
 def test_nin_trains_at_batch_size_one_with_global_data_normalization(tmp_path):
     run_dir = str(tmp_path / "run")
-    with tfds.testing.mock_data(num_examples=12):
-        status = cli.main([
-            "--model", "nin", "--norm", "normprop", "--dataset", "cifar10", "--epochs", "1",
-            "--batch-size", "1", "--output", run_dir, "--verbose", "0",
-        ])
+    status = _train_on_mock_cifar10(run_dir, 12, "--model", "nin", "--norm", "normprop", "--batch-size", "1")
     assert status == 0
     assert _metrics(run_dir)["batch_size"] == 1
     model = keras.saving.load_model(os.path.join(run_dir, "model.keras"))
