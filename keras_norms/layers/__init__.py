@@ -1,10 +1,14 @@
 """Normalization layers, written in `keras.ops` only."""
 
+from keras_norms.layers.dwck import DWCKNormalization
+from keras_norms.layers.learned_statistics import LearnedStatisticsNormalization
 from keras_norms.layers.mean_only_bn import MeanOnlyBatchNormalization
 from keras_norms.layers.normprop import NormPropConv2D, NormPropDense
 from keras_norms.layers.weight_norm import WeightNormalization
 
 __all__ = [
+    "DWCKNormalization",
+    "LearnedStatisticsNormalization",
     "MeanOnlyBatchNormalization",
     "NormPropConv2D",
     "NormPropDense",

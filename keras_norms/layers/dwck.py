@@ -1,0 +1,285 @@
+"""Learned weighted-mean normalization with depthwise convolution kernels (DWCK)."""
+
+import keras
+from keras import ops
+
+# Kernel sides used when the stack is derived from the input size.
+_FACTORS = (4, 2, 3)
+# Initial kernel entries are uniform in (1 +- _INIT_SPREAD) times their target.
+_INIT_SPREAD = 0.1
+
+
+def _smooth(size):
+    """Whether `size` factors into 2s and 3s only."""
+    for prime in (2, 3):
+        while size % prime == 0:
+            size //= prime
+    return size == 1
+
+
+def factorize_side(size):
+    """Kernel sides whose product is the smallest `>= size` made of 2s and 3s.
+
+    Appendix B: 32 = 4 x 2 x 2 x 2; a side with another prime factor (7) is
+    padded to the next such size (8 = 4 x 2). Sides: one 4 first if it
+    divides, then 2s, then 3s. Returns `(padded_size, [k1, k2, ...])`.
+    """
+    padded = size
+    while not _smooth(padded):
+        padded += 1
+    remaining, sides = padded, []
+    if remaining % 4 == 0:
+        sides.append(4)
+        remaining //= 4
+    for factor in (2, 3):
+        while remaining % factor == 0:
+            sides.append(factor)
+            remaining //= factor
+    return padded, sides
+
+
+def derive_kernel_sizes(height, width):
+    """A stack of `(kh, kw)` kernels reducing a padded `height x width` map to 1x1."""
+    padded_h, rows = factorize_side(height)
+    padded_w, cols = factorize_side(width)
+    depth = max(len(rows), len(cols), 1)
+    rows += [1] * (depth - len(rows))
+    cols += [1] * (depth - len(cols))
+    return (padded_h, padded_w), list(zip(rows, cols))
+
+
+@keras.saving.register_keras_serializable(package="keras_norms")
+class DWCKNormalization(keras.layers.Layer):
+    """Batch normalization with a learned weighted mean over each feature map.
+
+    For each channel, `mu = (1/N) sum_k sum_ij p_ij x_ij^(k)` (eq. 7) with
+    non-negative weights that sum to one (eq. 6). The weights come from a
+    stack of `keras.layers.DepthwiseConv2D` kernels with kernel size equal
+    to stride and a `NonNeg` constraint (section 3.1, Figure 3): `p_ij` is
+    the product of the stacked kernel entries that cover position `(i, j)`
+    (eq. 10-13), times `1/R` where the stack leaves `R` positions unreduced
+    (averaged uniformly), divided by the sum of all weights so that eq. 6
+    holds exactly. The stack is folded into one `(H, W)` weight map per
+    channel and the batch-mean map is reduced with it; the kernels stay the
+    trainable variables.
+
+    The variance is, by default, the simple variance around the learned
+    mean over batch and positions (the paper's experiments: "a simple
+    standard deviation since a weighted one was computationally unstable");
+    `weighted_variance=True` uses eq. 8. Then eq. 9 and Keras
+    `BatchNormalization`'s scale and offset:
+    `y = gamma * (x - mu) / sqrt(var + epsilon) + beta`. In training the
+    batch statistics are used and running averages updated with `momentum`;
+    at inference the running averages are used.
+
+    Kernel sizes are given (`kernel_sizes=[(4, 4), (2, 2), (2, 2), (2, 2)]`,
+    the paper's notation) or derived (appendix B): each side is factored into
+    4, 2 and 3 (`32 = 4 x 2 x 2 x 2`), a side with another prime factor is
+    zero-padded to the next size that factors (7 -> 8), and padded positions
+    carry zero weight. Kernel entries start uniform within 10 % of
+    `(1/A)^(1/n)` for an n-kernel stack whose kernels cover `A` positions
+    (section 3.1.1), so the initial weighted mean is close to the
+    arithmetic mean.
+
+    Statistics are float32 under mixed precision; the output is in the
+    compute dtype.
+
+    Args:
+        kernel_sizes: list of `(kh, kw)` (or ints) for the stack, or `None`
+            to derive it from the input's spatial size.
+        momentum: running-average momentum, as Keras `BatchNormalization`.
+        epsilon: added to the variance.
+        center: learn the offset `beta`.
+        scale: learn the scale `gamma`.
+        weighted_variance: use eq. 8 instead of the simple variance.
+        **kwargs: base layer keyword arguments.
+
+    Raises:
+        ValueError: for malformed `kernel_sizes` or `momentum`; at build
+            time, for an input that is not rank 4 with known `H`, `W`, `C`,
+            or a stack whose kernels do not divide the map.
+
+    Call arguments:
+        inputs: `(N, H, W, C)` float tensor, channels last.
+        training: use batch statistics and update the running averages.
+
+    Input shape:
+        `(N, H, W, C)`; output has the same shape, in the compute dtype.
+
+    Examples:
+
+    >>> import numpy as np, keras_norms
+    >>> layer = keras_norms.layers.DWCKNormalization()
+    >>> y = layer(np.random.rand(4, 8, 8, 3).astype("float32"), training=True)
+    >>> layer.kernel_sizes
+    [(4, 4), (2, 2)]
+    >>> float(np.asarray(layer.effective_weights()).sum(axis=(0, 1))[0])
+    1.0
+
+    Reference:
+        Esposito & Ganaba, "Convolutional Normalization"
+        (`../shared/papers/convolutional-normalization-dwck.md`), eq. 6-13,
+        section 3.1, 3.1.1, 4 and appendix B.
+    """
+
+    def __init__(
+        self,
+        kernel_sizes=None,
+        momentum=0.99,
+        epsilon=1e-3,
+        center=True,
+        scale=True,
+        weighted_variance=False,
+        **kwargs,
+    ):
+        kwargs.pop("autocast", None)
+        super().__init__(autocast=False, **kwargs)
+        self.kernel_sizes = None if kernel_sizes is None else _check_kernel_sizes(kernel_sizes)
+        self._given_kernel_sizes = self.kernel_sizes
+        if not 0.0 <= float(momentum) <= 1.0:
+            raise ValueError(
+                f"DWCKNormalization expects `momentum` in [0, 1]. Received: momentum={momentum}"
+            )
+        self.momentum = float(momentum)
+        self.epsilon = float(epsilon)
+        self.center = bool(center)
+        self.scale = bool(scale)
+        self.weighted_variance = bool(weighted_variance)
+
+    def build(self, input_shape):
+        if len(input_shape) != 4 or any(s is None for s in input_shape[1:]):
+            raise ValueError(
+                "DWCKNormalization expects a rank-4 (N, H, W, C) input with known "
+                f"H, W and C. Received: input_shape={tuple(input_shape)}"
+            )
+        _, height, width, channels = input_shape
+        if self._given_kernel_sizes is None:
+            (self._padded_h, self._padded_w), self.kernel_sizes = derive_kernel_sizes(height, width)
+        else:
+            self._padded_h, self._padded_w = height, width
+        self._remaining = self._check_fit(height, width)
+        area = 1
+        for kh, kw in self.kernel_sizes:
+            area *= kh * kw
+        start = (1.0 / area) ** (1.0 / len(self.kernel_sizes))
+        self.stack = [
+            keras.layers.DepthwiseConv2D(
+                (kh, kw),
+                strides=(kh, kw),
+                use_bias=False,
+                depthwise_initializer=keras.initializers.RandomUniform(
+                    start * (1 - _INIT_SPREAD), start * (1 + _INIT_SPREAD)
+                ),
+                depthwise_constraint=keras.constraints.NonNeg(),
+                name=f"dwck_{index}",
+            )
+            for index, (kh, kw) in enumerate(self.kernel_sizes)
+        ]
+        h, w = self._padded_h, self._padded_w
+        for conv, (kh, kw) in zip(self.stack, self.kernel_sizes):
+            conv.build((None, h, w, channels))
+            h, w = h // kh, w // kw
+        self.gamma = self._vector("gamma", channels, "ones") if self.scale else None
+        self.beta = self._vector("beta", channels, "zeros") if self.center else None
+        self.moving_mean = self._vector("moving_mean", channels, "zeros", trainable=False)
+        self.moving_variance = self._vector("moving_variance", channels, "ones", trainable=False)
+        self.input_spec = keras.InputSpec(ndim=4, axes={1: height, 2: width, 3: channels})
+
+    def _vector(self, name, size, initializer, trainable=True):
+        return self.add_weight(
+            name=name, shape=(size,), initializer=initializer, trainable=trainable, autocast=False
+        )
+
+    def _check_fit(self, height, width):
+        h, w = self._padded_h, self._padded_w
+        for kh, kw in self.kernel_sizes:
+            if h % kh or w % kw:
+                raise ValueError(
+                    f"DWCKNormalization: the stack {self.kernel_sizes} does not fit a "
+                    f"{height}x{width} map (a kernel must divide the map it reduces). "
+                    f"Received: input_shape=(None, {height}, {width}, ...)"
+                )
+            h, w = h // kh, w // kw
+        return h, w
+
+    def effective_weights(self):
+        """The weight map `p` of eq. 6-7: float32 `(H, W, C)`, each channel sums to 1.
+
+        The stacked kernels' entries multiplied along each position's path
+        (eq. 10-13), tiled uniformly over the positions the stack leaves,
+        cropped to the unpadded map, and divided by their sum.
+        """
+        weights = None
+        for conv in self.stack:
+            kernel = ops.cast(conv.kernel[:, :, :, 0], "float32")  # (kh, kw, C)
+            if weights is None:
+                weights = kernel
+                continue
+            h, w, channels = ops.shape(weights)
+            kh, kw = kernel.shape[0], kernel.shape[1]
+            weights = ops.reshape(
+                kernel[:, None, :, None, :] * weights[None, :, None, :, :],
+                (kh * h, kw * w, channels),
+            )
+        rows, cols = self._remaining
+        weights = ops.tile(weights, (rows, cols, 1))
+        height, width = self.input_spec.axes[1], self.input_spec.axes[2]
+        weights = weights[:height, :width]
+        return weights / ops.sum(weights, axis=(0, 1), keepdims=True)
+
+    def _batch_moments(self, x):
+        p = self.effective_weights()
+        mean = ops.sum(p * ops.mean(x, axis=0), axis=(0, 1))
+        squared = ops.square(x - mean)
+        if self.weighted_variance:
+            variance = ops.sum(p * ops.mean(squared, axis=0), axis=(0, 1))
+        else:
+            variance = ops.mean(squared, axis=(0, 1, 2))
+        return mean, variance
+
+    def call(self, inputs, training=None):
+        x = ops.cast(inputs, "float32")
+        if training and self.trainable:
+            mean, variance = self._batch_moments(x)
+            self.moving_mean.assign(self.momentum * self.moving_mean + (1 - self.momentum) * mean)
+            self.moving_variance.assign(
+                self.momentum * self.moving_variance + (1 - self.momentum) * variance
+            )
+        else:
+            mean, variance = self.moving_mean, self.moving_variance
+        scale = ops.rsqrt(variance + self.epsilon)
+        if self.scale:
+            scale = scale * self.gamma
+        outputs = (x - mean) * scale
+        if self.center:
+            outputs = outputs + self.beta
+        return ops.cast(outputs, self.compute_dtype)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        config = {
+            "kernel_sizes": self._given_kernel_sizes,
+            "momentum": self.momentum,
+            "epsilon": self.epsilon,
+            "center": self.center,
+            "scale": self.scale,
+            "weighted_variance": self.weighted_variance,
+        }
+        return {**super().get_config(), **config}
+
+
+def _check_kernel_sizes(kernel_sizes):
+    try:
+        sizes = [(k, k) if isinstance(k, int) else tuple(k) for k in kernel_sizes]
+    except TypeError:
+        sizes = None
+    if not sizes or not all(
+        len(s) == 2 and all(isinstance(v, int) and v > 0 for v in s) for s in sizes
+    ):
+        raise ValueError(
+            "DWCKNormalization expects `kernel_sizes` as a non-empty list of "
+            f"positive ints or (kh, kw) pairs. Received: kernel_sizes={kernel_sizes!r}"
+        )
+    return sizes

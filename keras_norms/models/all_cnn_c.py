@@ -1,0 +1,93 @@
+"""ALL-CNN-C (Springenberg et al. 2015) as normalized in the DWCK paper."""
+
+import keras
+
+from keras_norms.layers.dwck import DWCKNormalization
+from keras_norms.layers.learned_statistics import LearnedStatisticsNormalization
+
+NORMS = ("none", "bn", "dwck", "learned")
+_TABLE_SIZE = 32
+# Section 4's table: (filters, kernel size, stride, DWCK stack for 32x32 inputs).
+# Each convolution but the last is followed by ReLU and then the normalization.
+ARCHITECTURE = (
+    (96, 3, 1, [(4, 4), (2, 2), (2, 2), (2, 2)]),
+    (96, 3, 1, [(4, 4), (2, 2), (2, 2), (2, 2)]),
+    (96, 3, 2, [(4, 4), (2, 2), (2, 2)]),
+    (192, 3, 1, [(4, 4), (2, 2), (2, 2)]),
+    (192, 3, 1, [(4, 4), (2, 2), (2, 2)]),
+    (192, 3, 2, [(2, 2), (2, 2)]),
+    (192, 3, 1, [(2, 2), (2, 2)]),
+    (192, 1, 1, [(2, 2)]),
+)
+
+
+def _normalization(norm, index, table_stack, name):
+    if norm == "bn":
+        return keras.layers.BatchNormalization(name=name)
+    if norm == "dwck":
+        return DWCKNormalization(kernel_sizes=table_stack, name=name)
+    return LearnedStatisticsNormalization(network="first" if index == 0 else "other", name=name)
+
+
+def all_cnn_c(input_shape=(32, 32, 3), num_classes=10, norm="dwck", name=None):
+    """Build ALL-CNN-C with one of the DWCK paper's normalizations.
+
+    (96, 3x3), (96, 3x3), (96, 3x3, stride 2), (192, 3x3), (192, 3x3),
+    (192, 3x3, stride 2), (192, 3x3), (192, 1x1), each with ReLU and then
+    the normalization, then (num_classes, 1x1) and global average pooling
+    to logits (apply softmax in the loss). "same" padding throughout, so a
+    32x32 input gives maps of 32, 16 and 8, the sizes the table's DWCK
+    stacks reduce.
+
+    `norm`: `"none"`; `"bn"`: Keras `BatchNormalization`; `"dwck"`:
+    `DWCKNormalization` with the table's stacks for 32x32 inputs
+    ((4,4)+3x(2,2) for the first two layers, (4,4)+2x(2,2) for layers 3-5,
+    2x(2,2) for layers 6-7, one (2,2) for layer 8; maps not reduced to 1x1
+    are averaged uniformly), derived stacks for other sizes;
+    `"learned"`: `LearnedStatisticsNormalization`, with the first layer's
+    smaller networks (section 5.1).
+
+    Args:
+        input_shape: `(height, width, channels)`.
+        num_classes: number of logits.
+        norm: one of `"none"`, `"bn"`, `"dwck"`, `"learned"`.
+        name: model name; defaults to `"all_cnn_c_<norm>"`.
+
+    Returns:
+        A functional `keras.Model` from `(batch, H, W, C)` images to
+        `(batch, num_classes)` logits.
+
+    Raises:
+        ValueError: for an unknown `norm`, a malformed `input_shape` or a
+            bad `num_classes`.
+
+    Reference:
+        Esposito & Ganaba (`../shared/papers/convolutional-normalization-dwck.md`),
+        section 4 table and section 5.1; Springenberg et al., "Striving for
+        Simplicity: The All Convolutional Net", ICLR 2015 workshop.
+    """
+    input_shape = tuple(input_shape)
+    if norm not in NORMS:
+        raise ValueError(f"all_cnn_c expects norm in {NORMS}. Received: norm={norm!r}")
+    if len(input_shape) != 3 or any(not isinstance(s, int) or s <= 0 for s in input_shape):
+        raise ValueError(
+            "all_cnn_c expects input_shape=(height, width, channels) with positive "
+            f"integers. Received: input_shape={input_shape}"
+        )
+    if not isinstance(num_classes, int) or num_classes < 1:
+        raise ValueError(
+            f"all_cnn_c expects a positive integer num_classes. Received: num_classes={num_classes!r}"
+        )
+    table = input_shape[:2] == (_TABLE_SIZE, _TABLE_SIZE)
+    inputs = keras.Input(shape=input_shape, name="images")
+    x = inputs
+    for index, (filters, size, stride, stack) in enumerate(ARCHITECTURE):
+        layer_name = f"conv{index + 1}"
+        x = keras.layers.Conv2D(
+            filters, size, stride, padding="same", activation="relu", name=layer_name
+        )(x)
+        if norm != "none":
+            x = _normalization(norm, index, stack if table else None, f"{layer_name}_{norm}")(x)
+    x = keras.layers.Conv2D(num_classes, 1, name="conv9")(x)
+    outputs = keras.layers.GlobalAveragePooling2D(name="logits")(x)
+    return keras.Model(inputs, outputs, name=name or f"all_cnn_c_{norm}")
