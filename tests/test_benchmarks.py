@@ -1,19 +1,18 @@
-"""The benchmark scripts run end to end (their figures are reported, not asserted)."""
+"""The benchmark script runs end to end (its figures are reported, not asserted)."""
 
 import importlib.util
 import pathlib
 
-BENCHMARKS = pathlib.Path(__file__).resolve().parent.parent / "benchmarks"
+import pytest
+
+SCRIPT = pathlib.Path(__file__).resolve().parent.parent / "benchmarks" / "train_step.py"
 
 
-def _load(name):
-    spec = importlib.util.spec_from_file_location(name, BENCHMARKS / f"{name}.py")
+@pytest.mark.parametrize("model, norms", [("nin", "normprop,bn"), ("all_cnn_c", "dwck,learned,bn")])
+def test_train_step_benchmark_runs(model, norms, capsys):
+    spec = importlib.util.spec_from_file_location("train_step", SCRIPT)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    return module
-
-
-def test_normprop_vs_bn_runs(capsys):
-    ratio = _load("normprop_vs_bn").main(["--rounds", "1", "--steps", "1", "--batch-size", "4"])
-    assert ratio > 0
-    assert "ratio NormProp / BN" in capsys.readouterr().out
+    ratios = module.main(["--model", model, "--norms", norms, "--rounds", "1", "--steps", "1", "--batch-size", "4"])
+    assert set(ratios) == set(norms.split(",")) and ratios["bn"] == 1.0
+    assert "ratio to bn" in capsys.readouterr().out

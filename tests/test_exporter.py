@@ -8,7 +8,7 @@ import pytest
 
 from export import cli, exporter
 from keras_norms import data_dependent_init
-from keras_norms.models import convpool_cnn_c, nin
+from keras_norms.models import all_cnn_c, convpool_cnn_c, nin
 from tests.test_convpool_cnn_c import PARAMS_32x32x3
 from tests.test_fold import _perturb_statistics
 from training import data
@@ -50,6 +50,17 @@ def test_nin_saved_model_and_tflite_match_keras(norm, tmp_path):
     if norm == "normprop":  # gamma / ||W_i|| folded into plain kernels
         ops = _saved_model_op_counts(report["saved_model"])
         assert ops["Conv2D"] == 9 and ops["Rsqrt"] == 0 and ops["Sum"] == 0
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("norm", ["dwck", "learned", "bn", "none"])
+def test_all_cnn_c_saved_model_and_tflite_match_keras(norm, tmp_path):
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(16, 32, 32, 1)).astype("float32")
+    model = all_cnn_c((32, 32, 1), 10, norm)
+    model(x, training=True)  # move running statistics away from their start
+    report = exporter.export_and_check(model, str(tmp_path), x)
+    assert report["tflite_max_abs_diff"] <= 1e-4 and report["saved_model_max_abs_diff"] <= 1e-4
 
 
 def test_parity_failure_raises(tmp_path, monkeypatch):

@@ -106,6 +106,14 @@ def test_nin_on_digits_resizes_to_32_and_uses_the_papers_recipe(tmp_path):
     assert _metrics(run_dir)["batch_size"] == 50
 
 
+@pytest.mark.slow
+def test_all_cnn_c_with_dwck_trains_under_mock_data(tmp_path):
+    run_dir = str(tmp_path / "run")
+    assert _train_on_mock_cifar10(run_dir, 16, "--model", "all_cnn_c", "--norm", "dwck", "--batch-size", "8") == 0
+    model = keras.saving.load_model(os.path.join(run_dir, "model.keras"))
+    assert model.layers[-1].get_layer("conv1_dwck").kernel_sizes == [(4, 4), (2, 2), (2, 2), (2, 2)]
+
+
 def test_missing_data_exits_2_with_instructions(tmp_path, capsys):
     status = cli.main([
         "--dataset", "svhn_cropped", "--data-dir", str(tmp_path / "tfds"), "--no-download",
@@ -120,7 +128,7 @@ def test_missing_data_exits_2_with_instructions(tmp_path, capsys):
 @pytest.mark.parametrize(
     "argv, message",
     [
-        (["--model", "vgg"], "invalid choice: 'vgg' (choose from convpool_cnn_c, nin)"),
+        (["--model", "vgg"], "invalid choice: 'vgg' (choose from all_cnn_c, convpool_cnn_c, nin)"),
         (["--norm", "gn"], "invalid choice: 'gn' for --model convpool_cnn_c (choose from none, wn, mobn, bn, wn_mobn)"),
         (["--dataset", "mnist"], "invalid choice: 'mnist' (choose from digits, cifar10, cifar100, svhn_cropped)"),
         (["--epochs", "0"], "argument --epochs: expected a positive integer, got 0"),

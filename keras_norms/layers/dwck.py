@@ -7,6 +7,7 @@ from keras import ops
 _FACTORS = (4, 2, 3)
 # Initial kernel entries are uniform in (1 +- _INIT_SPREAD) times their target.
 _INIT_SPREAD = 0.1
+_WEIGHT_FLOOR = 1e-30
 
 
 def _smooth(size):
@@ -224,7 +225,9 @@ class DWCKNormalization(keras.layers.Layer):
         rows, cols = self._remaining
         weights = ops.tile(weights, (rows, cols, 1))
         height, width = self.input_spec.axes[1], self.input_spec.axes[2]
-        weights = weights[:height, :width]
+        # A tiny floor keeps eq. 6 defined (uniform) if NonNeg clips a whole
+        # channel's kernel to zero.
+        weights = weights[:height, :width] + _WEIGHT_FLOOR
         return weights / ops.sum(weights, axis=(0, 1), keepdims=True)
 
     def _batch_moments(self, x):

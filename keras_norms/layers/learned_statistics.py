@@ -101,6 +101,7 @@ class LearnedStatisticsNormalization(keras.layers.Layer):
                 f, k, padding="same", use_bias=False,
                 activation=None if last else "relu",
                 kernel_initializer="zeros" if last else "glorot_uniform",
+                dtype="float32",  # statistics in float32 under mixed precision
                 name=f"{name}_conv{index}",
             )
             for index, (f, k, last) in enumerate(
@@ -108,7 +109,9 @@ class LearnedStatisticsNormalization(keras.layers.Layer):
             )
         ]
         layers.append(
-            keras.layers.AveragePooling1D(_POOL_SIZE, strides=1, padding="same", name=f"{name}_pool")
+            keras.layers.AveragePooling1D(
+                _POOL_SIZE, strides=1, padding="same", dtype="float32", name=f"{name}_pool"
+            )
         )
         network = keras.Sequential(layers, name=f"{name}_network")
         network.build((None, channels, 1))

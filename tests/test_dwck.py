@@ -1,0 +1,182 @@
+"""DWCKNormalization against numpy references of eq. 6-13 and appendix B."""
+
+import keras
+import numpy as np
+import pytest
+
+from keras_norms.layers import DWCKNormalization
+from keras_norms.layers.dwck import derive_kernel_sizes
+from tests.layer_test_helper import run_layer_test
+
+
+def _numpy_weights(kernels, height, width, padded, remaining):
+    """Eq. 10-13 by mixed-radix digits: p_ij = prod_s K_s[i_s, j_s], then uniform, crop, normalize."""
+    channels = kernels[0].shape[2]
+    weights = np.zeros(padded + (channels,))
+    for i in range(padded[0]):
+        for j in range(padded[1]):
+            product, ri, rj = np.ones(channels), i, j
+            for kernel in kernels:
+                kh, kw = kernel.shape[:2]
+                product = product * kernel[ri % kh, rj % kw]
+                ri, rj = ri // kh, rj // kw
+            weights[i, j] = product  # (ri, rj) indexes the unreduced remainder
+    weights = weights[:height, :width]
+    return weights / weights.sum(axis=(0, 1))
+
+
+def _numpy_dwck(x, p, gamma, beta, epsilon, weighted):
+    mean = np.einsum("hwc,nhwc->c", p, x) / len(x)  # eq. 7
+    if weighted:
+        variance = np.einsum("hwc,nhwc->c", p, (x - mean) ** 2) / len(x)  # eq. 8
+    else:
+        variance = ((x - mean) ** 2).mean(axis=(0, 1, 2))
+    return gamma * (x - mean) / np.sqrt(variance + epsilon) + beta, mean, variance  # eq. 9
+
+
+def _random_layer(x, rng, **kwargs):
+    layer = DWCKNormalization(**kwargs)
+    layer.build(x.shape)
+    for conv in layer.stack:
+        conv.kernel.assign(rng.uniform(0.0, 1.0, size=conv.kernel.shape))
+    layer.gamma.assign(rng.uniform(0.5, 1.5, size=layer.gamma.shape))
+    layer.beta.assign(rng.normal(size=layer.beta.shape))
+    return layer
+
+
+@pytest.mark.parametrize(
+    "size, padded, sides",
+    [(32, 32, [4, 2, 2, 2]), (16, 16, [4, 2, 2]), (8, 8, [4, 2]), (7, 8, [4, 2]), (12, 12, [4, 3])],
+)
+def test_automatic_factorization(size, padded, sides):
+    (padded_h, padded_w), kernels = derive_kernel_sizes(size, size)
+    assert (padded_h, padded_w) == (padded, padded)
+    assert kernels == [(k, k) for k in sides]
+    assert np.prod(sides) == padded
+
+
+def test_factorization_of_unequal_sides():
+    assert derive_kernel_sizes(32, 12) == ((32, 12), [(4, 4), (2, 3), (2, 1), (2, 1)])
+
+
+@pytest.mark.parametrize(
+    "shape, kernel_sizes, weighted",
+    [
+        ((5, 8, 8, 3), None, False),
+        ((5, 8, 8, 3), None, True),
+        ((4, 7, 7, 2), None, False),  # padded to 8x8: padded positions weigh 0
+        ((4, 8, 8, 2), [(2, 2), (2, 2)], False),  # 2x2 left unreduced: uniform
+        ((4, 12, 6, 2), None, True),
+    ],
+)
+def test_training_and_inference_match_numpy(shape, kernel_sizes, weighted):
+    rng = np.random.default_rng(0)
+    x = (2.0 + 3.0 * rng.normal(size=shape)).astype("float32")
+    layer = _random_layer(x, rng, kernel_sizes=kernel_sizes, weighted_variance=weighted, momentum=0.8)
+    kernels = [conv.kernel.numpy()[:, :, :, 0].astype("float64") for conv in layer.stack]
+    p = _numpy_weights(kernels, shape[1], shape[2], (layer._padded_h, layer._padded_w), layer._remaining)
+    np.testing.assert_allclose(layer.effective_weights(), p, rtol=1e-5, atol=1e-7)
+    expected, mean, variance = _numpy_dwck(
+        x.astype("float64"), p, layer.gamma.numpy(), layer.beta.numpy(), layer.epsilon, weighted
+    )
+    np.testing.assert_allclose(layer(x, training=True), expected, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(layer.moving_mean.numpy(), 0.2 * mean, rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(layer.moving_variance.numpy(), 0.8 + 0.2 * variance, rtol=1e-4)
+    inference = layer.gamma.numpy() * (x - 0.2 * mean) / np.sqrt(0.8 + 0.2 * variance + layer.epsilon) + layer.beta.numpy()
+    np.testing.assert_allclose(layer(x, training=False), inference, rtol=1e-4, atol=1e-4)
+
+
+def test_folded_map_equals_running_the_depthwise_stack():
+    """The DepthwiseConv2D layers themselves, applied to the zero-padded batch, give the same mean."""
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(3, 7, 7, 4)).astype("float32")
+    layer = _random_layer(x, rng)
+    pad = ((0, 0), (0, layer._padded_h - 7), (0, layer._padded_w - 7), (0, 0))
+
+    def stack(images):
+        for conv in layer.stack:
+            images = conv(images)
+        return np.asarray(images).mean(axis=(0, 1, 2))  # uniform over what is left
+
+    weighted_sum = stack(np.pad(x, pad))
+    total_weight = stack(np.pad(np.ones_like(x), pad))  # padded zeros weigh nothing
+    folded = np.einsum("hwc,nhwc->c", np.asarray(layer.effective_weights()), x) / len(x)
+    np.testing.assert_allclose(folded, weighted_sum / total_weight, rtol=1e-5, atol=1e-6)
+
+
+def test_uniform_weights_equal_keras_batch_normalization():
+    rng = np.random.default_rng(2)
+    x = (1.0 + 2.0 * rng.normal(size=(6, 8, 8, 3))).astype("float32")
+    layer = DWCKNormalization(kernel_sizes=[(4, 4), (2, 2)], epsilon=1e-3)
+    layer.build(x.shape)
+    for conv in layer.stack:
+        conv.kernel.assign(np.full(conv.kernel.shape, 0.37))  # any constant: p_ij = 1/(H W)
+    bn = keras.layers.BatchNormalization(epsilon=1e-3)
+    np.testing.assert_allclose(layer(x, training=True), bn(x, training=True), atol=1e-5)
+
+
+def test_initial_entries_are_near_the_nth_root():
+    layer = DWCKNormalization()
+    layer.build((None, 32, 32, 5))
+    target = (1 / (32 * 32)) ** (1 / 4)
+    for conv in layer.stack:
+        kernel = conv.kernel.numpy()
+        assert np.all(np.abs(kernel / target - 1) <= 0.1 + 1e-6)
+    p = np.asarray(layer.effective_weights())
+    assert np.all(np.abs(p * 32 * 32 - 1) < 0.5)  # close to the arithmetic mean's 1/(H W)
+
+
+def test_weights_stay_non_negative_and_sum_to_one_after_fit():
+    rng = np.random.default_rng(3)
+    model = keras.Sequential([
+        keras.Input((8, 8, 2)), DWCKNormalization(), keras.layers.Flatten(), keras.layers.Dense(1)
+    ])
+    layer = model.layers[0]
+    before = np.concatenate([conv.kernel.numpy().ravel() for conv in layer.stack])
+    model.compile(keras.optimizers.SGD(0.05), "mse")
+    model.fit(rng.normal(size=(32, 8, 8, 2)), rng.normal(size=(32, 1)), batch_size=8, epochs=3, verbose=0)
+    kernels = np.concatenate([conv.kernel.numpy().ravel() for conv in layer.stack])
+    assert not np.allclose(kernels, before)
+    assert kernels.min() >= 0.0
+    np.testing.assert_allclose(np.asarray(layer.effective_weights()).sum(axis=(0, 1)), 1.0, rtol=1e-6)
+
+
+def test_all_zero_kernels_give_the_arithmetic_mean():
+    x = np.random.default_rng(4).normal(size=(3, 4, 4, 2)).astype("float32")
+    layer = DWCKNormalization(kernel_sizes=[(4, 4)], center=False, scale=False)
+    layer.build(x.shape)
+    layer.stack[0].kernel.assign(np.zeros(layer.stack[0].kernel.shape))
+    bn = keras.layers.BatchNormalization(center=False, scale=False)
+    np.testing.assert_allclose(layer(x, training=True), bn(x, training=True), atol=1e-5)
+
+
+def test_layer_test_helper(tmp_path):
+    # Trainable: two depthwise kernels, gamma, beta; non-trainable: moving mean and variance.
+    run_layer_test(lambda: DWCKNormalization(momentum=0.5), (8, 8, 2), (8, 8, 2), 4, 2, str(tmp_path))
+
+
+@pytest.mark.parametrize(
+    "kwargs, shape, match",
+    [
+        (dict(), (None, 8, 3), r"rank-4 \(N, H, W, C\) input with known H, W and C"),
+        (dict(), (None, None, 8, 3), r"Received: input_shape=\(None, None, 8, 3\)"),
+        (dict(kernel_sizes=[(3, 3)]), (None, 8, 8, 3), r"stack \[\(3, 3\)\] does not fit a 8x8 map"),
+        (dict(kernel_sizes=[(4, 4), (4, 4)]), (None, 8, 8, 3), "does not fit"),
+    ],
+)
+def test_rejects_bad_shapes_at_build(kwargs, shape, match):
+    with pytest.raises(ValueError, match=match):
+        DWCKNormalization(**kwargs).build(shape)
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(kernel_sizes=[]), "non-empty list"),
+        (dict(kernel_sizes=[(2, 0)]), r"Received: kernel_sizes=\[\(2, 0\)\]"),
+        (dict(momentum=2.0), r"Received: momentum=2.0"),
+    ],
+)
+def test_rejects_bad_arguments(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        DWCKNormalization(**kwargs)
