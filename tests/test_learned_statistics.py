@@ -19,55 +19,48 @@ def _conv1d_same(signal, kernel):
     return np.einsum("nlki,kio->nlo", windows, kernel)
 
 
-def _avg_pool_same(signal, size=3):
-    """Stride 1, 'same': padded positions are not counted (TensorFlow's rule)."""
-    left = (size - 1) // 2
-    length = signal.shape[1]
-    out = np.empty_like(signal)
-    for i in range(length):
-        lo, hi = max(0, i - left), min(length, i - left + size)
-        out[:, i] = signal[:, lo:hi].mean(axis=1)
-    return out
-
-
 def _network(values, kernels):
     h = values[:, :, None]
     for index, kernel in enumerate(kernels):
         h = _conv1d_same(h, kernel)
         if index < len(kernels) - 1:
             h = np.maximum(h, 0)
-    return _avg_pool_same(h)[:, :, 0]
+    return h[:, :, 0]
 
 
-def _numpy_reference(layer, x):
-    m = x.mean(axis=(1, 2))
-    s = np.sqrt(((x - m[:, None, None]) ** 2).mean(axis=(1, 2)))
+def _numpy_statistics(layer, x):
+    """The documented reading: per-example networks, then the average over the batch."""
     kernels = lambda net: [w.numpy().astype("float64") for w in net.weights]  # noqa: E731
-    mu = m + _network(m, kernels(layer.mean_network))
-    raw = _network(s, kernels(layer.deviation_network)) + math.log(math.e - 1)
-    sigma = s * np.log1p(np.exp(raw)) + layer.epsilon
-    return (x - mu[:, None, None]) / sigma[:, None, None]
+    m = x.mean(axis=(1, 2))
+    mu = (m + _network(m, kernels(layer.mean_network))).mean(axis=0)
+    v = ((x - mu) ** 2).mean(axis=(1, 2))
+    raw = _network(v, kernels(layer.deviation_network)) + math.log(math.e - 1)
+    return mu, (v * np.log1p(np.exp(raw))).mean(axis=0)
 
 
 @pytest.mark.parametrize("network", ["first", "other"])
 def test_matches_numpy_reference_in_training_and_inference(network):
     rng = np.random.default_rng(0)
     x = (1.0 + 2.0 * rng.normal(size=(3, 5, 5, 12))).astype("float32")
-    layer = LearnedStatisticsNormalization(network=network)
+    layer = LearnedStatisticsNormalization(network=network, momentum=0.7)
     layer.build(x.shape)
     for weight in layer.trainable_weights:
         weight.assign(rng.normal(scale=0.5, size=weight.shape))
-    expected = _numpy_reference(layer, x.astype("float64"))
+    mu, variance = _numpy_statistics(layer, x.astype("float64"))
+    expected = (x - mu) / np.sqrt(variance + layer.epsilon)
     np.testing.assert_allclose(layer(x, training=True), expected, rtol=1e-4, atol=1e-4)
-    np.testing.assert_allclose(layer(x, training=False), expected, rtol=1e-4, atol=1e-4)
+    moving_mean, moving_variance = 0.3 * mu, 0.7 + 0.3 * variance
+    np.testing.assert_allclose(layer.moving_mean.numpy(), moving_mean, rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(layer.moving_variance.numpy(), moving_variance, rtol=1e-4)
+    inference = (x - moving_mean) / np.sqrt(moving_variance + layer.epsilon)
+    np.testing.assert_allclose(layer(x, training=False), inference, rtol=1e-4, atol=1e-4)
 
 
-def test_starts_as_instance_normalization():
-    x = (3.0 + 2.0 * np.random.default_rng(1).normal(size=(2, 6, 6, 8))).astype("float32")
+def test_starts_as_batch_normalization_without_scale_and_offset():
+    x = (3.0 + 2.0 * np.random.default_rng(1).normal(size=(4, 6, 6, 8))).astype("float32")
     layer = LearnedStatisticsNormalization(epsilon=1e-3)
-    m = x.mean(axis=(1, 2), keepdims=True)
-    s = x.std(axis=(1, 2), keepdims=True)
-    np.testing.assert_allclose(layer(x), (x - m) / (s + 1e-3), rtol=1e-4, atol=1e-4)
+    bn = keras.layers.BatchNormalization(epsilon=1e-3, center=False, scale=False)
+    np.testing.assert_allclose(layer(x, training=True), bn(x, training=True), rtol=1e-4, atol=1e-4)
 
 
 @pytest.mark.parametrize("channels", [96, 192, 384])
@@ -84,12 +77,14 @@ def test_fewer_trainable_parameters_than_batch_normalization(channels):
 
 
 def test_layer_test_helper(tmp_path):
-    # Trainable: 4 Conv1D kernels in each of the two networks.
-    run_layer_test(lambda: LearnedStatisticsNormalization(), (4, 4, 6), (4, 4, 6), 8, 0, str(tmp_path))
+    # Trainable: 4 Conv1D kernels in each of the two networks; non-trainable: running averages.
+    run_layer_test(lambda: LearnedStatisticsNormalization(), (4, 4, 6), (4, 4, 6), 8, 2, str(tmp_path))
 
 
 def test_rejects_bad_arguments_and_shapes():
     with pytest.raises(ValueError, match="network 'first' or 'other'. Received: network='third'"):
         LearnedStatisticsNormalization(network="third")
+    with pytest.raises(ValueError, match=r"Received: momentum=-0.5"):
+        LearnedStatisticsNormalization(momentum=-0.5)
     with pytest.raises(ValueError, match=r"rank-4 \(N, H, W, C\).*Received: input_shape=\(None, 8, 3\)"):
         LearnedStatisticsNormalization()(keras.Input((8, 3)))

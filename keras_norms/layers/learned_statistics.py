@@ -8,14 +8,13 @@ from keras import ops
 # Section 5.1: (channels, kernel sizes) of the Conv1D stacks.
 FIRST_LAYER_NETWORK = ((4, 4, 1), (4, 3, 3))
 OTHER_LAYERS_NETWORK = ((4, 4, 2, 1), (4, 3, 2, 3))
-_POOL_SIZE = 3
 # softplus(_SOFTPLUS_ONE) = 1, so the standard deviation starts unscaled.
 _SOFTPLUS_ONE = math.log(math.e - 1.0)
 
 
 @keras.saving.register_keras_serializable(package="keras_norms")
 class LearnedStatisticsNormalization(keras.layers.Layer):
-    """Normalize each feature map with a mean and a deviation produced by small networks.
+    """Batch normalization whose mean and deviation come from small networks.
 
     Section 5 of the paper gives each statistic a network: global average
     pooling to a vector of C channel values, read as a one-dimensional
@@ -23,48 +22,62 @@ class LearnedStatisticsNormalization(keras.layers.Layer):
     `(4, 4, 1)` with kernel sizes `(4, 3, 3)` for ALL-CNN-C's first
     normalized layer, `(4, 4, 2, 1)` with `(4, 3, 2, 3)` for the others),
     then average pooling. The paper leaves the axes and the parameterization
-    open; this layer reads them as follows, per example `n` and channel `c`:
+    open; this layer reads them as follows, giving one mean and one positive
+    deviation per channel, like batch normalization:
 
-    - `m[n, c]` and `s[n, c]`: mean and standard deviation of feature map
-      `c` of example `n` over positions (global average pooling of `x` and
-      of `(x - m)^2`).
-    - Each network maps the signal over channels, `(N, C, 1)`, through the
-      `Conv1D` layers ("same" padding, ReLU between, no biases) and an
-      `AveragePooling1D(3, strides=1, padding="same")` along the channel
-      axis, to `(N, C)`: one value per channel, so every channel gets its
-      own statistics, informed by its neighbours.
-    - `mu = m + f_mu(m)` and `sigma = s * softplus(f_sigma(s) + log(e - 1))
-      + epsilon`: the deviation stays positive (softplus plus epsilon). The
-      last `Conv1D` of each network starts at zero, so the layer starts as
-      instance normalization and learns its departure from it.
-    - `y = (x - mu) / sigma`; the networks are the only trainable
-      parameters. Without biases they stay below Keras `BatchNormalization`'s
-      `2 C` trainable parameters for `C >= 96` (the paper's claim): 152 for
-      the first-layer networks, 172 for the others.
+    - Global average pooling per example: `m[n, c]`, the mean of feature map
+      `c` of example `n`.
+    - The mean network maps each example's signal over channels, `(C, 1)`,
+      through the `Conv1D` layers ("same" padding, ReLU between, no biases):
+      `m + f_mu(m)`; the final average pooling is over the batch:
+      `mu[c] = mean_n (m + f_mu(m))[n, c]`.
+    - The deviation network does the same with `v[n, c]`, the mean squared
+      deviation of example `n`'s map `c` from `mu`:
+      `sigma[c]^2 = mean_n (v * softplus(f_sigma(v) + log(e - 1)))[n, c]`,
+      and `y = (x - mu) / sqrt(sigma^2 + epsilon)`. Softplus keeps the
+      deviation positive, epsilon keeps it away from zero.
+    - The last `Conv1D` of each network starts at zero, so the layer starts
+      as `BatchNormalization(center=False, scale=False)` and learns its
+      departure from it. The networks are the only trainable parameters:
+      without biases they stay below Keras `BatchNormalization`'s `2 C`
+      trainable parameters for `C >= 96` (the paper's claim): 152 for the
+      first-layer networks, 172 for the others.
+    - In training the batch's `mu` and `sigma^2` are used and their running
+      averages updated with `momentum`; inference (and the exported graph)
+      uses the running averages.
 
-    The statistics depend on each example only: training and inference
-    compute the same function, with no running averages. They are computed
-    in float32; the output is in the compute dtype.
+    A per-example reading (instance statistics) was tried first and does not
+    train in ALL-CNN-C: a per-example mean subtracted before the final 1x1
+    convolution and global average pooling removes every input-dependent
+    term from the logits.
+
+    Statistics and the networks run in float32; the output is in the
+    compute dtype.
 
     Args:
         network: `"other"` (default, the 4-layer networks) or `"first"`
             (the 3-layer networks of ALL-CNN-C's first normalized layer).
-        epsilon: added to the deviation. Defaults to 1e-3.
+        momentum: running-average momentum. Defaults to 0.99.
+        epsilon: added to the variance. Defaults to 1e-3.
         **kwargs: base layer keyword arguments.
 
     Raises:
-        ValueError: for an unknown `network`; at build time, for an input
-            that is not rank 4 with a known channel axis.
+        ValueError: for an unknown `network` or a `momentum` outside [0, 1];
+            at build time, for an input that is not rank 4 with a known C.
+
+    Call arguments:
+        inputs: `(N, H, W, C)` float tensor, channels last.
+        training: use batch statistics and update the running averages.
 
     Input shape:
-        `(N, H, W, C)`, channels last; output has the same shape.
+        `(N, H, W, C)`; output has the same shape, in the compute dtype.
 
     Examples:
 
     >>> import numpy as np, keras_norms
     >>> layer = keras_norms.layers.LearnedStatisticsNormalization()
-    >>> y = np.asarray(layer(np.random.rand(2, 4, 4, 96).astype("float32")))
-    >>> bool(abs(y.mean()) < 1e-3), layer.count_params()
+    >>> y = np.asarray(layer(np.random.rand(2, 4, 4, 96).astype("float32"), training=True))
+    >>> bool(abs(y.mean()) < 1e-3), layer.count_params() - 2 * 96
     (True, 172)
 
     Reference:
@@ -72,7 +85,7 @@ class LearnedStatisticsNormalization(keras.layers.Layer):
         (`../shared/papers/convolutional-normalization-dwck.md`), section 5, 5.1.
     """
 
-    def __init__(self, network="other", epsilon=1e-3, **kwargs):
+    def __init__(self, network="other", momentum=0.99, epsilon=1e-3, **kwargs):
         kwargs.pop("autocast", None)
         super().__init__(autocast=False, **kwargs)
         if network not in ("first", "other"):
@@ -80,7 +93,13 @@ class LearnedStatisticsNormalization(keras.layers.Layer):
                 "LearnedStatisticsNormalization expects network 'first' or 'other'. "
                 f"Received: network={network!r}"
             )
+        if not 0.0 <= float(momentum) <= 1.0:
+            raise ValueError(
+                "LearnedStatisticsNormalization expects `momentum` in [0, 1]. "
+                f"Received: momentum={momentum}"
+            )
         self.network = network
+        self.momentum = float(momentum)
         self.epsilon = float(epsilon)
 
     def build(self, input_shape):
@@ -92,50 +111,62 @@ class LearnedStatisticsNormalization(keras.layers.Layer):
         channels = input_shape[-1]
         self.mean_network = self._network("mean", channels)
         self.deviation_network = self._network("deviation", channels)
+        self.moving_mean = self.add_weight(
+            name="moving_mean", shape=(channels,), initializer="zeros", trainable=False,
+            autocast=False,
+        )
+        self.moving_variance = self.add_weight(
+            name="moving_variance", shape=(channels,), initializer="ones", trainable=False,
+            autocast=False,
+        )
         self.input_spec = keras.InputSpec(ndim=4, axes={-1: channels})
 
     def _network(self, name, channels):
         filters, sizes = FIRST_LAYER_NETWORK if self.network == "first" else OTHER_LAYERS_NETWORK
-        layers = [
-            keras.layers.Conv1D(
-                f, k, padding="same", use_bias=False,
-                activation=None if last else "relu",
-                kernel_initializer="zeros" if last else "glorot_uniform",
-                dtype="float32",  # statistics in float32 under mixed precision
-                name=f"{name}_conv{index}",
-            )
-            for index, (f, k, last) in enumerate(
-                zip(filters, sizes, [False] * (len(filters) - 1) + [True])
-            )
-        ]
-        layers.append(
-            keras.layers.AveragePooling1D(
-                _POOL_SIZE, strides=1, padding="same", dtype="float32", name=f"{name}_pool"
-            )
+        last = len(filters) - 1
+        network = keras.Sequential(
+            [
+                keras.layers.Conv1D(
+                    f, k, padding="same", use_bias=False,
+                    activation=None if index == last else "relu",
+                    kernel_initializer="zeros" if index == last else "glorot_uniform",
+                    dtype="float32",  # statistics in float32 under mixed precision
+                    name=f"{name}_conv{index}",
+                )
+                for index, (f, k) in enumerate(zip(filters, sizes))
+            ],
+            name=f"{name}_network",
         )
-        network = keras.Sequential(layers, name=f"{name}_network")
         network.build((None, channels, 1))
         return network
 
     def _apply(self, network, signal):
         return ops.squeeze(network(ops.expand_dims(signal, -1)), -1)
 
-    def statistics(self, x):
-        """`(mu, sigma)`, float32 `(N, C)` each, for float32 input `x`."""
+    def batch_statistics(self, x):
+        """`(mu, sigma^2)`, float32 `(C,)` each, of a float32 batch `x`."""
         m = ops.mean(x, axis=(1, 2))
-        s = ops.sqrt(ops.mean(ops.square(x - m[:, None, None, :]), axis=(1, 2)))
-        mu = m + self._apply(self.mean_network, m)
-        raw = self._apply(self.deviation_network, s) + _SOFTPLUS_ONE
-        return mu, s * ops.softplus(raw) + self.epsilon
+        mu = ops.mean(m + self._apply(self.mean_network, m), axis=0)
+        v = ops.mean(ops.square(x - mu), axis=(1, 2))
+        scale = ops.softplus(self._apply(self.deviation_network, v) + _SOFTPLUS_ONE)
+        return mu, ops.mean(v * scale, axis=0)
 
-    def call(self, inputs):
+    def call(self, inputs, training=None):
         x = ops.cast(inputs, "float32")
-        mu, sigma = self.statistics(x)
-        outputs = (x - mu[:, None, None, :]) / sigma[:, None, None, :]
+        if training and self.trainable:
+            mean, variance = self.batch_statistics(x)
+            self.moving_mean.assign(self.momentum * self.moving_mean + (1 - self.momentum) * mean)
+            self.moving_variance.assign(
+                self.momentum * self.moving_variance + (1 - self.momentum) * variance
+            )
+        else:
+            mean, variance = self.moving_mean, self.moving_variance
+        outputs = (x - mean) * ops.rsqrt(variance + self.epsilon)
         return ops.cast(outputs, self.compute_dtype)
 
     def compute_output_shape(self, input_shape):
         return input_shape
 
     def get_config(self):
-        return {**super().get_config(), "network": self.network, "epsilon": self.epsilon}
+        config = {"network": self.network, "momentum": self.momentum, "epsilon": self.epsilon}
+        return {**super().get_config(), **config}

@@ -6,7 +6,7 @@ from keras_norms.layers.dwck import DWCKNormalization
 from keras_norms.layers.learned_statistics import LearnedStatisticsNormalization
 
 NORMS = ("none", "bn", "dwck", "learned")
-# Running-average momentum of BN and DWCK. Keras' 0.99 leaves ~10 % of the
+# Running-average momentum of BN, DWCK and learned statistics. Keras' 0.99 leaves ~10 % of the
 # initial variance (1) after 230 steps, which swamped the ~0.01 activation
 # variance of a 10-epoch digits run (test accuracy at chance with batch
 # statistics at 98.5 %); 0.9 converges within an epoch.
@@ -31,7 +31,9 @@ def _normalization(norm, index, table_stack, name):
         return keras.layers.BatchNormalization(momentum=MOMENTUM, name=name)
     if norm == "dwck":
         return DWCKNormalization(kernel_sizes=table_stack, momentum=MOMENTUM, name=name)
-    return LearnedStatisticsNormalization(network="first" if index == 0 else "other", name=name)
+    return LearnedStatisticsNormalization(
+        network="first" if index == 0 else "other", momentum=MOMENTUM, name=name
+    )
 
 
 def all_cnn_c(input_shape=(32, 32, 3), num_classes=10, norm="dwck", name=None):
@@ -50,7 +52,7 @@ def all_cnn_c(input_shape=(32, 32, 3), num_classes=10, norm="dwck", name=None):
     2x(2,2) for layers 6-7, one (2,2) for layer 8; maps not reduced to 1x1
     are averaged uniformly), derived stacks for other sizes;
     `"learned"`: `LearnedStatisticsNormalization`, with the first layer's
-    smaller networks (section 5.1). BN and DWCK keep running averages with
+    smaller networks (section 5.1). All three keep running averages with
     momentum 0.9 (`MOMENTUM`), which converge within the first epoch.
 
     Args:
