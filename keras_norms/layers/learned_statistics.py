@@ -147,7 +147,10 @@ class LearnedStatisticsNormalization(keras.layers.Layer):
         """`(mu, sigma^2)`, float32 `(C,)` each, of a float32 batch `x`."""
         m = ops.mean(x, axis=(1, 2))
         mu = ops.mean(m + self._apply(self.mean_network, m), axis=0)
-        v = ops.mean(ops.square(x - mu), axis=(1, 2))
+        # E[(x - mu)^2] = E[x^2] - 2 mu m + mu^2: one more reduction of x
+        # instead of a second pass over (x - mu).
+        second = ops.mean(ops.square(x), axis=(1, 2))
+        v = ops.maximum(second - 2.0 * mu * m + ops.square(mu), 0.0)
         scale = ops.softplus(self._apply(self.deviation_network, v) + _SOFTPLUS_ONE)
         return mu, ops.mean(v * scale, axis=0)
 
