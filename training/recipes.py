@@ -25,6 +25,11 @@ def halving(base, epochs, halvings=8):
     return lambda epoch: base * 0.5 ** (epoch // period)
 
 
+def constant(base, epochs):
+    """The same learning rate for every epoch."""
+    return lambda epoch: base
+
+
 @dataclasses.dataclass(frozen=True)
 class Recipe:
     """Defaults the CLI uses for one builder."""
@@ -68,5 +73,16 @@ RECIPES = {
         optimizer=lambda lr: keras.optimizers.SGD(lr, momentum=0.9, weight_decay=5e-4),
         schedule=halving,
         owns_data_normalization=True,
+    ),
+    # Kim et al. 2020, section 3: SGD without momentum or weight decay at
+    # batch size 2 (micro-batch); the paper gives no learning rate: 0.01,
+    # constant. Digits at 16x16 (the CIFAR stem).
+    "resnet18": Recipe(
+        batch_size=2,
+        learning_rate=0.01,
+        digits_image_size=16,
+        optimizer=lambda lr: keras.optimizers.SGD(lr),
+        schedule=constant,
+        owns_data_normalization=False,
     ),
 }

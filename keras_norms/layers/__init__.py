@@ -3,6 +3,7 @@
 from keras_norms.layers.dwck import DWCKNormalization
 from keras_norms.layers.learned_statistics import LearnedStatisticsNormalization
 from keras_norms.layers.mean_only_bn import MeanOnlyBatchNormalization
+from keras_norms.layers.normalized_conv import NormalizedConv2D
 from keras_norms.layers.normprop import NormPropConv2D, NormPropDense
 from keras_norms.layers.weight_norm import WeightNormalization
 
@@ -11,6 +12,7 @@ __all__ = [
     "LearnedStatisticsNormalization",
     "MeanOnlyBatchNormalization",
     "NormPropConv2D",
+    "NormalizedConv2D",
     "NormPropDense",
     "WeightNormalization",
 ]

@@ -3,6 +3,8 @@
 import keras
 from keras import ops
 
+from keras_norms.layers.arguments import int_pair
+
 from keras_norms.activation_moments import (
     activation_moments,
     jacobian_factor,
@@ -305,8 +307,8 @@ class NormPropConv2D(_NormPropLayer):
             )
         super().__init__(activation=activation, **kwargs)
         self.filters = filters
-        self.kernel_size = _pair(kernel_size, "kernel_size")
-        self.strides = _pair(strides, "strides")
+        self.kernel_size = int_pair(kernel_size, "kernel_size", "NormPropConv2D")
+        self.strides = int_pair(strides, "strides", "NormPropConv2D")
         self.padding = padding
         self.data_format = data_format
         self._channel_axis = -1 if data_format == "channels_last" else 1
@@ -346,13 +348,3 @@ class NormPropConv2D(_NormPropLayer):
             "data_format": self.data_format,
         }
         return {**super().get_config(), **config}
-
-
-def _pair(value, name):
-    pair = (value, value) if isinstance(value, int) else tuple(value)
-    if len(pair) != 2 or not all(isinstance(v, int) and v > 0 for v in pair):
-        raise ValueError(
-            f"NormPropConv2D expects `{name}` as a positive int or pair of ints. "
-            f"Received: {name}={value!r}"
-        )
-    return pair

@@ -1,0 +1,108 @@
+"""ResNet-18 (He et al. 2016) with BN, GN, Normalized Convolution or no normalization."""
+
+import keras
+
+from keras_norms.layers.normalized_conv import NormalizedConv2D
+
+NORMS = ("bn", "gn", "nc", "none")
+ACTIVATIONS = ("relu", "selu")
+# (filters, stride of the first block) of the four stages, two basic blocks each.
+STAGES = ((64, 1), (128, 2), (256, 2), (512, 2))
+# Inputs up to this side use the CIFAR stem (3x3 conv, no max-pool).
+CIFAR_STEM_MAX_SIZE = 64
+MAX_GROUPS = 32
+
+
+def groups_for(channels):
+    """32 groups, or the largest count below that divides `channels`."""
+    return next(g for g in range(min(MAX_GROUPS, channels), 0, -1) if channels % g == 0)
+
+
+def _conv_norm(x, filters, size, stride, norm, activation, name):
+    """Convolution, then its normalization and activation (`activation=None`: none)."""
+    if norm == "nc":
+        x = NormalizedConv2D(filters, size, stride, padding="same", name=name)(x)
+    else:
+        x = keras.layers.Conv2D(
+            filters, size, stride, padding="same", use_bias=norm == "none", name=name
+        )(x)
+        if norm == "bn":
+            x = keras.layers.BatchNormalization(name=f"{name}_bn")(x)
+        elif norm == "gn":
+            x = keras.layers.GroupNormalization(groups_for(filters), name=f"{name}_gn")(x)
+    if activation is not None:
+        x = keras.layers.Activation(activation, name=f"{name}_{activation}")(x)
+    return x
+
+
+def _basic_block(x, filters, stride, norm, activation, name):
+    shortcut = x
+    if stride != 1 or x.shape[-1] != filters:
+        shortcut = _conv_norm(x, filters, 1, stride, norm, None, f"{name}_shortcut")
+    y = _conv_norm(x, filters, 3, stride, norm, activation, f"{name}_conv1")
+    y = _conv_norm(y, filters, 3, 1, norm, None, f"{name}_conv2")
+    y = keras.layers.Add(name=f"{name}_add")([y, shortcut])
+    return keras.layers.Activation(activation, name=f"{name}_out")(y)
+
+
+def resnet18(input_shape=(32, 32, 3), num_classes=10, norm="bn", activation="relu", name=None):
+    """Build ResNet-18 with basic blocks [2, 2, 2, 2] and 64-512 filters.
+
+    Inputs up to 64x64 use the CIFAR stem (3x3 conv 64, stride 1, no
+    max-pool); larger ones the ImageNet stem (7x7 conv 64, stride 2, 3x3
+    max-pool, stride 2). Shortcuts are 1x1 convolutions where the shape
+    changes. Global average pooling and a dense layer give the logits.
+
+    `norm`: `"bn"` (Keras `BatchNormalization`) or `"gn"` (Keras
+    `GroupNormalization`, 32 groups or the largest count below that divides
+    the channels) after every convolution; `"nc"`: every convolution
+    (shortcuts included) is a `NormalizedConv2D` and there is no separate
+    normalization layer, as in the paper; `"none"`: plain convolutions with
+    biases. `activation="selu"` is the paper's section 2.3 variant.
+
+    Args:
+        input_shape: `(height, width, channels)`.
+        num_classes: number of logits.
+        norm: one of `"bn"`, `"gn"`, `"nc"`, `"none"`.
+        activation: `"relu"` or `"selu"`.
+        name: model name; defaults to `"resnet18_<norm>"`.
+
+    Returns:
+        A functional `keras.Model` from images to `(batch, num_classes)` logits.
+
+    Raises:
+        ValueError: for an unknown `norm` or `activation`, a malformed
+            `input_shape`, or a bad `num_classes`.
+
+    Reference:
+        He et al., "Deep Residual Learning for Image Recognition", CVPR 2016;
+        Kim et al., "Normalized Convolution" (section 3, ResNet-18 on CIFAR-10).
+    """
+    input_shape = tuple(input_shape)
+    if norm not in NORMS:
+        raise ValueError(f"resnet18 expects norm in {NORMS}. Received: norm={norm!r}")
+    if activation not in ACTIVATIONS:
+        raise ValueError(
+            f"resnet18 expects activation in {ACTIVATIONS}. Received: activation={activation!r}"
+        )
+    if len(input_shape) != 3 or any(not isinstance(s, int) or s <= 0 for s in input_shape):
+        raise ValueError(
+            "resnet18 expects input_shape=(height, width, channels) with positive "
+            f"integers. Received: input_shape={input_shape}"
+        )
+    if not isinstance(num_classes, int) or num_classes < 1:
+        raise ValueError(
+            f"resnet18 expects a positive integer num_classes. Received: num_classes={num_classes!r}"
+        )
+    inputs = keras.Input(shape=input_shape, name="images")
+    if max(input_shape[:2]) <= CIFAR_STEM_MAX_SIZE:
+        x = _conv_norm(inputs, 64, 3, 1, norm, activation, "stem")
+    else:
+        x = _conv_norm(inputs, 64, 7, 2, norm, activation, "stem")
+        x = keras.layers.MaxPooling2D(3, 2, padding="same", name="stem_pool")(x)
+    for stage, (filters, stride) in enumerate(STAGES, start=1):
+        x = _basic_block(x, filters, stride, norm, activation, f"stage{stage}_block1")
+        x = _basic_block(x, filters, 1, norm, activation, f"stage{stage}_block2")
+    x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
+    outputs = keras.layers.Dense(num_classes, name="logits")(x)
+    return keras.Model(inputs, outputs, name=name or f"resnet18_{norm}")
