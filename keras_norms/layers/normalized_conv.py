@@ -28,12 +28,12 @@ class NormalizedConv2D(keras.layers.Layer):
     the patch mean and mean square from one all-ones box-filter convolution
     of the channel-summed input and of its square (same strides and
     dilation, on the explicitly zero-padded input, so padded zeros are
-    counted). The padded input is first shifted by each example's mean,
-    which changes nothing in exact arithmetic and removes the cancellation
-    in `E[P^2] - E[P]^2` for inputs far from zero; the variance is clamped
-    at zero before epsilon. `implementation="im2col"`
-    extracts the patches with `keras.ops.image.extract_patches` and is the
-    reference the fast path is tested against.
+    counted). The variance is clamped at zero before epsilon.
+    `implementation="im2col"` extracts the patches with
+    `keras.ops.image.extract_patches` and is the reference the fast path is
+    tested against. Both paths pad explicitly and then shift the padded
+    input (zeros included) by each example's mean, which changes nothing in
+    exact arithmetic and avoids cancellation for inputs far from zero.
 
     Statistics are float32; under mixed precision the output is in the
     compute dtype.
@@ -53,7 +53,8 @@ class NormalizedConv2D(keras.layers.Layer):
 
     Raises:
         ValueError: for a bad `filters`, `kernel_size`, `strides`,
-            `dilation_rate`, `padding` or `implementation`, strides and
+            `dilation_rate`, `padding`, `implementation` or a non-positive
+            `epsilon`, strides and
             dilation both above 1, or an input that is not rank 4 with a
             known channel axis.
 
@@ -117,6 +118,11 @@ class NormalizedConv2D(keras.layers.Layer):
                 f"(as Conv2D). Received: strides={self.strides}, "
                 f"dilation_rate={self.dilation_rate}"
             )
+        if not float(epsilon) > 0:
+            raise ValueError(
+                "NormalizedConv2D expects a positive `epsilon` (a constant patch has "
+                f"zero variance). Received: epsilon={epsilon}"
+            )
         self.padding = padding
         self.use_bias = bool(use_bias)
         self.use_scale = bool(use_scale)
@@ -165,11 +171,15 @@ class NormalizedConv2D(keras.layers.Layer):
             pads.append([total // 2, total - total // 2])
         return ops.pad(x, pads + [[0, 0]])
 
+    def _padded_and_shifted(self, x):
+        """Zero-padded input, shifted (zeros included) by each example's mean.
+
+        The shift is an exact no-op for standardized patches and avoids
+        cancellation for inputs far from zero.
+        """
+        return self._zero_pad(x) - ops.mean(x, axis=(1, 2, 3), keepdims=True)
+
     def _fast(self, x, kernel):
-        # Shift the padded input (zeros included) by each example's mean: an
-        # exact no-op that avoids cancellation in E[P^2] - E[P]^2.
-        shift = ops.mean(x, axis=(1, 2, 3), keepdims=True)
-        x = self._zero_pad(x) - shift
         box = ops.ones(self.kernel_size + (1, 1), "float32")
         mean = self._conv(ops.sum(x, axis=-1, keepdims=True), box) / self._patch_size
         mean_square = self._conv(ops.sum(ops.square(x), axis=-1, keepdims=True), box) / self._patch_size
@@ -180,7 +190,7 @@ class NormalizedConv2D(keras.layers.Layer):
     def _im2col(self, x, kernel):
         patches = ops.image.extract_patches(
             x, self.kernel_size, strides=self.strides, dilation_rate=self.dilation_rate,
-            padding=self.padding, data_format="channels_last",
+            padding="valid", data_format="channels_last",
         )
         mean = ops.mean(patches, axis=-1, keepdims=True)
         variance = ops.mean(ops.square(patches - mean), axis=-1, keepdims=True)
@@ -188,7 +198,7 @@ class NormalizedConv2D(keras.layers.Layer):
         return ops.matmul(standardized, ops.reshape(kernel, (self._patch_size, self.filters)))
 
     def call(self, inputs):
-        x = ops.cast(inputs, "float32")
+        x = self._padded_and_shifted(ops.cast(inputs, "float32"))
         kernel = ops.cast(self.kernel, "float32")
         outputs = self._fast(x, kernel) if self.implementation == "fast" else self._im2col(x, kernel)
         if self.use_scale:
