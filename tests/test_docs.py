@@ -6,7 +6,14 @@ import re
 
 import pytest
 
-from keras_norms.layers import dwck, learned_statistics, mean_only_bn, normprop, weight_norm
+from keras_norms.layers import (
+    dwck,
+    learned_statistics,
+    mean_only_bn,
+    normalized_conv,
+    normprop,
+    weight_norm,
+)
 
 README = pathlib.Path(__file__).resolve().parent.parent / "README.md"
 
@@ -21,7 +28,9 @@ def test_readme_usage_example_runs():
     assert model.layers[1].initialized.numpy()
 
 
-@pytest.mark.parametrize("module", [weight_norm, mean_only_bn, normprop, dwck, learned_statistics])
+@pytest.mark.parametrize(
+    "module", [weight_norm, mean_only_bn, normprop, dwck, learned_statistics, normalized_conv]
+)
 def test_docstring_examples(module):
     failures, tried = doctest.testmod(module, optionflags=doctest.NORMALIZE_WHITESPACE)
     assert tried > 0 and failures == 0

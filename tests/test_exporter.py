@@ -8,7 +8,7 @@ import pytest
 
 from export import cli, exporter
 from keras_norms import data_dependent_init
-from keras_norms.models import all_cnn_c, convpool_cnn_c, nin
+from keras_norms.models import all_cnn_c, convpool_cnn_c, nin, resnet18
 from tests.test_convpool_cnn_c import PARAMS_32x32x3
 from tests.test_fold import _perturb_statistics
 from training import data
@@ -60,6 +60,14 @@ def test_all_cnn_c_saved_model_and_tflite_match_keras(norm, tmp_path):
     model = all_cnn_c((32, 32, 1), 10, norm)
     model(x, training=True)  # move running statistics away from their start
     report = exporter.export_and_check(model, str(tmp_path), x)
+    assert report["tflite_max_abs_diff"] <= 1e-4 and report["saved_model_max_abs_diff"] <= 1e-4
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("norm", ["nc", "gn"])
+def test_resnet18_saved_model_and_tflite_match_keras(norm, tmp_path):
+    x = np.random.default_rng(4).normal(size=(8, 16, 16, 1)).astype("float32")
+    report = exporter.export_and_check(resnet18((16, 16, 1), 10, norm), str(tmp_path), x)
     assert report["tflite_max_abs_diff"] <= 1e-4 and report["saved_model_max_abs_diff"] <= 1e-4
 
 

@@ -28,3 +28,10 @@ def test_recipes_follow_the_papers():
     assert sgd.momentum == 0.9 and sgd.weight_decay == 5e-4
     convpool = recipes.RECIPES["convpool_cnn_c"]
     assert (convpool.batch_size, convpool.learning_rate) == (100, 0.003)
+
+
+def test_resnet18_recipe_is_micro_batch_sgd():
+    recipe = recipes.RECIPES["resnet18"]
+    sgd = recipe.optimizer(recipe.learning_rate)
+    assert recipe.batch_size == 2 and sgd.momentum == 0.0 and sgd.weight_decay is None
+    assert recipe.schedule(0.01, 10)(9) == 0.01

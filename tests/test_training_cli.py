@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 import keras
+import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
@@ -114,6 +115,14 @@ def test_all_cnn_c_with_dwck_trains_under_mock_data(tmp_path):
     assert model.layers[-1].get_layer("conv1_dwck").kernel_sizes == [(4, 4), (2, 2), (2, 2), (2, 2)]
 
 
+@pytest.mark.slow
+def test_resnet18_with_normalized_convolution_trains_at_batch_size_two(tmp_path):
+    run_dir = str(tmp_path / "run")
+    assert _train_on_mock_cifar10(run_dir, 8, "--model", "resnet18", "--norm", "nc") == 0
+    metrics = _metrics(run_dir)
+    assert metrics["batch_size"] == 2 and np.isfinite(metrics["test_loss"])
+
+
 def test_missing_data_exits_2_with_instructions(tmp_path, capsys):
     status = cli.main([
         "--dataset", "svhn_cropped", "--data-dir", str(tmp_path / "tfds"), "--no-download",
@@ -128,7 +137,7 @@ def test_missing_data_exits_2_with_instructions(tmp_path, capsys):
 @pytest.mark.parametrize(
     "argv, message",
     [
-        (["--model", "vgg"], "invalid choice: 'vgg' (choose from all_cnn_c, convpool_cnn_c, nin)"),
+        (["--model", "vgg"], "invalid choice: 'vgg' (choose from all_cnn_c, convpool_cnn_c, nin, resnet18)"),
         (["--norm", "gn"], "invalid choice: 'gn' for --model convpool_cnn_c (choose from none, wn, mobn, bn, wn_mobn)"),
         (["--dataset", "mnist"], "invalid choice: 'mnist' (choose from digits, cifar10, cifar100, svhn_cropped)"),
         (["--epochs", "0"], "argument --epochs: expected a positive integer, got 0"),
