@@ -1,0 +1,104 @@
+"""Normalized Convolution vs. its im2col path vs. a plain Conv2D: step time and peak memory.
+
+One 3x3, 64-filter layer on a (32, 32, 32, 64) batch, trained with SGD on an
+MSE loss. Step times are medians over alternating rounds in this process;
+peak memory is the peak resident memory a fresh process per variant adds
+while it builds the layer and trains it (Linux `/proc`).
+Ratios are to the plain Conv2D.
+
+    python3 benchmarks/normalized_conv.py [--rounds 5] [--steps 10]
+"""
+
+import argparse
+import json
+import platform
+import statistics
+import subprocess
+import sys
+import time
+
+import keras
+import numpy as np
+
+from keras_norms.layers import NormalizedConv2D
+
+SHAPE = (32, 32, 32, 64)
+VARIANTS = ("fast", "im2col", "conv2d")
+
+
+def build(variant):
+    if variant == "conv2d":
+        layer = keras.layers.Conv2D(64, 3, padding="same")
+    else:
+        layer = NormalizedConv2D(64, 3, padding="same", implementation=variant)
+    model = keras.Sequential([keras.Input(SHAPE[1:]), layer])
+    model.compile(keras.optimizers.SGD(0.01), "mse")
+    return model
+
+
+def _data():
+    rng = np.random.default_rng(0)
+    return rng.normal(size=SHAPE).astype("float32"), rng.normal(size=SHAPE).astype("float32")
+
+
+def _status_mib(field):
+    with open("/proc/self/status") as f:
+        line = next(line for line in f if line.startswith(field + ":"))
+    return int(line.split()[1]) / 1024
+
+
+def peak_memory_mib(variant, steps):
+    """Run in a fresh process: peak resident memory added by building and training (MiB).
+
+    Linux: resets the peak-RSS mark (`/proc/self/clear_refs`) once the
+    inputs exist, then reads it back after `steps` training steps.
+    """
+    x, y = _data()
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
+    start = _status_mib("VmRSS")
+    model = build(variant)
+    for _ in range(steps):
+        model.train_on_batch(x, y)
+    return _status_mib("VmHWM") - start
+
+
+def _measure_in_subprocess(variant, steps):
+    code = (
+        "import json, sys; sys.path.insert(0, 'benchmarks'); import normalized_conv as b; "
+        f"print(json.dumps(b.peak_memory_mib({variant!r}, {steps})))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--steps", type=int, default=10)
+    args = parser.parse_args(argv)
+    x, y = _data()
+    models = {variant: build(variant) for variant in VARIANTS}
+    for model in models.values():
+        model.train_on_batch(x, y)  # warm-up
+    times = {variant: [] for variant in VARIANTS}
+    for _ in range(args.rounds):
+        for variant, model in models.items():
+            for _ in range(args.steps):
+                start = time.perf_counter()
+                model.train_on_batch(x, y)
+                times[variant].append(time.perf_counter() - start)
+    medians = {v: statistics.median(t) for v, t in times.items()}
+    memory = {v: _measure_in_subprocess(v, 3) for v in VARIANTS}
+    print(f"3x3x64 layer on {SHAPE}, training step ({platform.machine()}, "
+          f"{keras.backend.backend()} backend)")
+    print(f"{'variant':<10}{'ms/step':>10}{'time ratio':>12}{'peak MiB':>10}{'memory ratio':>14}")
+    for v in VARIANTS:
+        print(f"{v:<10}{1000 * medians[v]:>10.1f}{medians[v] / medians['conv2d']:>12.2f}"
+              f"{memory[v]:>10.0f}{memory[v] / memory['conv2d']:>14.2f}")
+    print(f"fast path vs im2col: {medians['im2col'] / medians['fast']:.1f}x faster")
+    return medians, memory
+
+
+if __name__ == "__main__":
+    main()
