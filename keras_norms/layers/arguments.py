@@ -1,4 +1,4 @@
-"""Argument checks shared by the convolution layers."""
+"""Argument checks and shape arithmetic shared by the convolution layers."""
 
 
 def int_pair(value, name, layer):
@@ -10,3 +10,12 @@ def int_pair(value, name, layer):
             f"Received: {name}={value!r}"
         )
     return pair
+
+
+def conv_output_size(length, size, stride, padding, dilation=1):
+    """Output length of a convolution along one axis (`None` stays `None`)."""
+    if length is None:
+        return None
+    extent = (size - 1) * dilation + 1
+    span = length if padding == "same" else length - extent + 1
+    return -(-span // stride)

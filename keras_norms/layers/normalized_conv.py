@@ -3,7 +3,7 @@
 import keras
 from keras import ops
 
-from keras_norms.layers.arguments import int_pair
+from keras_norms.layers.arguments import conv_output_size, int_pair
 
 IMPLEMENTATIONS = ("fast", "im2col")
 
@@ -210,10 +210,7 @@ class NormalizedConv2D(keras.layers.Layer):
     def compute_output_shape(self, input_shape):
         shape = list(input_shape)
         for axis, size, stride, dilation in zip((1, 2), self.kernel_size, self.strides, self.dilation_rate):
-            if shape[axis] is not None:
-                extent = (size - 1) * dilation + 1
-                span = shape[axis] if self.padding == "same" else shape[axis] - extent + 1
-                shape[axis] = -(-span // stride)
+            shape[axis] = conv_output_size(shape[axis], size, stride, self.padding, dilation)
         shape[-1] = self.filters
         return tuple(shape)
 

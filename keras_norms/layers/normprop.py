@@ -3,7 +3,7 @@
 import keras
 from keras import ops
 
-from keras_norms.layers.arguments import int_pair
+from keras_norms.layers.arguments import conv_output_size, int_pair
 
 from keras_norms.activation_moments import (
     activation_moments,
@@ -333,9 +333,7 @@ class NormPropConv2D(_NormPropLayer):
         spatial = [1, 2] if self.data_format == "channels_last" else [2, 3]
         shape = list(input_shape)
         for axis, size, stride in zip(spatial, self.kernel_size, self.strides):
-            if shape[axis] is not None:
-                span = shape[axis] if self.padding == "same" else shape[axis] - size + 1
-                shape[axis] = -(-span // stride)
+            shape[axis] = conv_output_size(shape[axis], size, stride, self.padding)
         shape[self._channel_axis] = self.filters
         return tuple(shape)
 
