@@ -3,6 +3,8 @@
 import keras
 from keras import ops
 
+from keras_norms.layers.arguments import check_momentum, update_moving_average
+
 # Kernel sides used when the stack is derived from the input size.
 _FACTORS = (4, 2, 3)
 # Initial kernel entries are uniform in (1 +- _INIT_SPREAD) times their target.
@@ -137,11 +139,7 @@ class DWCKNormalization(keras.layers.Layer):
         super().__init__(autocast=False, **kwargs)
         self.kernel_sizes = None if kernel_sizes is None else _check_kernel_sizes(kernel_sizes)
         self._given_kernel_sizes = self.kernel_sizes
-        if not 0.0 <= float(momentum) <= 1.0:
-            raise ValueError(
-                f"DWCKNormalization expects `momentum` in [0, 1]. Received: momentum={momentum}"
-            )
-        self.momentum = float(momentum)
+        self.momentum = check_momentum(momentum, "DWCKNormalization")
         self.epsilon = float(epsilon)
         self.center = bool(center)
         self.scale = bool(scale)
@@ -244,10 +242,8 @@ class DWCKNormalization(keras.layers.Layer):
         x = ops.cast(inputs, "float32")
         if training and self.trainable:
             mean, variance = self._batch_moments(x)
-            self.moving_mean.assign(self.momentum * self.moving_mean + (1 - self.momentum) * mean)
-            self.moving_variance.assign(
-                self.momentum * self.moving_variance + (1 - self.momentum) * variance
-            )
+            update_moving_average(self.moving_mean, mean, self.momentum)
+            update_moving_average(self.moving_variance, variance, self.momentum)
         else:
             mean, variance = self.moving_mean, self.moving_variance
         scale = ops.rsqrt(variance + self.epsilon)

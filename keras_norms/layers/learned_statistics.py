@@ -5,6 +5,8 @@ import math
 import keras
 from keras import ops
 
+from keras_norms.layers.arguments import check_momentum, update_moving_average
+
 # Section 5.1: (channels, kernel sizes) of the Conv1D stacks.
 FIRST_LAYER_NETWORK = ((4, 4, 1), (4, 3, 3))
 OTHER_LAYERS_NETWORK = ((4, 4, 2, 1), (4, 3, 2, 3))
@@ -93,13 +95,8 @@ class LearnedStatisticsNormalization(keras.layers.Layer):
                 "LearnedStatisticsNormalization expects network 'first' or 'other'. "
                 f"Received: network={network!r}"
             )
-        if not 0.0 <= float(momentum) <= 1.0:
-            raise ValueError(
-                "LearnedStatisticsNormalization expects `momentum` in [0, 1]. "
-                f"Received: momentum={momentum}"
-            )
         self.network = network
-        self.momentum = float(momentum)
+        self.momentum = check_momentum(momentum, "LearnedStatisticsNormalization")
         self.epsilon = float(epsilon)
 
     def build(self, input_shape):
@@ -158,10 +155,8 @@ class LearnedStatisticsNormalization(keras.layers.Layer):
         x = ops.cast(inputs, "float32")
         if training and self.trainable:
             mean, variance = self.batch_statistics(x)
-            self.moving_mean.assign(self.momentum * self.moving_mean + (1 - self.momentum) * mean)
-            self.moving_variance.assign(
-                self.momentum * self.moving_variance + (1 - self.momentum) * variance
-            )
+            update_moving_average(self.moving_mean, mean, self.momentum)
+            update_moving_average(self.moving_variance, variance, self.momentum)
         else:
             mean, variance = self.moving_mean, self.moving_variance
         outputs = (x - mean) * ops.rsqrt(variance + self.epsilon)

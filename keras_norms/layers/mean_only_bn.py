@@ -3,6 +3,8 @@
 import keras
 from keras import ops
 
+from keras_norms.layers.arguments import check_momentum, update_moving_average
+
 
 @keras.saving.register_keras_serializable(package="keras_norms")
 class MeanOnlyBatchNormalization(keras.layers.Layer):
@@ -82,13 +84,8 @@ class MeanOnlyBatchNormalization(keras.layers.Layer):
                 "MeanOnlyBatchNormalization expects `axis` to be an integer. "
                 f"Received: axis={axis!r}"
             )
-        if not 0.0 <= float(momentum) <= 1.0:
-            raise ValueError(
-                "MeanOnlyBatchNormalization expects `momentum` in [0, 1]. "
-                f"Received: momentum={momentum}"
-            )
         self.axis = axis
-        self.momentum = float(momentum)
+        self.momentum = check_momentum(momentum, "MeanOnlyBatchNormalization")
         self.center = bool(center)
         self.beta_initializer = keras.initializers.get(beta_initializer)
         self.moving_mean_initializer = keras.initializers.get(
@@ -140,9 +137,7 @@ class MeanOnlyBatchNormalization(keras.layers.Layer):
         x = ops.cast(inputs, "float32")
         if training and self.trainable:
             mean = ops.mean(x, axis=self._reduction_axes)
-            self.moving_mean.assign(
-                self.momentum * self.moving_mean + (1.0 - self.momentum) * mean
-            )
+            update_moving_average(self.moving_mean, mean, self.momentum)
         else:
             mean = self.moving_mean
         shift = -mean

@@ -4,6 +4,7 @@ import keras
 
 from keras_norms.layers.dwck import DWCKNormalization
 from keras_norms.layers.learned_statistics import LearnedStatisticsNormalization
+from keras_norms.models.arguments import check_builder_arguments
 
 NORMS = ("none", "bn", "dwck", "learned")
 # Running-average momentum of BN, DWCK and learned statistics. Keras' 0.99 leaves ~10 % of the
@@ -74,18 +75,7 @@ def all_cnn_c(input_shape=(32, 32, 3), num_classes=10, norm="dwck", name=None):
         section 4 table and section 5.1; Springenberg et al., "Striving for
         Simplicity: The All Convolutional Net", ICLR 2015 workshop.
     """
-    input_shape = tuple(input_shape)
-    if norm not in NORMS:
-        raise ValueError(f"all_cnn_c expects norm in {NORMS}. Received: norm={norm!r}")
-    if len(input_shape) != 3 or any(not isinstance(s, int) or s <= 0 for s in input_shape):
-        raise ValueError(
-            "all_cnn_c expects input_shape=(height, width, channels) with positive "
-            f"integers. Received: input_shape={input_shape}"
-        )
-    if not isinstance(num_classes, int) or num_classes < 1:
-        raise ValueError(
-            f"all_cnn_c expects a positive integer num_classes. Received: num_classes={num_classes!r}"
-        )
+    input_shape = check_builder_arguments("all_cnn_c", input_shape, num_classes, norm, NORMS)
     table = input_shape[:2] == (_TABLE_SIZE, _TABLE_SIZE)
     inputs = keras.Input(shape=input_shape, name="images")
     x = inputs

@@ -4,6 +4,7 @@ import keras
 
 from keras_norms.layers.mean_only_bn import MeanOnlyBatchNormalization
 from keras_norms.layers.weight_norm import WeightNormalization
+from keras_norms.models.arguments import check_builder_arguments
 
 NORMS = ("none", "wn", "mobn", "bn", "wn_mobn")
 
@@ -29,31 +30,6 @@ ARCHITECTURE = (
 )
 # Two 2x2 poolings then a valid 3x3 convolution: floor(floor(s/2)/2) >= 3.
 MIN_SPATIAL_SIZE = 12
-
-
-def _check_arguments(input_shape, num_classes, norm):
-    if norm not in NORMS:
-        raise ValueError(
-            f"convpool_cnn_c expects norm in {NORMS}. Received: norm={norm!r}"
-        )
-    if len(input_shape) != 3 or any(
-        not isinstance(s, int) or s <= 0 for s in input_shape
-    ):
-        raise ValueError(
-            "convpool_cnn_c expects input_shape=(height, width, channels) "
-            f"with positive integers. Received: input_shape={input_shape}"
-        )
-    if min(input_shape[:2]) < MIN_SPATIAL_SIZE:
-        raise ValueError(
-            "convpool_cnn_c needs inputs of at least "
-            f"{MIN_SPATIAL_SIZE}x{MIN_SPATIAL_SIZE}. "
-            f"Received: input_shape={input_shape}"
-        )
-    if not isinstance(num_classes, int) or num_classes < 1:
-        raise ValueError(
-            "convpool_cnn_c expects a positive integer num_classes. "
-            f"Received: num_classes={num_classes!r}"
-        )
 
 
 def _normalized_linear(x, linear, norm, name):
@@ -103,8 +79,9 @@ def convpool_cnn_c(input_shape=(32, 32, 3), num_classes=10, norm="wn_mobn", name
         ValueError: for an unknown `norm`, a malformed `input_shape`, a side
             smaller than 12, or a non-positive `num_classes`.
     """
-    input_shape = tuple(input_shape)
-    _check_arguments(input_shape, num_classes, norm)
+    input_shape = check_builder_arguments(
+        "convpool_cnn_c", input_shape, num_classes, norm, NORMS, MIN_SPATIAL_SIZE
+    )
     use_bias = norm in ("none", "wn")
     inputs = keras.Input(shape=input_shape, name="images")
     x = keras.layers.GaussianNoise(NOISE_STDDEV, name="noise")(inputs)

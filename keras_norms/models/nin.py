@@ -3,6 +3,7 @@
 import keras
 
 from keras_norms.layers.normprop import NormPropConv2D
+from keras_norms.models.arguments import check_builder_arguments
 
 NORMS = ("normprop", "bn", "none")
 DATA_NORMALIZATIONS = ("global", "batch")
@@ -45,9 +46,7 @@ def _fits(size):
 MIN_SPATIAL_SIZE = min_input_size()
 
 
-def _check_arguments(input_shape, num_classes, norm, data_normalization):
-    if norm not in NORMS:
-        raise ValueError(f"nin expects norm in {NORMS}. Received: norm={norm!r}")
+def _check_data_normalization(data_normalization):
     if not (
         data_normalization is None
         or data_normalization in DATA_NORMALIZATIONS
@@ -56,20 +55,6 @@ def _check_arguments(input_shape, num_classes, norm, data_normalization):
         raise ValueError(
             f"nin expects data_normalization in {DATA_NORMALIZATIONS}, None or a "
             f"Keras layer. Received: data_normalization={data_normalization!r}"
-        )
-    if len(input_shape) != 3 or any(not isinstance(s, int) or s <= 0 for s in input_shape):
-        raise ValueError(
-            "nin expects input_shape=(height, width, channels) with positive "
-            f"integers. Received: input_shape={input_shape}"
-        )
-    if min(input_shape[:2]) < MIN_SPATIAL_SIZE:
-        raise ValueError(
-            f"nin needs inputs of at least {MIN_SPATIAL_SIZE}x{MIN_SPATIAL_SIZE}. "
-            f"Received: input_shape={input_shape}"
-        )
-    if not isinstance(num_classes, int) or num_classes < 1:
-        raise ValueError(
-            f"nin expects a positive integer num_classes. Received: num_classes={num_classes!r}"
         )
 
 
@@ -175,8 +160,10 @@ def nin(input_shape=(32, 32, 3), num_classes=10, norm="normprop", data_normaliza
         Arpit et al. 2016, section 5 (protocol); Lin, Chen & Yan, "Network
         In Network", ICLR 2014.
     """
-    input_shape = tuple(input_shape)
-    _check_arguments(input_shape, num_classes, norm, data_normalization)
+    input_shape = check_builder_arguments(
+        "nin", input_shape, num_classes, norm, NORMS, MIN_SPATIAL_SIZE
+    )
+    _check_data_normalization(data_normalization)
     inputs = keras.Input(shape=input_shape, name="images")
     x = _data_normalization(inputs, input_shape, data_normalization)
     counts = {"conv": 0, "pool": 0}

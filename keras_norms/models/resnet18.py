@@ -3,6 +3,7 @@
 import keras
 
 from keras_norms.layers.normalized_conv import NormalizedConv2D
+from keras_norms.models.arguments import check_builder_arguments
 
 NORMS = ("bn", "gn", "nc", "none")
 ACTIVATIONS = ("relu", "selu")
@@ -78,21 +79,10 @@ def resnet18(input_shape=(32, 32, 3), num_classes=10, norm="bn", activation="rel
         He et al., "Deep Residual Learning for Image Recognition", CVPR 2016;
         Kim et al., "Normalized Convolution" (section 3, ResNet-18 on CIFAR-10).
     """
-    input_shape = tuple(input_shape)
-    if norm not in NORMS:
-        raise ValueError(f"resnet18 expects norm in {NORMS}. Received: norm={norm!r}")
+    input_shape = check_builder_arguments("resnet18", input_shape, num_classes, norm, NORMS)
     if activation not in ACTIVATIONS:
         raise ValueError(
             f"resnet18 expects activation in {ACTIVATIONS}. Received: activation={activation!r}"
-        )
-    if len(input_shape) != 3 or any(not isinstance(s, int) or s <= 0 for s in input_shape):
-        raise ValueError(
-            "resnet18 expects input_shape=(height, width, channels) with positive "
-            f"integers. Received: input_shape={input_shape}"
-        )
-    if not isinstance(num_classes, int) or num_classes < 1:
-        raise ValueError(
-            f"resnet18 expects a positive integer num_classes. Received: num_classes={num_classes!r}"
         )
     inputs = keras.Input(shape=input_shape, name="images")
     if max(input_shape[:2]) <= CIFAR_STEM_MAX_SIZE:
