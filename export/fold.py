@@ -5,8 +5,12 @@ inference-mode normalization that directly follows a linear layer
 (`MeanOnlyBatchNormalization`: `y = x - moving_mean + beta`; Keras
 `BatchNormalization`: `y = gamma * (x - moving_mean) / sqrt(var + eps) + beta`)
 is a per-channel affine map `y = scale * x + shift` that moves into that
-layer's kernel and bias. The folded model costs what a plain network costs.
+layer's kernel and bias. The folded model costs what a plain network costs. Every clone is float32,
+whatever dtype policy the model was trained under (mixed precision keeps
+its variables in float32, so nothing is lost).
 """
+
+import contextlib
 
 import keras
 import numpy as np
@@ -108,6 +112,75 @@ def _folded_weights(layer, norm):
     return [kernel.astype("float32"), bias.astype("float32")]
 
 
+def is_mixed_precision(model):
+    """Whether any layer of `model` computes in another dtype than its variables."""
+    return any(
+        layer.dtype_policy.compute_dtype != layer.dtype_policy.variable_dtype
+        for layer in iter_layers(model)
+    )
+
+
+def _float32_config(config):
+    """`config` with every mixed-precision `dtype` entry (nested ones too) set to float32."""
+    if isinstance(config, list):
+        return [_float32_config(item) for item in config]
+    if not isinstance(config, dict):
+        return config
+    result = {key: _float32_config(value) for key, value in config.items()}
+    policy = config.get("dtype")
+    name = policy.get("config", {}).get("name") if isinstance(policy, dict) else policy
+    if isinstance(name, str) and name.startswith("mixed_"):
+        result["dtype"] = "float32"
+    return result
+
+
+@contextlib.contextmanager
+def _float32_policy():
+    """Layers created in the block (sublayers built later too) default to float32."""
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy("float32")
+    try:
+        yield
+    finally:
+        keras.config.set_dtype_policy(previous)
+
+
+def _copy_weights(old, new):
+    new.set_weights(old.get_weights())
+    if hasattr(new, "finalize_state"):  # adapted preprocessing layers
+        new.finalize_state()
+
+
+def _clone(model, clone_function):
+    """`clone_model(recursive=True)` in float32; returns the model and (old, new) pairs."""
+    clones = []
+
+    def record(layer):
+        new = clone_function(layer)
+        clones.append((layer, new))
+        return new
+
+    with _float32_policy():
+        cloned = keras.models.clone_model(model, clone_function=record, recursive=True)
+    return cloned, clones
+
+
+def _plain_copy(layer):
+    return type(layer).from_config(_float32_config(layer.get_config()))
+
+
+def as_float32(model):
+    """A float32 copy of `model` (e.g. trained under `mixed_float16`), same weights.
+
+    Export converts this, so the SavedModel and TFLite file compute in
+    float32; export parity is measured against it.
+    """
+    cloned, clones = _clone(model, _plain_copy)
+    for old, new in clones:
+        _copy_weights(old, new)
+    return cloned
+
+
 def _normprop_replacement(layer):
     """Plain layer + activation + `Rescaling(1/c1, -c2/c1)` for a NormProp layer."""
     prelu = layer.activation == PRELU
@@ -161,28 +234,25 @@ def fold_normalization(model):
         model: a functional or sequential `keras.Model`.
 
     Returns:
-        A new `keras.Model` whose inference outputs equal `model`'s
-        (float32 rounding aside).
+        A new float32 `keras.Model` whose inference outputs equal `model`'s
+        (float32 rounding aside; those of `as_float32(model)` for a model
+        trained under mixed precision).
     """
     pairs = _foldable_pairs(model)
     folded_norms = {id(norm) for norm in pairs.values()}
-    clones = []
 
     def clone(layer):
         if id(layer) in folded_norms:
-            new = FoldedNormalization(name=layer.name)
-        elif isinstance(layer, _NORMPROP):
-            new = _normprop_replacement(layer)
-        elif isinstance(layer, WeightNormalization) or id(layer) in pairs:
-            config = _core(layer).get_config()
+            return FoldedNormalization(name=layer.name)
+        if isinstance(layer, _NORMPROP):
+            return _normprop_replacement(layer)
+        if isinstance(layer, WeightNormalization) or id(layer) in pairs:
+            config = _float32_config(_core(layer).get_config())
             config.update(name=layer.name, use_bias=True)
-            new = type(_core(layer)).from_config(config)
-        else:
-            new = type(layer).from_config(layer.get_config())
-        clones.append((layer, new))
-        return new
+            return type(_core(layer)).from_config(config)
+        return _plain_copy(layer)
 
-    folded = keras.models.clone_model(model, clone_function=clone, recursive=True)
+    folded, clones = _clone(model, clone)
     for old, new in clones:
         if id(old) in folded_norms:
             continue
@@ -191,7 +261,5 @@ def fold_normalization(model):
         elif isinstance(old, WeightNormalization) or id(old) in pairs:
             new.set_weights(_folded_weights(old, pairs.get(id(old))))
         else:
-            new.set_weights(old.get_weights())
-            if hasattr(new, "finalize_state"):  # adapted preprocessing layers
-                new.finalize_state()
+            _copy_weights(old, new)
     return folded

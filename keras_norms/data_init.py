@@ -3,6 +3,7 @@
 import contextlib
 
 import keras
+import numpy as np
 from keras import ops
 
 from keras_norms.layers.mean_only_bn import MeanOnlyBatchNormalization
@@ -48,14 +49,44 @@ def _owned_by_mean_only_bn(model, layers):
 
 
 @contextlib.contextmanager
-def _initializing(layers, owned):
+def _initializing(layers, owned, synchronized):
     for layer in layers:
         layer._init_center = id(layer) not in owned
+        layer._init_synchronized = synchronized
     try:
         yield
     finally:
         for layer in layers:
             layer._init_center = None
+            layer._init_synchronized = False
+
+
+def _multi_replica_strategy():
+    """The `tf.distribute` strategy in scope if it has several replicas, else `None`."""
+    if keras.backend.backend() != "tensorflow":
+        return None
+    import tensorflow as tf
+
+    strategy = tf.distribute.get_strategy()
+    return strategy if strategy.num_replicas_in_sync > 1 else None
+
+
+def _distributed_pass(strategy, model, x_init, training):
+    """One forward pass with each replica on its contiguous share of `x_init`."""
+    import tensorflow as tf
+
+    replicas = strategy.num_replicas_in_sync
+    if len(x_init) < replicas:
+        raise ValueError(
+            f"data_dependent_init expects at least one init example per replica "
+            f"({replicas} replicas). Received: x_init with {len(x_init)} examples"
+        )
+    shards = np.array_split(np.asarray(x_init), replicas)
+    values = strategy.experimental_distribute_values_from_function(
+        lambda context: tf.constant(shards[context.replica_id_in_sync_group])
+    )
+    # Traced once, while the layers' init flags are set.
+    tf.function(lambda x: strategy.run(lambda s: model(s, training=training), args=(x,)))(values)
 
 
 def data_dependent_init(model, x_init, training=True):
@@ -77,6 +108,14 @@ def data_dependent_init(model, x_init, training=True):
     Each initialized layer's `initialized` flag is set and saved with the
     model, so calling this again, or on a reloaded model, changes nothing.
 
+    Called inside the scope of a `tf.distribute` strategy with several
+    replicas (TensorFlow backend), the pass runs on every replica, each on
+    its contiguous share of `x_init`, and the init statistics are
+    all-reduced, so every replica sets the same `g` and `b`: those of the
+    whole init batch. Layers in the model with `synchronized=True` batch
+    statistics see the global init batch too. Pass every worker the same
+    `x_init` under `MultiWorkerMirroredStrategy`.
+
     Args:
         model: a built `keras.Model` (functional or sequential models are
             searched recursively for weight-normalized layers and mean-only
@@ -84,7 +123,8 @@ def data_dependent_init(model, x_init, training=True):
             without the mean-only BN detection).
         x_init: the init batch, an array or tensor shaped like the model's
             input, e.g. `(N, H, W, C)` float; the paper uses N = 500,
-            independent of the training batch size.
+            independent of the training batch size. Under a strategy it
+            must hold at least one example per replica.
         training: the `training` flag of the forward pass.
 
     Returns:
@@ -119,6 +159,10 @@ def data_dependent_init(model, x_init, training=True):
     if not layers:
         return []
     owned = _owned_by_mean_only_bn(model, layers)
-    with _initializing(layers, owned):
-        model(x_init, training=training)
+    strategy = _multi_replica_strategy()
+    with _initializing(layers, owned, synchronized=strategy is not None):
+        if strategy is None:
+            model(x_init, training=training)
+        else:
+            _distributed_pass(strategy, model, x_init, training)
     return layers

@@ -1,6 +1,7 @@
 """`keras-norms-train`: train a keras-norms builder with `model.fit`."""
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -13,9 +14,11 @@ from keras_norms import data_dependent_init
 from keras_norms.models import BUILDERS, NORMS
 from keras_norms.models.nin import DATA_NORMALIZATIONS
 from training import data
+from training.distribution import STRATEGIES, StrategyError, is_chief, make_strategy, worker_directory
 from training.recipes import RECIPES
 
 DEFAULT_OUTPUT = os.path.join("runs", "{model}_{norm}_{dataset}")
+MIXED_PRECISION_POLICIES = ("mixed_float16", "mixed_bfloat16")
 
 
 def _positive_int(text):
@@ -80,6 +83,25 @@ def build_parser():
         "--export", action="store_true",
         help="export a SavedModel and a TFLite file and check their parity",
     )
+    parser.add_argument(
+        "--strategy", default="default", choices=STRATEGIES,
+        help="tf.distribute strategy: one device, 'mirrored' (every local GPU) or "
+        "'multi_worker' (the cluster in TF_CONFIG); --batch-size is the global batch, "
+        "split across replicas, and batch statistics are synchronized",
+    )
+    parser.add_argument(
+        "--connect-timeout", type=_positive_float, default=120.0,
+        help="seconds to wait for every multi_worker worker to join before giving up",
+    )
+    parser.add_argument(
+        "--mixed-precision", nargs="?", const="mixed_float16", default=None,
+        choices=MIXED_PRECISION_POLICIES,
+        help="train under this Keras dtype policy (default when given: mixed_float16, "
+        "with dynamic loss scaling); variables and statistics stay float32",
+    )
+    parser.add_argument(
+        "--jit-compile", action="store_true", help="compile the training step with XLA"
+    )
     parser.add_argument("--verbose", type=int, default=1, choices=(0, 1, 2))
     return parser
 
@@ -116,12 +138,13 @@ def build_callbacks(args, run_dir):
     ]
 
 
-def build_model(args, splits):
+def build_model(args, splits, synchronized=False):
     """The builder behind the data normalization, compiled with the recipe.
 
     Models that normalize their input themselves (nin) get `global` element-
     wise statistics of the training split or `batch` normalization; others
     get per-channel standardization adapted on the training split.
+    `synchronized` all-reduces batch statistics over replicas.
     """
     recipe = RECIPES[args.model]
     kwargs = {}
@@ -132,7 +155,11 @@ def build_model(args, splits):
             else "batch"
         )
     net = BUILDERS[args.model](
-        input_shape=splits.image_shape, num_classes=splits.num_classes, norm=args.norm, **kwargs
+        input_shape=splits.image_shape,
+        num_classes=splits.num_classes,
+        norm=args.norm,
+        synchronized=synchronized,
+        **kwargs,
     )
     if recipe.owns_data_normalization:
         model = net
@@ -143,6 +170,7 @@ def build_model(args, splits):
         optimizer=recipe.optimizer(args.learning_rate),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         metrics=["accuracy"],
+        jit_compile=args.jit_compile,
     )
     return model
 
@@ -163,19 +191,40 @@ def _prepare_run_dir(path):
         raise OSError(f"cannot write to output directory {path!r}: {error.strerror}") from None
 
 
+@contextlib.contextmanager
+def dtype_policy(name):
+    """Run the block under the Keras dtype policy `name` (`None`: unchanged)."""
+    previous = keras.config.dtype_policy()
+    if name is not None:
+        keras.config.set_dtype_policy(name)
+    try:
+        yield
+    finally:
+        keras.config.set_dtype_policy(previous)
+
+
 def train(args):
     """Run one training job; returns the metrics dictionary."""
+    strategy = make_strategy(args.strategy, args.connect_timeout)  # before other TF work
     run_dir = args.output.format(model=args.model, norm=args.norm, dataset=args.dataset)
+    run_dir = worker_directory(run_dir, strategy)
     _prepare_run_dir(run_dir)
     keras.utils.set_random_seed(args.seed)
     image_size = args.image_size
     if image_size is None and args.dataset == data.DIGITS:
         image_size = RECIPES[args.model].digits_image_size
     splits = data.load(args.dataset, args.data_dir, image_size, seed=args.seed, download=args.download)
-    model = build_model(args, splits)
-    init_rng = np.random.default_rng(args.seed)
-    init_index = init_rng.permutation(len(splits.x_train))[: args.init_batch_size]
-    data_dependent_init(model, splits.x_train[init_index])
+    with dtype_policy(args.mixed_precision):
+        return _fit_and_report(args, strategy, run_dir, splits)
+
+
+def _fit_and_report(args, strategy, run_dir, splits):
+    """Build, initialize and fit under `strategy`; evaluate, export, write metrics."""
+    with strategy.scope():
+        model = build_model(args, splits, synchronized=strategy.num_replicas_in_sync > 1)
+        init_rng = np.random.default_rng(args.seed)
+        init_index = init_rng.permutation(len(splits.x_train))[: args.init_batch_size]
+        data_dependent_init(model, splits.x_train[init_index])
     train_ds = data.make_pipeline(
         splits.x_train, splits.y_train, args.batch_size, shuffle=True, seed=args.seed
     )
@@ -197,11 +246,16 @@ def train(args):
         "dataset": args.dataset,
         "epochs": args.epochs,
         "batch_size": args.batch_size,
+        "strategy": args.strategy,
+        "replicas": strategy.num_replicas_in_sync,
+        "mixed_precision": args.mixed_precision,
+        "jit_compile": args.jit_compile,
         "test_loss": float(test_loss),
         "test_accuracy": float(test_accuracy),
         "train_wall_time_s": round(wall_time, 2),
     }
-    if args.export:
+    export = args.export and is_chief(strategy)
+    if export:
         from export.exporter import export_and_check
 
         report = export_and_check(model, os.path.join(run_dir, "export"), splits.x_test)
@@ -210,7 +264,7 @@ def train(args):
         json.dump(metrics, f, indent=2)
     print(f"test accuracy: {test_accuracy:.4f}  test loss: {test_loss:.4f}  "
           f"training time: {wall_time:.1f} s  run directory: {run_dir}")
-    if args.export:
+    if export:
         print(f"export parity (max |logit difference|): "
               f"SavedModel {report['saved_model_max_abs_diff']:.2e}, "
               f"TFLite {report['tflite_max_abs_diff']:.2e}")
@@ -232,7 +286,7 @@ def main(argv=None):
         train(args)
     except data.DataUnavailableError as error:
         return _fail(error, status=2)
-    except (OSError, CheckpointError) as error:
+    except (OSError, CheckpointError, StrategyError) as error:
         return _fail(error)
     return 0
 

@@ -134,7 +134,11 @@ def make_pipeline(images, labels, batch_size, shuffle, seed=0):
     ).cache()
     if shuffle:
         dataset = dataset.shuffle(len(images), seed=seed, reshuffle_each_iteration=True)
-    return dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+    options = tf.data.Options()
+    # In-memory data has no files to shard: each worker of a multi-worker
+    # strategy takes its share of every global batch instead.
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    return dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE).with_options(options)
 
 
 def standardizer(x_train, elementwise=False):

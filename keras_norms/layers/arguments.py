@@ -19,15 +19,3 @@ def conv_output_size(length, size, stride, padding, dilation=1):
     extent = (size - 1) * dilation + 1
     span = length if padding == "same" else length - extent + 1
     return -(-span // stride)
-
-
-def check_momentum(momentum, layer):
-    """`momentum` as a float in [0, 1], or a ValueError naming `layer`."""
-    if not 0.0 <= float(momentum) <= 1.0:
-        raise ValueError(f"{layer} expects `momentum` in [0, 1]. Received: momentum={momentum}")
-    return float(momentum)
-
-
-def update_moving_average(variable, value, momentum):
-    """`variable = momentum * variable + (1 - momentum) * value`, as Keras BN does."""
-    variable.assign(momentum * variable + (1.0 - momentum) * value)

@@ -3,7 +3,13 @@
 import keras
 from keras import ops
 
-from keras_norms.layers.arguments import check_momentum, update_moving_average
+from keras_norms.layers.batch_statistics import (
+    add_moving_statistic,
+    batch_mean,
+    check_momentum,
+    check_synchronized,
+    update_moving_average,
+)
 
 # Kernel sides used when the stack is derived from the input size.
 _FACTORS = (4, 2, 3)
@@ -95,10 +101,16 @@ class DWCKNormalization(keras.layers.Layer):
         center: learn the offset `beta`.
         scale: learn the scale `gamma`.
         weighted_variance: use eq. 8 instead of the simple variance.
+        synchronized: if `True` (TensorFlow backend only), batch statistics
+            are all-reduced over the replicas of a `tf.distribute` strategy
+            (global-batch statistics, as Keras `BatchNormalization` offers).
+            Running averages are aggregated so that replicas agree either way.
         **kwargs: base layer keyword arguments.
 
     Raises:
-        ValueError: for malformed `kernel_sizes` or `momentum`; at build
+        TypeError: if `synchronized` is not a bool.
+        ValueError: for malformed `kernel_sizes` or `momentum`, or
+            `synchronized=True` off TensorFlow; at build
             time, for an input that is not rank 4 with known `H`, `W`, `C`,
             or a stack whose kernels do not divide the map.
 
@@ -133,6 +145,7 @@ class DWCKNormalization(keras.layers.Layer):
         center=True,
         scale=True,
         weighted_variance=False,
+        synchronized=False,
         **kwargs,
     ):
         kwargs.pop("autocast", None)
@@ -144,6 +157,7 @@ class DWCKNormalization(keras.layers.Layer):
         self.center = bool(center)
         self.scale = bool(scale)
         self.weighted_variance = bool(weighted_variance)
+        self.synchronized = check_synchronized(synchronized, "DWCKNormalization")
 
     def build(self, input_shape):
         if len(input_shape) != 4 or any(s is None for s in input_shape[1:]):
@@ -180,13 +194,13 @@ class DWCKNormalization(keras.layers.Layer):
             h, w = h // kh, w // kw
         self.gamma = self._vector("gamma", channels, "ones") if self.scale else None
         self.beta = self._vector("beta", channels, "zeros") if self.center else None
-        self.moving_mean = self._vector("moving_mean", channels, "zeros", trainable=False)
-        self.moving_variance = self._vector("moving_variance", channels, "ones", trainable=False)
+        self.moving_mean = add_moving_statistic(self, "moving_mean", channels, "zeros")
+        self.moving_variance = add_moving_statistic(self, "moving_variance", channels, "ones")
         self.input_spec = keras.InputSpec(ndim=4, axes={1: height, 2: width, 3: channels})
 
-    def _vector(self, name, size, initializer, trainable=True):
+    def _vector(self, name, size, initializer):
         return self.add_weight(
-            name=name, shape=(size,), initializer=initializer, trainable=trainable, autocast=False
+            name=name, shape=(size,), initializer=initializer, trainable=True, autocast=False
         )
 
     def _check_fit(self, height, width):
@@ -230,12 +244,12 @@ class DWCKNormalization(keras.layers.Layer):
 
     def _batch_moments(self, x):
         p = self.effective_weights()
-        mean = ops.sum(p * ops.mean(x, axis=0), axis=(0, 1))
+        mean = ops.sum(p * batch_mean(x, 0, self.synchronized), axis=(0, 1))
         squared = ops.square(x - mean)
         if self.weighted_variance:
-            variance = ops.sum(p * ops.mean(squared, axis=0), axis=(0, 1))
+            variance = ops.sum(p * batch_mean(squared, 0, self.synchronized), axis=(0, 1))
         else:
-            variance = ops.mean(squared, axis=(0, 1, 2))
+            variance = batch_mean(squared, (0, 1, 2), self.synchronized)
         return mean, variance
 
     def call(self, inputs, training=None):
@@ -265,6 +279,7 @@ class DWCKNormalization(keras.layers.Layer):
             "center": self.center,
             "scale": self.scale,
             "weighted_variance": self.weighted_variance,
+            "synchronized": self.synchronized,
         }
         return {**super().get_config(), **config}
 

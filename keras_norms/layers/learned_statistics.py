@@ -5,7 +5,13 @@ import math
 import keras
 from keras import ops
 
-from keras_norms.layers.arguments import check_momentum, update_moving_average
+from keras_norms.layers.batch_statistics import (
+    add_moving_statistic,
+    batch_mean,
+    check_momentum,
+    check_synchronized,
+    update_moving_average,
+)
 
 # Section 5.1: (channels, kernel sizes) of the Conv1D stacks.
 FIRST_LAYER_NETWORK = ((4, 4, 1), (4, 3, 3))
@@ -61,11 +67,17 @@ class LearnedStatisticsNormalization(keras.layers.Layer):
             (the 3-layer networks of ALL-CNN-C's first normalized layer).
         momentum: running-average momentum. Defaults to 0.99.
         epsilon: added to the variance. Defaults to 1e-3.
+        synchronized: if `True` (TensorFlow backend only), batch statistics
+            are all-reduced over the replicas of a `tf.distribute` strategy
+            (global-batch statistics, as Keras `BatchNormalization` offers).
+            Running averages are aggregated so that replicas agree either way.
         **kwargs: base layer keyword arguments.
 
     Raises:
-        ValueError: for an unknown `network` or a `momentum` outside [0, 1];
-            at build time, for an input that is not rank 4 with a known C.
+        ValueError: for an unknown `network`, a `momentum` outside [0, 1]
+            or `synchronized=True` off TensorFlow; at build time, for an
+            input that is not rank 4 with a known C.
+        TypeError: if `synchronized` is not a bool.
 
     Call arguments:
         inputs: `(N, H, W, C)` float tensor, channels last.
@@ -87,7 +99,7 @@ class LearnedStatisticsNormalization(keras.layers.Layer):
         (`../shared/papers/convolutional-normalization-dwck.md`), section 5, 5.1.
     """
 
-    def __init__(self, network="other", momentum=0.99, epsilon=1e-3, **kwargs):
+    def __init__(self, network="other", momentum=0.99, epsilon=1e-3, synchronized=False, **kwargs):
         kwargs.pop("autocast", None)
         super().__init__(autocast=False, **kwargs)
         if network not in ("first", "other"):
@@ -98,6 +110,7 @@ class LearnedStatisticsNormalization(keras.layers.Layer):
         self.network = network
         self.momentum = check_momentum(momentum, "LearnedStatisticsNormalization")
         self.epsilon = float(epsilon)
+        self.synchronized = check_synchronized(synchronized, "LearnedStatisticsNormalization")
 
     def build(self, input_shape):
         if len(input_shape) != 4 or input_shape[-1] is None:
@@ -108,14 +121,8 @@ class LearnedStatisticsNormalization(keras.layers.Layer):
         channels = input_shape[-1]
         self.mean_network = self._network("mean", channels)
         self.deviation_network = self._network("deviation", channels)
-        self.moving_mean = self.add_weight(
-            name="moving_mean", shape=(channels,), initializer="zeros", trainable=False,
-            autocast=False,
-        )
-        self.moving_variance = self.add_weight(
-            name="moving_variance", shape=(channels,), initializer="ones", trainable=False,
-            autocast=False,
-        )
+        self.moving_mean = add_moving_statistic(self, "moving_mean", channels, "zeros")
+        self.moving_variance = add_moving_statistic(self, "moving_variance", channels, "ones")
         self.input_spec = keras.InputSpec(ndim=4, axes={-1: channels})
 
     def _network(self, name, channels):
@@ -143,13 +150,13 @@ class LearnedStatisticsNormalization(keras.layers.Layer):
     def batch_statistics(self, x):
         """`(mu, sigma^2)`, float32 `(C,)` each, of a float32 batch `x`."""
         m = ops.mean(x, axis=(1, 2))
-        mu = ops.mean(m + self._apply(self.mean_network, m), axis=0)
+        mu = batch_mean(m + self._apply(self.mean_network, m), 0, self.synchronized)
         # E[(x - mu)^2] = E[x^2] - 2 mu m + mu^2: one more reduction of x
         # instead of a second pass over (x - mu).
         second = ops.mean(ops.square(x), axis=(1, 2))
         v = ops.maximum(second - 2.0 * mu * m + ops.square(mu), 0.0)
         scale = ops.softplus(self._apply(self.deviation_network, v) + _SOFTPLUS_ONE)
-        return mu, ops.mean(v * scale, axis=0)
+        return mu, batch_mean(v * scale, 0, self.synchronized)
 
     def call(self, inputs, training=None):
         x = ops.cast(inputs, "float32")
@@ -166,5 +173,10 @@ class LearnedStatisticsNormalization(keras.layers.Layer):
         return input_shape
 
     def get_config(self):
-        config = {"network": self.network, "momentum": self.momentum, "epsilon": self.epsilon}
+        config = {
+            "network": self.network,
+            "momentum": self.momentum,
+            "epsilon": self.epsilon,
+            "synchronized": self.synchronized,
+        }
         return {**super().get_config(), **config}

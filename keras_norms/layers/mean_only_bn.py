@@ -3,7 +3,13 @@
 import keras
 from keras import ops
 
-from keras_norms.layers.arguments import check_momentum, update_moving_average
+from keras_norms.layers.batch_statistics import (
+    add_moving_statistic,
+    batch_mean,
+    check_momentum,
+    check_synchronized,
+    update_moving_average,
+)
 
 
 @keras.saving.register_keras_serializable(package="keras_norms")
@@ -33,11 +39,18 @@ class MeanOnlyBatchNormalization(keras.layers.Layer):
             Defaults to `"zeros"`.
         beta_regularizer: optional regularizer for `beta`.
         beta_constraint: optional constraint for `beta`.
+        synchronized: if `True` (TensorFlow backend only), the mini-batch
+            mean is all-reduced over the replicas of a `tf.distribute`
+            strategy, so it is the global batch's mean, as in Keras
+            `BatchNormalization(synchronized=True)`. Either way the running
+            mean is aggregated so that every replica holds the same value.
         **kwargs: base layer keyword arguments, such as `name` and `dtype`.
 
     Raises:
         ValueError: if `axis` is not an integer, `momentum` is outside
-            [0, 1], or the input has no such axis or an unknown size on it.
+            [0, 1], `synchronized=True` off the TensorFlow backend, or the
+            input has no such axis or an unknown size on it.
+        TypeError: if `synchronized` is not a bool.
 
     Call arguments:
         inputs: a tensor of rank >= 2.
@@ -76,6 +89,7 @@ class MeanOnlyBatchNormalization(keras.layers.Layer):
         moving_mean_initializer="zeros",
         beta_regularizer=None,
         beta_constraint=None,
+        synchronized=False,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -93,6 +107,7 @@ class MeanOnlyBatchNormalization(keras.layers.Layer):
         )
         self.beta_regularizer = keras.regularizers.get(beta_regularizer)
         self.beta_constraint = keras.constraints.get(beta_constraint)
+        self.synchronized = check_synchronized(synchronized, "MeanOnlyBatchNormalization")
         self.supports_masking = False
 
     def build(self, input_shape):
@@ -125,18 +140,14 @@ class MeanOnlyBatchNormalization(keras.layers.Layer):
                 trainable=True,
                 autocast=False,
             )
-        self.moving_mean = self.add_weight(
-            name="moving_mean",
-            shape=(size,),
-            initializer=self.moving_mean_initializer,
-            trainable=False,
-            autocast=False,
+        self.moving_mean = add_moving_statistic(
+            self, "moving_mean", size, self.moving_mean_initializer
         )
 
     def call(self, inputs, training=None):
         x = ops.cast(inputs, "float32")
         if training and self.trainable:
-            mean = ops.mean(x, axis=self._reduction_axes)
+            mean = batch_mean(x, self._reduction_axes, self.synchronized)
             update_moving_average(self.moving_mean, mean, self.momentum)
         else:
             mean = self.moving_mean
@@ -160,5 +171,6 @@ class MeanOnlyBatchNormalization(keras.layers.Layer):
             ),
             "beta_regularizer": keras.regularizers.serialize(self.beta_regularizer),
             "beta_constraint": keras.constraints.serialize(self.beta_constraint),
+            "synchronized": self.synchronized,
         }
         return {**super().get_config(), **config}

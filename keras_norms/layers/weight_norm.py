@@ -5,6 +5,8 @@ import math
 import keras
 from keras import ops
 
+from keras_norms.layers.batch_statistics import batch_mean
+
 # Floor on the squared norm of v, so that an all-zero direction gives a zero
 # kernel instead of NaN (the same floor as `tf.nn.l2_normalize`).
 _SQUARED_NORM_FLOOR = 1e-12
@@ -124,6 +126,7 @@ class WeightNormalization(keras.layers.Wrapper):
         self.data_init = bool(data_init)
         self.log_scale = bool(log_scale)
         self._init_center = None  # set only by `data_dependent_init`
+        self._init_synchronized = False  # all-reduce init statistics (tf.distribute)
         transpose = isinstance(layer, CONV_TRANSPOSE_LAYERS)
         self._kernel_out_axis = -2 if transpose else -1
         if isinstance(layer, _DENSE):
@@ -241,15 +244,21 @@ class WeightNormalization(keras.layers.Wrapper):
         return outputs
 
     def _initialize(self, inputs, center):
-        """Data-dependent init (paper section 3); eager only.
+        """Data-dependent init (paper section 3), only in `data_dependent_init`'s pass.
 
         Sets `g = 1 / std(t)` and, with `center`, `b = -mean(t) / std(t)`,
-        from `t = x . v / ||v||` over every axis but the channel axis.
+        from `t = x . v / ||v||` over every axis but the channel axis,
+        all-reduced over `tf.distribute` replicas when `data_dependent_init`
+        runs under a multi-replica strategy.
         """
         t = self._linear(ops.cast(inputs, "float32"), self.direction(), None)
         channel = self._channel_axis % ops.ndim(t)
         axes = [a for a in range(ops.ndim(t)) if a != channel]
-        mean, variance = ops.moments(t, axes=axes)
+        # Two passes (mean, then mean squared deviation), each all-reduced
+        # if synchronized: E[t^2] - E[t]^2 would cancel in float32.
+        mean = batch_mean(t, axes, self._init_synchronized, keepdims=True)
+        variance = batch_mean(ops.square(t - mean), axes, self._init_synchronized)
+        mean = ops.reshape(mean, ops.shape(variance))
         inv_std = ops.rsqrt(variance + _INIT_EPSILON)
         self.g.assign(ops.log(inv_std) if self.log_scale else inv_std)
         bias = self._bias()

@@ -27,17 +27,18 @@ ARCHITECTURE = (
 )
 
 
-def _normalization(norm, index, table_stack, name):
+def _normalization(norm, index, table_stack, name, synchronized):
+    common = {"momentum": MOMENTUM, "synchronized": synchronized, "name": name}
     if norm == "bn":
-        return keras.layers.BatchNormalization(momentum=MOMENTUM, name=name)
+        return keras.layers.BatchNormalization(**common)
     if norm == "dwck":
-        return DWCKNormalization(kernel_sizes=table_stack, momentum=MOMENTUM, name=name)
-    return LearnedStatisticsNormalization(
-        network="first" if index == 0 else "other", momentum=MOMENTUM, name=name
-    )
+        return DWCKNormalization(kernel_sizes=table_stack, **common)
+    return LearnedStatisticsNormalization(network="first" if index == 0 else "other", **common)
 
 
-def all_cnn_c(input_shape=(32, 32, 3), num_classes=10, norm="dwck", name=None):
+def all_cnn_c(
+    input_shape=(32, 32, 3), num_classes=10, norm="dwck", name=None, synchronized=False
+):
     """Build ALL-CNN-C with one of the DWCK paper's normalizations.
 
     (96, 3x3), (96, 3x3), (96, 3x3, stride 2), (192, 3x3), (192, 3x3),
@@ -61,6 +62,12 @@ def all_cnn_c(input_shape=(32, 32, 3), num_classes=10, norm="dwck", name=None):
         num_classes: number of logits.
         norm: one of `"none"`, `"bn"`, `"dwck"`, `"learned"`.
         name: model name; defaults to `"all_cnn_c_<norm>"`.
+        synchronized: if `True` (TensorFlow backend), every batch-statistics
+            layer all-reduces its statistics over `tf.distribute` replicas
+            (`synchronized=True` of Keras `BatchNormalization`), so a
+            multi-replica run computes what one replica would on the global
+            batch. The training CLI sets it for `--strategy mirrored` and
+            `multi_worker`.
 
     Returns:
         A functional `keras.Model` from `(batch, H, W, C)` images to
@@ -85,7 +92,8 @@ def all_cnn_c(input_shape=(32, 32, 3), num_classes=10, norm="dwck", name=None):
             filters, size, stride, padding="same", activation="relu", name=layer_name
         )(x)
         if norm != "none":
-            x = _normalization(norm, index, stack if table else None, f"{layer_name}_{norm}")(x)
+            stack = stack if table else None
+            x = _normalization(norm, index, stack, f"{layer_name}_{norm}", synchronized)(x)
     x = keras.layers.Conv2D(num_classes, 1, name="conv9")(x)
     outputs = keras.layers.GlobalAveragePooling2D(name="logits")(x)
     return keras.Model(inputs, outputs, name=name or f"all_cnn_c_{norm}")

@@ -32,19 +32,21 @@ ARCHITECTURE = (
 MIN_SPATIAL_SIZE = 12
 
 
-def _normalized_linear(x, linear, norm, name):
+def _normalized_linear(x, linear, norm, name, synchronized):
     """`linear` wrapped for `norm`, then the batch-statistics layer if any."""
     if norm in ("wn", "wn_mobn"):
         linear = WeightNormalization(linear, name=f"{name}_wn")
     x = linear(x)
     if norm in ("mobn", "wn_mobn"):
-        x = MeanOnlyBatchNormalization(name=f"{name}_mobn")(x)
+        x = MeanOnlyBatchNormalization(synchronized=synchronized, name=f"{name}_mobn")(x)
     elif norm == "bn":
-        x = keras.layers.BatchNormalization(name=f"{name}_bn")(x)
+        x = keras.layers.BatchNormalization(synchronized=synchronized, name=f"{name}_bn")(x)
     return x
 
 
-def convpool_cnn_c(input_shape=(32, 32, 3), num_classes=10, norm="wn_mobn", name=None):
+def convpool_cnn_c(
+    input_shape=(32, 32, 3), num_classes=10, norm="wn_mobn", name=None, synchronized=False
+):
     """Build ConvPool-CNN-C with one of the paper's five normalizations.
 
     Gaussian noise (std 0.15), 3 x conv 3x3 96, max-pool 2, dropout 0.5,
@@ -70,6 +72,12 @@ def convpool_cnn_c(input_shape=(32, 32, 3), num_classes=10, norm="wn_mobn", name
         num_classes: number of output logits.
         norm: one of `"none"`, `"wn"`, `"mobn"`, `"bn"`, `"wn_mobn"`.
         name: model name; defaults to `"convpool_cnn_c_<norm>"`.
+        synchronized: if `True` (TensorFlow backend), every batch-statistics
+            layer all-reduces its statistics over `tf.distribute` replicas
+            (`synchronized=True` of Keras `BatchNormalization`), so a
+            multi-replica run computes what one replica would on the global
+            batch. The training CLI sets it for `--strategy mirrored` and
+            `multi_worker`.
 
     Returns:
         A functional `keras.Model` mapping `(batch, height, width, channels)`
@@ -98,7 +106,7 @@ def convpool_cnn_c(input_shape=(32, 32, 3), num_classes=10, norm="wn_mobn", name
             conv = keras.layers.Conv2D(
                 filters, size, padding=padding, use_bias=use_bias, name=name_
             )
-            x = _normalized_linear(x, conv, norm, name_)
+            x = _normalized_linear(x, conv, norm, name_, synchronized)
             x = keras.layers.LeakyReLU(LEAKY_RELU_SLOPE, name=f"{name_}_act")(x)
     x = keras.layers.GlobalAveragePooling2D(name="global_pool")(x)
     dense = keras.layers.Dense(num_classes, name="logits")

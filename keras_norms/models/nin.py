@@ -58,7 +58,7 @@ def _check_data_normalization(data_normalization):
         )
 
 
-def _data_normalization(x, input_shape, data_normalization):
+def _data_normalization(x, input_shape, data_normalization, synchronized):
     """Section 4.1: global (adapted statistics) or batch data normalization."""
     if data_normalization is None:
         return x
@@ -71,12 +71,12 @@ def _data_normalization(x, input_shape, data_normalization):
     # for inference (section 4.5): BN over the flattened features.
     x = keras.layers.Reshape((-1,), name="flatten_pixels")(x)
     x = keras.layers.BatchNormalization(
-        center=False, scale=False, name="batch_data_normalization"
+        center=False, scale=False, synchronized=synchronized, name="batch_data_normalization"
     )(x)
     return keras.layers.Reshape(input_shape, name="unflatten_pixels")(x)
 
 
-def _conv(x, filters, size, stride, padding, norm, last, name):
+def _conv(x, filters, size, stride, padding, norm, last, name, synchronized):
     """C(filters, size, stride, padding): explicit zero padding, then the convolution."""
     if stride == 1 and size % 2 == 1 and padding == (size - 1) // 2:
         mode = "same"  # the same zero padding, in one op
@@ -94,7 +94,7 @@ def _conv(x, filters, size, stride, padding, norm, last, name):
             filters, size, stride, padding=mode, activation=activation, name=name
         )(x)
     x = keras.layers.Conv2D(filters, size, stride, padding=mode, use_bias=False, name=name)(x)
-    x = keras.layers.BatchNormalization(name=f"{name}_bn")(x)
+    x = keras.layers.BatchNormalization(synchronized=synchronized, name=f"{name}_bn")(x)
     return keras.layers.ReLU(name=f"{name}_relu")(x)
 
 
@@ -116,7 +116,14 @@ def _pool(x, size, stride, padding, mode, name):
     return pooling(size, strides=stride, name=name)(x)
 
 
-def nin(input_shape=(32, 32, 3), num_classes=10, norm="normprop", data_normalization="batch", name=None):
+def nin(
+    input_shape=(32, 32, 3),
+    num_classes=10,
+    norm="normprop",
+    data_normalization="batch",
+    name=None,
+    synchronized=False,
+):
     """Build Network in Network as in the NormProp paper's protocol.
 
     C(192,5,1,2)-C(160,1,1,0)-P(3,2,1,max)-C(96,1,1,0)-C(192,5,1,2)-
@@ -147,6 +154,12 @@ def nin(input_shape=(32, 32, 3), num_classes=10, norm="normprop", data_normaliza
             `None` for inputs already normalized. Batch size 1 needs
             `"global"` or a layer.
         name: model name; defaults to `"nin_<norm>"`.
+        synchronized: if `True` (TensorFlow backend), every batch-statistics
+            layer all-reduces its statistics over `tf.distribute` replicas
+            (`synchronized=True` of Keras `BatchNormalization`), so a
+            multi-replica run computes what one replica would on the global
+            batch. The training CLI sets it for `--strategy mirrored` and
+            `multi_worker`.
 
     Returns:
         A functional `keras.Model` from `(batch, H, W, C)` images to
@@ -165,7 +178,7 @@ def nin(input_shape=(32, 32, 3), num_classes=10, norm="normprop", data_normaliza
     )
     _check_data_normalization(data_normalization)
     inputs = keras.Input(shape=input_shape, name="images")
-    x = _data_normalization(inputs, input_shape, data_normalization)
+    x = _data_normalization(inputs, input_shape, data_normalization, synchronized)
     counts = {"conv": 0, "pool": 0}
     for kind, filters, size, stride, padding, mode in ARCHITECTURE:
         counts[kind] += 1
@@ -175,6 +188,6 @@ def nin(input_shape=(32, 32, 3), num_classes=10, norm="normprop", data_normaliza
         else:
             last = filters is None
             filters = num_classes if last else filters
-            x = _conv(x, filters, size, stride, padding, norm, last, layer_name)
+            x = _conv(x, filters, size, stride, padding, norm, last, layer_name, synchronized)
     outputs = keras.layers.GlobalAveragePooling2D(name="logits")(x)
     return keras.Model(inputs, outputs, name=name or f"nin_{norm}")

@@ -19,7 +19,7 @@ def groups_for(channels):
     return next(g for g in range(min(MAX_GROUPS, channels), 0, -1) if channels % g == 0)
 
 
-def _conv_norm(x, filters, size, stride, norm, activation, name):
+def _conv_norm(x, filters, size, stride, norm, activation, name, synchronized):
     """Convolution, then its normalization and activation (`activation=None`: none)."""
     if norm == "nc":
         x = NormalizedConv2D(filters, size, stride, padding="same", name=name)(x)
@@ -28,7 +28,7 @@ def _conv_norm(x, filters, size, stride, norm, activation, name):
             filters, size, stride, padding="same", use_bias=norm == "none", name=name
         )(x)
         if norm == "bn":
-            x = keras.layers.BatchNormalization(name=f"{name}_bn")(x)
+            x = keras.layers.BatchNormalization(synchronized=synchronized, name=f"{name}_bn")(x)
         elif norm == "gn":
             x = keras.layers.GroupNormalization(groups_for(filters), name=f"{name}_gn")(x)
     if activation is not None:
@@ -36,17 +36,24 @@ def _conv_norm(x, filters, size, stride, norm, activation, name):
     return x
 
 
-def _basic_block(x, filters, stride, norm, activation, name):
+def _basic_block(x, filters, stride, norm, activation, name, synchronized):
     shortcut = x
     if stride != 1 or x.shape[-1] != filters:
-        shortcut = _conv_norm(x, filters, 1, stride, norm, None, f"{name}_shortcut")
-    y = _conv_norm(x, filters, 3, stride, norm, activation, f"{name}_conv1")
-    y = _conv_norm(y, filters, 3, 1, norm, None, f"{name}_conv2")
+        shortcut = _conv_norm(x, filters, 1, stride, norm, None, f"{name}_shortcut", synchronized)
+    y = _conv_norm(x, filters, 3, stride, norm, activation, f"{name}_conv1", synchronized)
+    y = _conv_norm(y, filters, 3, 1, norm, None, f"{name}_conv2", synchronized)
     y = keras.layers.Add(name=f"{name}_add")([y, shortcut])
     return keras.layers.Activation(activation, name=f"{name}_out")(y)
 
 
-def resnet18(input_shape=(32, 32, 3), num_classes=10, norm="bn", activation="relu", name=None):
+def resnet18(
+    input_shape=(32, 32, 3),
+    num_classes=10,
+    norm="bn",
+    activation="relu",
+    name=None,
+    synchronized=False,
+):
     """Build ResNet-18 with basic blocks [2, 2, 2, 2] and 64-512 filters.
 
     Inputs up to 64x64 use the CIFAR stem (3x3 conv 64, stride 1, no
@@ -67,6 +74,12 @@ def resnet18(input_shape=(32, 32, 3), num_classes=10, norm="bn", activation="rel
         norm: one of `"bn"`, `"gn"`, `"nc"`, `"none"`.
         activation: `"relu"` or `"selu"`.
         name: model name; defaults to `"resnet18_<norm>"`.
+        synchronized: if `True` (TensorFlow backend), every batch-statistics
+            layer all-reduces its statistics over `tf.distribute` replicas
+            (`synchronized=True` of Keras `BatchNormalization`), so a
+            multi-replica run computes what one replica would on the global
+            batch. The training CLI sets it for `--strategy mirrored` and
+            `multi_worker`.
 
     Returns:
         A functional `keras.Model` from images to `(batch, num_classes)` logits.
@@ -86,13 +99,14 @@ def resnet18(input_shape=(32, 32, 3), num_classes=10, norm="bn", activation="rel
         )
     inputs = keras.Input(shape=input_shape, name="images")
     if max(input_shape[:2]) <= CIFAR_STEM_MAX_SIZE:
-        x = _conv_norm(inputs, 64, 3, 1, norm, activation, "stem")
+        x = _conv_norm(inputs, 64, 3, 1, norm, activation, "stem", synchronized)
     else:
-        x = _conv_norm(inputs, 64, 7, 2, norm, activation, "stem")
+        x = _conv_norm(inputs, 64, 7, 2, norm, activation, "stem", synchronized)
         x = keras.layers.MaxPooling2D(3, 2, padding="same", name="stem_pool")(x)
     for stage, (filters, stride) in enumerate(STAGES, start=1):
-        x = _basic_block(x, filters, stride, norm, activation, f"stage{stage}_block1")
-        x = _basic_block(x, filters, 1, norm, activation, f"stage{stage}_block2")
+        block = f"stage{stage}_block"
+        x = _basic_block(x, filters, stride, norm, activation, f"{block}1", synchronized)
+        x = _basic_block(x, filters, 1, norm, activation, f"{block}2", synchronized)
     x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
     outputs = keras.layers.Dense(num_classes, name="logits")(x)
     return keras.Model(inputs, outputs, name=name or f"resnet18_{norm}")

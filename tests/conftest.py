@@ -1,0 +1,17 @@
+"""Test-session set-up: two logical CPU devices for the tf.distribute tests.
+
+They must be configured before TensorFlow initializes its devices, so this
+runs at collection, before any test module builds a tensor.
+"""
+
+import keras
+
+LOGICAL_CPUS = 2
+
+if keras.backend.backend() == "tensorflow":
+    import tensorflow as tf
+
+    tf.config.set_logical_device_configuration(
+        tf.config.list_physical_devices("CPU")[0],
+        [tf.config.LogicalDeviceConfiguration()] * LOGICAL_CPUS,
+    )

@@ -1,0 +1,139 @@
+"""Every builder and norm under `tf.distribute.MirroredStrategy` with two replicas.
+
+Two logical CPU devices (tests/conftest.py) stand in for two GPUs. Training
+a few steps must leave the same weights and moving statistics on both
+replicas, and the same values as one replica trained on the same global
+batches, which needs synchronized batch statistics and all-reduced
+data-dependent initialization.
+"""
+
+import functools
+
+import keras
+import numpy as np
+import pytest
+
+tf = pytest.importorskip("tensorflow")
+if keras.backend.backend() != "tensorflow":
+    pytest.skip("tf.distribute needs the TensorFlow backend", allow_module_level=True)
+
+from keras_norms import data_dependent_init  # noqa: E402
+from keras_norms.layers import MeanOnlyBatchNormalization, WeightNormalization  # noqa: E402
+from tests.builder_cases import CASES, SMALL_INPUT_SHAPE, build_small, switch_off_noise  # noqa: E402
+
+GLOBAL_BATCH = 8
+STEPS = 3
+LEARNING_RATE = 1e-3
+# Replicas must agree exactly. Against one replica the all-reduces sum in
+# another order, so we allow |mirrored - single| <= tol * (1 + |single|).
+# Measured maxima (2 logical CPUs, TF 2.21): <= 8e-6 for most pairs;
+# DWCK 2.1e-5 and NIN/BN 2.5e-5; ConvPool WN 1.7e-4 and ResNet-18 NC 1.7e-4,
+# where tiny 1x1 maps over 8 examples give near-constant pre-activations and
+# three SGD steps amplify the init's float32 rounding.
+DEFAULT_TOLERANCE = 1e-5
+TOLERANCE = {
+    ("all_cnn_c", "dwck"): 5e-5,
+    ("nin", "bn"): 5e-5,
+    ("convpool_cnn_c", "wn"): 4e-4,
+    ("resnet18", "nc"): 4e-4,
+}
+
+@functools.cache
+def _mirrored():
+    """One strategy for the whole session: a second MirroredStrategy in one
+    process reuses collective instance keys and aborts (tensorflow#62790)."""
+    return tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+
+
+def _data(builder):
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(GLOBAL_BATCH * STEPS,) + SMALL_INPUT_SHAPE[builder]).astype("float32")
+    # The replicas' halves differ in mean, so unsynchronized statistics would show.
+    x[GLOBAL_BATCH // 2 :: 2] += 2.0
+    return x, rng.integers(0, 3, size=len(x))
+
+
+def _train(strategy, builder, norm, x, y):
+    with strategy.scope():
+        keras.utils.set_random_seed(0)
+        model = build_small(builder, norm, synchronized=True)
+        switch_off_noise(model)
+        model.compile(
+            keras.optimizers.SGD(LEARNING_RATE),
+            keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        )
+        data_dependent_init(model, x[:GLOBAL_BATCH])
+    model.fit(x, y, batch_size=GLOBAL_BATCH, epochs=1, shuffle=False, verbose=0)
+    return model
+
+
+def _replica_values(variable):
+    value = variable.value
+    values = getattr(value, "values", (value,))
+    return [np.asarray(v) for v in values]
+
+
+@pytest.mark.parametrize("builder, norm", CASES)
+def test_two_replicas_agree_with_each_other_and_with_one_replica(builder, norm):
+    x, y = _data(builder)
+    mirrored = _train(_mirrored(), builder, norm, x, y)
+    single = _train(tf.distribute.OneDeviceStrategy("/cpu:0"), builder, norm, x, y)
+    tolerance = TOLERANCE.get((builder, norm), DEFAULT_TOLERANCE)
+    for variable, reference in zip(mirrored.variables, single.variables):
+        first, second = _replica_values(variable)
+        np.testing.assert_array_equal(first, second, err_msg=variable.path)
+        np.testing.assert_allclose(
+            first.astype("float64"),
+            np.asarray(reference).astype("float64"),
+            rtol=tolerance,
+            atol=tolerance,
+            err_msg=variable.path,
+        )
+
+def _wn_mobn_model():
+    inputs = keras.Input((4,))
+    h = WeightNormalization(keras.layers.Dense(3))(inputs)
+    h = WeightNormalization(keras.layers.Dense(2))(h)
+    outputs = MeanOnlyBatchNormalization()(h)
+    return keras.Model(inputs, outputs)
+
+
+def test_data_dependent_init_all_reduces_the_replicas_statistics():
+    """Salimans & Kingma 2016, section 3: g = 1/std(t), b = -mean(t)/std(t) of the whole batch."""
+    x = np.random.default_rng(1).normal(size=(10, 4)).astype("float32")
+    x[5:] = 3.0 * x[5:] + 4.0  # each replica alone would see other statistics
+    with _mirrored().scope():
+        keras.utils.set_random_seed(0)
+        mirrored = _wn_mobn_model()
+        data_dependent_init(mirrored, x)
+    keras.utils.set_random_seed(0)
+    single = _wn_mobn_model()
+    data_dependent_init(single, x)
+    first = mirrored.layers[1]
+    t = x @ np.asarray(single.layers[1].direction())
+    np.testing.assert_allclose(np.asarray(single.layers[1].scale), 1 / t.std(0), rtol=1e-4)
+    for mirrored_var, single_var in zip(mirrored.variables, single.variables):
+        a, b = _replica_values(mirrored_var)
+        np.testing.assert_array_equal(a, b, err_msg=mirrored_var.path)
+        np.testing.assert_allclose(a, np.asarray(single_var), rtol=1e-4, atol=1e-6)
+    assert bool(np.asarray(first.initialized))
+
+
+def test_unsynchronized_moving_mean_is_still_equal_on_every_replica():
+    """Keras' default aggregation lets replicas drift; ours averages their updates."""
+    layer_holder = {}
+    with _mirrored().scope():
+        inputs = keras.Input((2,))
+        layer_holder["mobn"] = MeanOnlyBatchNormalization(momentum=0.0)
+        model = keras.Model(inputs, layer_holder["mobn"](inputs))
+        model.compile("sgd", "mse")
+    x = np.array([[0.0, 0.0], [2.0, 2.0], [10.0, 10.0], [12.0, 12.0]], "float32")
+    model.fit(x, np.zeros_like(x), batch_size=4, epochs=1, shuffle=False, verbose=0)
+    first, second = _replica_values(layer_holder["mobn"].moving_mean)
+    np.testing.assert_array_equal(first, second)
+    np.testing.assert_allclose(first, [6.0, 6.0])  # mean of the replicas' means 1 and 11
+
+
+def test_synchronized_needs_the_tensorflow_backend_message():
+    with pytest.raises(TypeError, match=r"MeanOnlyBatchNormalization expects `synchronized`"):
+        MeanOnlyBatchNormalization(synchronized="yes")

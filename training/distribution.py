@@ -1,0 +1,117 @@
+"""`--strategy`: one device, `MirroredStrategy` or `MultiWorkerMirroredStrategy`."""
+
+import contextlib
+import json
+import os
+import sys
+import threading
+
+import tensorflow as tf
+
+STRATEGIES = ("default", "mirrored", "multi_worker")
+# Exit status when the workers of a multi-worker run never all connect.
+CONNECT_TIMEOUT_STATUS = 3
+
+
+class StrategyError(RuntimeError):
+    """The requested distribution strategy cannot start."""
+
+
+def read_tf_config(environ=None):
+    """The parsed `TF_CONFIG` of a multi-worker run, checked.
+
+    Expects `{"cluster": {"worker": ["host:port", ...], ...},
+    "task": {"type": "worker", "index": i}}` (the standard layout that
+    `tf.distribute.cluster_resolver.TFConfigClusterResolver` reads).
+
+    Raises:
+        StrategyError: if `TF_CONFIG` is unset, not JSON, or inconsistent.
+    """
+    environ = os.environ if environ is None else environ
+    text = environ.get("TF_CONFIG")
+    if not text:
+        raise StrategyError("--strategy multi_worker needs the TF_CONFIG environment variable")
+    try:
+        config = json.loads(text)
+        cluster, task = config["cluster"], config["task"]
+        members = cluster[task["type"]]
+        index = task["index"]
+    except (ValueError, KeyError, TypeError) as error:
+        raise StrategyError(
+            f"TF_CONFIG must be JSON with 'cluster' and 'task' (type, index) ({error!r}). "
+            f"Received: {text[:200]}"
+        ) from None
+    if not isinstance(members, list) or not isinstance(index, int) or not 0 <= index < len(members):
+        raise StrategyError(
+            f"TF_CONFIG task index {index!r} is not one of the {task['type']!r} "
+            f"addresses of its cluster. Received: {text[:200]}"
+        )
+    return config
+
+
+@contextlib.contextmanager
+def exit_after(seconds, message):
+    """Exit the process with `message` unless the block finishes within `seconds`.
+
+    TensorFlow waits without end for the workers of a cluster to connect,
+    and that wait cannot be interrupted from Python, so the watchdog ends
+    the process (status `CONNECT_TIMEOUT_STATUS`).
+    """
+
+    def give_up():
+        print(f"keras-norms-train: error: {message}", file=sys.stderr, flush=True)
+        os._exit(CONNECT_TIMEOUT_STATUS)
+
+    timer = threading.Timer(seconds, give_up)
+    timer.daemon = True
+    timer.start()
+    try:
+        yield
+    finally:
+        timer.cancel()
+
+
+def make_strategy(name, connect_timeout=120.0):
+    """The `tf.distribute` strategy for `--strategy name`.
+
+    `"default"`: TensorFlow's default (one device). `"mirrored"`: every
+    local GPU, or the CPU. `"multi_worker"`: the cluster of `TF_CONFIG`;
+    the call returns once every worker has joined (one all-reduce), or
+    ends the process with a clear message after `connect_timeout` seconds.
+    Create it before any other TensorFlow work in the process.
+
+    Raises:
+        StrategyError: for an unknown name or a malformed `TF_CONFIG`.
+    """
+    if name == "default":
+        return tf.distribute.get_strategy()
+    if name == "mirrored":
+        return tf.distribute.MirroredStrategy()
+    if name != "multi_worker":
+        raise StrategyError(f"unknown strategy {name!r}; choose from {', '.join(STRATEGIES)}")
+    config = read_tf_config()
+    workers = config["cluster"][config["task"]["type"]]
+    message = (
+        f"the multi-worker cluster did not come up within {connect_timeout:g} s "
+        f"(workers {', '.join(workers)}); check TF_CONFIG and that every worker is started"
+    )
+    with exit_after(connect_timeout, message):
+        strategy = tf.distribute.MultiWorkerMirroredStrategy(
+            communication_options=tf.distribute.experimental.CommunicationOptions(
+                timeout_seconds=connect_timeout
+            )
+        )
+        strategy.reduce("SUM", strategy.run(lambda: tf.constant(1.0)), axis=None)
+    return strategy
+
+
+def is_chief(strategy):
+    """Whether this process writes the run's shared outputs (model, export)."""
+    return strategy.extended.should_checkpoint
+
+
+def worker_directory(run_dir, strategy):
+    """`run_dir` for the chief; `run_dir/worker<i>` for the other workers."""
+    if is_chief(strategy):
+        return run_dir
+    return os.path.join(run_dir, f"worker{strategy.cluster_resolver.task_id}")
