@@ -63,15 +63,30 @@ def _check_fit_step(make_layer, x):
     assert any(not np.array_equal(a, b) for a, b in zip(before, after))
 
 
+MIXED_PRECISION_POLICIES = ("mixed_float16", "mixed_bfloat16")
+MIXED_PRECISION_STEPS = 3
+
+
 def _check_mixed_precision(make_layer, x):
-    with dtype_policy("mixed_float16"):
-        layer = make_layer()
-        outputs = layer(x)
-        assert keras.backend.standardize_dtype(outputs.dtype) == "float16"
-        assert np.all(np.isfinite(keras.ops.convert_to_numpy(outputs)))
-        for variable in layer.weights:
-            if variable.dtype != "bool":
-                assert variable.dtype == "float32", variable.path
+    """Float32 variables, compute-dtype outputs, and finite training steps."""
+    for policy in MIXED_PRECISION_POLICIES:
+        with dtype_policy(policy):
+            layer = make_layer()
+            model = keras.Sequential([keras.Input(shape=x.shape[1:]), layer])
+            outputs = model(x, training=True)
+            assert keras.backend.standardize_dtype(outputs.dtype) == policy[len("mixed_"):]
+            for variable in layer.weights:
+                if variable.dtype != "bool":
+                    assert variable.dtype == "float32", (policy, variable.path)
+            model.compile(optimizer=keras.optimizers.SGD(0.01), loss="mse")
+            target = np.ones(tuple(outputs.shape), "float32")
+            history = model.fit(
+                x, target, batch_size=len(x), epochs=MIXED_PRECISION_STEPS, verbose=0
+            )
+            assert np.all(np.isfinite(history.history["loss"])), policy
+            for weight in model.weights:
+                assert np.all(np.isfinite(keras.ops.convert_to_numpy(weight))), weight.path
+            assert np.all(np.isfinite(_outputs(model, x).astype("float32"))), policy
 
 
 def run_layer_test(
@@ -90,8 +105,10 @@ def run_layer_test(
     In order: `get_config`/`from_config` and serialize/deserialize round
     trips, symbolic call shape and dtype, weight counts, eager call (with
     `expected_output` if given), `.keras` round trip with identical
-    outputs, one `fit` step that changes the trainable weights, and a
-    `mixed_float16` pass in which every float variable stays float32.
+    outputs, one `fit` step that changes the trainable weights, and, under
+    `mixed_float16` and `mixed_bfloat16`, float32 variables, outputs in the
+    compute dtype and a few training steps with no NaN or inf (Keras adds
+    loss scaling for float16).
     `input_shape` excludes the batch axis; `make_layer` must return a new,
     unbuilt layer each call (wrappers need a new inner layer too).
     """

@@ -4,14 +4,18 @@ import csv
 import json
 import os
 import shutil
+import signal
+import socket
 import subprocess
 import sys
+import time
 
 import keras
 import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
+from export.fold import is_mixed_precision
 from training import cli
 
 FAST = ["--image-size", "12", "--batch-size", "200", "--verbose", "0"]
@@ -191,3 +195,137 @@ def test_entry_points_print_help(command, expected):
     result = subprocess.run(command + ["--help"], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0
     assert expected in result.stdout
+
+
+def _free_ports(count):
+    sockets = [socket.socket() for _ in range(count)]
+    for s in sockets:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
+
+
+def _train_command(*args):
+    return [sys.executable, "-m", "training", "--verbose", "0", *args]
+
+
+def _environment(**extra):
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", **extra)
+    env.pop("TF_CONFIG", None)
+    env.update(extra)
+    return env
+
+
+def _tf_config(addresses, index):
+    return json.dumps({"cluster": {"worker": addresses}, "task": {"type": "worker", "index": index}})
+
+
+@pytest.mark.slow
+def test_two_workers_train_one_epoch_to_identical_weights(tmp_path):
+    addresses = [f"127.0.0.1:{port}" for port in _free_ports(2)]
+    run_dir = str(tmp_path / "run")
+    command = _train_command(
+        "--strategy", "multi_worker", "--connect-timeout", "120", "--epochs", "1",
+        "--image-size", "12", "--batch-size", "100", "--output", run_dir,
+    )
+    workers = [
+        subprocess.Popen(command, env=_environment(TF_CONFIG=_tf_config(addresses, index)),
+                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        for index in range(2)
+    ]
+    try:
+        outputs = [worker.communicate(timeout=400)[0] for worker in workers]
+    finally:
+        for worker in workers:
+            worker.kill()
+    for worker, output in zip(workers, outputs):
+        assert worker.returncode == 0, output[-3000:]
+    chief = keras.saving.load_model(os.path.join(run_dir, "model.keras"))
+    other = keras.saving.load_model(os.path.join(run_dir, "worker1", "model.keras"))
+    for a, b in zip(chief.weights, other.weights):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b), err_msg=a.path)
+    assert _metrics(run_dir)["replicas"] == 2
+    assert _history_epochs(run_dir) == [0]
+
+
+@pytest.mark.parametrize(
+    "tf_config, message",
+    [
+        (None, "needs the TF_CONFIG environment variable"),
+        ("{not json", "TF_CONFIG must be JSON with 'cluster' and 'task'"),
+        ('{"cluster": {"worker": ["127.0.0.1:1"]}, "task": {"type": "worker", "index": 3}}',
+         "task index 3 is not one of the 'worker' addresses"),
+    ],
+)
+def test_bad_tf_config_is_a_one_line_error(tf_config, message, tmp_path, monkeypatch, capsys):
+    monkeypatch.delenv("TF_CONFIG", raising=False)
+    if tf_config is not None:
+        monkeypatch.setenv("TF_CONFIG", tf_config)
+    argv = ["--strategy", "multi_worker", "--output", str(tmp_path / "run")] + FAST
+    assert cli.main(argv) == 1
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+
+
+@pytest.mark.slow
+def test_unreachable_worker_exits_within_the_connect_timeout(tmp_path):
+    addresses = [f"127.0.0.1:{port}" for port in _free_ports(2)]
+    command = _train_command("--strategy", "multi_worker", "--connect-timeout", "5",
+                             "--output", str(tmp_path / "run"))
+    start = time.monotonic()
+    result = subprocess.run(command, env=_environment(TF_CONFIG=_tf_config(addresses, 0)),
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == -signal.SIGKILL
+    assert "did not come up within 5 s" in result.stderr
+    assert time.monotonic() - start < 60
+
+
+def _wait_for_epochs(run_dir, count, process, timeout=300):
+    deadline = time.monotonic() + timeout
+    path = os.path.join(run_dir, "history.csv")
+    while time.monotonic() < deadline and process.poll() is None:
+        if os.path.isfile(path) and len(_history_epochs(run_dir)) >= count:
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"no {count} epochs logged; status {process.poll()}")
+
+
+@pytest.mark.slow
+def test_run_killed_mid_epoch_resumes_and_matches_an_uninterrupted_run(tmp_path):
+    """SIGKILL during epoch 2 of 4; the same command resumes after epoch 1."""
+    args = ["--epochs", "4", "--image-size", "12", "--batch-size", "20"]
+    killed_dir, clean_dir = str(tmp_path / "killed"), str(tmp_path / "clean")
+    process = subprocess.Popen(_train_command(*args, "--output", killed_dir), env=_environment(),
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        _wait_for_epochs(killed_dir, 1, process)
+        time.sleep(0.3)  # into the next epoch
+        process.send_signal(signal.SIGKILL)
+        process.wait(timeout=60)
+    finally:
+        process.kill()
+    done = len(_history_epochs(killed_dir))
+    assert 1 <= done < 4 and os.path.isdir(os.path.join(killed_dir, "backup"))
+    for run_dir in (killed_dir, clean_dir):
+        subprocess.run(_train_command(*args, "--output", run_dir), env=_environment(),
+                       check=True, capture_output=True, timeout=600)
+    assert _history_epochs(killed_dir) == [0, 1, 2, 3]
+    resumed, clean = _metrics(killed_dir), _metrics(clean_dir)
+    assert abs(resumed["test_accuracy"] - clean["test_accuracy"]) <= 0.05, (resumed, clean)
+
+
+@pytest.mark.slow
+def test_mixed_precision_and_xla_run_exports_a_float32_model(tmp_path):
+    run_dir = str(tmp_path / "run")
+    argv = ["--epochs", "1", "--output", run_dir, "--export", "--mixed-precision",
+            "--jit-compile"] + FAST
+    assert cli.main(argv) == 0
+    assert keras.config.dtype_policy().name == "float32"  # restored after the run
+    metrics = _metrics(run_dir)
+    assert metrics["mixed_precision"] == "mixed_float16" and metrics["jit_compile"] is True
+    report = metrics["export"]
+    assert report["saved_model_max_abs_diff"] <= 1e-4 and report["tflite_max_abs_diff"] <= 1e-4
+    assert 0 < report["mixed_precision_max_abs_diff"] < 0.5
+    assert is_mixed_precision(keras.saving.load_model(os.path.join(run_dir, "model.keras")))

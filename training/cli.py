@@ -111,7 +111,16 @@ class CheckpointError(RuntimeError):
 
 
 class ResumableBackup(keras.callbacks.BackupAndRestore):
-    """Keras `BackupAndRestore` that reports an unreadable backup clearly."""
+    """Keras `BackupAndRestore` that reports an unreadable backup clearly and
+    keeps `history.csv` to the epochs it resumes after.
+
+    A run killed after logging an epoch but before backing it up redoes
+    that epoch; its stale row is dropped so every epoch appears once.
+    """
+
+    def __init__(self, backup_dir, history_path):
+        super().__init__(backup_dir)
+        self.history_path = history_path
 
     def on_train_begin(self, logs=None):
         try:
@@ -122,16 +131,35 @@ class ResumableBackup(keras.callbacks.BackupAndRestore):
                 f"cannot resume from the checkpoint in {self.backup_dir!r} "
                 f"({reason}); delete that directory to start over"
             ) from None
+        # BackupAndRestore hands the restored epoch to fit() this way.
+        _drop_history_from(self.history_path, getattr(self.model, "_initial_epoch", 0) or 0)
+
+
+def _drop_history_from(path, epoch):
+    """Remove the rows of epochs >= `epoch` from the CSV log at `path`, if any."""
+    if not os.path.isfile(path):
+        return
+    with open(path) as f:
+        lines = f.readlines()
+    kept = lines[:1] + [line for line in lines[1:] if int(line.split(",", 1)[0]) < epoch]
+    if kept != lines:
+        with open(path, "w") as f:
+            f.writelines(kept)
 
 
 def build_callbacks(args, run_dir):
-    """Checkpoint, CSV log, resumable backup and the learning-rate schedule."""
+    """CSV log, resumable backup, checkpoint and the learning-rate schedule.
+
+    The log comes first, so an epoch is logged before it is backed up: a
+    run killed in between redoes the epoch rather than losing its row.
+    """
     backup_dir = os.path.join(run_dir, "backup")
+    history_path = os.path.join(run_dir, "history.csv")
     resuming = os.path.isdir(backup_dir)
     return [
-        ResumableBackup(backup_dir),
+        keras.callbacks.CSVLogger(history_path, append=resuming),
+        ResumableBackup(backup_dir, history_path),
         keras.callbacks.ModelCheckpoint(os.path.join(run_dir, "model.keras")),
-        keras.callbacks.CSVLogger(os.path.join(run_dir, "history.csv"), append=resuming),
         keras.callbacks.LearningRateScheduler(
             RECIPES[args.model].schedule(args.learning_rate, args.epochs)
         ),

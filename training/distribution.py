@@ -3,14 +3,12 @@
 import contextlib
 import json
 import os
+import subprocess
 import sys
-import threading
 
 import tensorflow as tf
 
 STRATEGIES = ("default", "mirrored", "multi_worker")
-# Exit status when the workers of a multi-worker run never all connect.
-CONNECT_TIMEOUT_STATUS = 3
 
 
 class StrategyError(RuntimeError):
@@ -49,26 +47,54 @@ def read_tf_config(environ=None):
     return config
 
 
+_WATCHDOG = """
+import os, signal, sys, time
+parent, seconds, message = int(sys.argv[1]), float(sys.argv[2]), sys.argv[3]
+time.sleep(seconds)
+if os.getppid() == parent:
+    sys.stderr.write(message + "\\n")
+    sys.stderr.flush()
+    os.kill(parent, signal.SIGKILL)
+"""
+
+
 @contextlib.contextmanager
 def exit_after(seconds, message):
-    """Exit the process with `message` unless the block finishes within `seconds`.
+    """End the process with `message` unless the block finishes within `seconds`.
 
     TensorFlow waits without end for the workers of a cluster to connect,
-    and that wait cannot be interrupted from Python, so the watchdog ends
-    the process (status `CONNECT_TIMEOUT_STATUS`).
+    holding the interpreter and ignoring SIGTERM, so neither a Python
+    thread nor a signal handler can stop it: a watchdog process prints the
+    message and sends SIGKILL (exit status 137 in a shell).
     """
-
-    def give_up():
-        print(f"keras-norms-train: error: {message}", file=sys.stderr, flush=True)
-        os._exit(CONNECT_TIMEOUT_STATUS)
-
-    timer = threading.Timer(seconds, give_up)
-    timer.daemon = True
-    timer.start()
+    watchdog = subprocess.Popen(
+        [sys.executable, "-c", _WATCHDOG, str(os.getpid()), str(seconds),
+         f"keras-norms-train: error: {message}"]
+    )
     try:
         yield
     finally:
-        timer.cancel()
+        watchdog.kill()
+        watchdog.wait()
+
+
+class _MultiWorkerMirroredStrategy(tf.distribute.MultiWorkerMirroredStrategy):
+    """`MultiWorkerMirroredStrategy` whose `reduce` takes what Keras 3 gives it.
+
+    Keras 3's `fit` reduces a whole `(x, y)` batch in one call, and scalar
+    metrics along `axis=0`; the collective strategy rejects both
+    (keras-team/keras#20585). Each tensor is reduced on its own, scalars
+    across replicas only.
+    """
+
+    def reduce(self, reduce_op, value, axis=None):
+        reduce_one = super().reduce
+
+        def reduce_tensor(v):
+            local = self.experimental_local_results(v)[0]
+            return reduce_one(reduce_op, v, axis if local.shape.rank else None)
+
+        return tf.nest.map_structure(reduce_tensor, value)
 
 
 def make_strategy(name, connect_timeout=120.0):
@@ -96,7 +122,7 @@ def make_strategy(name, connect_timeout=120.0):
         f"(workers {', '.join(workers)}); check TF_CONFIG and that every worker is started"
     )
     with exit_after(connect_timeout, message):
-        strategy = tf.distribute.MultiWorkerMirroredStrategy(
+        strategy = _MultiWorkerMirroredStrategy(
             communication_options=tf.distribute.experimental.CommunicationOptions(
                 timeout_seconds=connect_timeout
             )
