@@ -127,3 +127,19 @@ def run_layer_test(
     _check_keras_file_round_trip(make_layer, input_data, tmp_dir)
     _check_fit_step(make_layer, input_data)
     _check_mixed_precision(make_layer, input_data)
+
+
+def numpy(x, dtype=None):
+    """`x` (a tensor of any backend, a variable or an array) as a numpy array."""
+    array = keras.ops.convert_to_numpy(x)
+    return array if dtype is None else array.astype(dtype)
+
+
+def assert_allclose(actual, desired, **kwargs):
+    """`np.testing.assert_allclose` on backend tensors (torch ones that need grad too)."""
+    np.testing.assert_allclose(numpy(actual), numpy(desired), **kwargs)
+
+
+def assert_array_equal(actual, desired, **kwargs):
+    """`np.testing.assert_array_equal` on backend tensors."""
+    np.testing.assert_array_equal(numpy(actual), numpy(desired), **kwargs)

@@ -26,3 +26,18 @@ def test_normalized_conv_benchmark_runs(capsys):
     medians, memory = module.main(["--rounds", "1", "--steps", "1"])
     assert set(medians) == set(memory) == {"fast", "im2col", "conv2d"}
     assert "fast path vs im2col" in capsys.readouterr().out
+
+
+def test_run_all_prints_one_report(capsys):
+    path = SCRIPT.parent / "run_all.py"
+    spec = importlib.util.spec_from_file_location("run_all", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    argv = ["--rounds", "1", "--steps", "1", "--repeats", "1", "--builders", "convpool_cnn_c"]
+    report = module.main(argv)
+    assert [row["layer"] for row in report["layers"]] == list(module.LAYERS)
+    assert {row["norm"] for row in report["builders"]} == {"none", "wn", "mobn", "bn", "wn_mobn"}
+    assert all(row["tflite_ms"] > 0 for row in report["exports"])
+    none = next(row for row in report["exports"] if row["norm"] == "none")
+    assert none["tflite_vs_none_export"] == 1.0
+    assert "Export: batch-1 TFLite latency" in capsys.readouterr().out

@@ -9,7 +9,7 @@ import pytest
 from export import cli, exporter
 from keras_norms import data_dependent_init
 from keras_norms.models import all_cnn_c, convpool_cnn_c, nin, resnet18
-from tests.test_convpool_cnn_c import PARAMS_32x32x3
+from tests.models.test_convpool_cnn_c import PARAMS_32x32x3
 from tests.test_fold import _perturb_statistics
 from training import data
 

@@ -14,7 +14,7 @@ from keras_norms.layers import (
     WeightNormalization,
 )
 from keras_norms.models import convpool_cnn_c, nin
-from tests.test_convpool_cnn_c import PARAMS_32x32x3
+from tests.models.test_convpool_cnn_c import PARAMS_32x32x3
 
 
 def _perturb_statistics(model, rng):

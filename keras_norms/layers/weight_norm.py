@@ -1,7 +1,5 @@
 """Weight normalization (Salimans & Kingma 2016) as a Keras 3 wrapper."""
 
-import math
-
 import keras
 from keras import ops
 

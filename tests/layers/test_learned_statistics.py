@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from keras_norms.layers import LearnedStatisticsNormalization
-from tests.layer_test_helper import run_layer_test
+from tests.layer_test_helper import assert_allclose, run_layer_test
 
 
 def _conv1d_same(signal, kernel):
@@ -48,19 +48,19 @@ def test_matches_numpy_reference_in_training_and_inference(network):
         weight.assign(rng.normal(scale=0.5, size=weight.shape))
     mu, variance = _numpy_statistics(layer, x.astype("float64"))
     expected = (x - mu) / np.sqrt(variance + layer.epsilon)
-    np.testing.assert_allclose(layer(x, training=True), expected, rtol=1e-4, atol=1e-4)
+    assert_allclose(layer(x, training=True), expected, rtol=1e-4, atol=1e-4)
     moving_mean, moving_variance = 0.3 * mu, 0.7 + 0.3 * variance
-    np.testing.assert_allclose(layer.moving_mean.numpy(), moving_mean, rtol=1e-4, atol=1e-6)
-    np.testing.assert_allclose(layer.moving_variance.numpy(), moving_variance, rtol=1e-4)
+    assert_allclose(layer.moving_mean.numpy(), moving_mean, rtol=1e-4, atol=1e-6)
+    assert_allclose(layer.moving_variance.numpy(), moving_variance, rtol=1e-4)
     inference = (x - moving_mean) / np.sqrt(moving_variance + layer.epsilon)
-    np.testing.assert_allclose(layer(x, training=False), inference, rtol=1e-4, atol=1e-4)
+    assert_allclose(layer(x, training=False), inference, rtol=1e-4, atol=1e-4)
 
 
 def test_starts_as_batch_normalization_without_scale_and_offset():
     x = (3.0 + 2.0 * np.random.default_rng(1).normal(size=(4, 6, 6, 8))).astype("float32")
     layer = LearnedStatisticsNormalization(epsilon=1e-3)
     bn = keras.layers.BatchNormalization(epsilon=1e-3, center=False, scale=False)
-    np.testing.assert_allclose(layer(x, training=True), bn(x, training=True), rtol=1e-4, atol=1e-4)
+    assert_allclose(layer(x, training=True), bn(x, training=True), rtol=1e-4, atol=1e-4)
 
 
 @pytest.mark.parametrize("channels", [96, 192, 384])

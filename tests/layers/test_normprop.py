@@ -9,8 +9,8 @@ import tensorflow as tf
 
 from keras_norms.activation_moments import prelu_moments
 from keras_norms.layers import NormPropConv2D, NormPropDense
-from tests.layer_test_helper import run_layer_test
-from tests.test_data_init import _numpy_conv2d_valid
+from tests.layer_test_helper import assert_allclose, assert_array_equal, numpy, run_layer_test
+from tests.layers.test_data_init import _numpy_conv2d_valid
 
 C2 = 1 / math.sqrt(2 * math.pi)
 C1 = math.sqrt(0.5 * (1 - 1 / math.pi))
@@ -47,7 +47,7 @@ def test_dense_matches_numpy_reference(activation):
     w = layer.kernel.numpy().astype("float64")
     alpha = None if layer.alpha is None else layer.alpha.numpy()
     expected = _numpy_normprop(x @ w, np.linalg.norm(w, axis=0), layer.gamma.numpy(), layer.beta.numpy(), activation, alpha)
-    np.testing.assert_allclose(layer(x), expected, rtol=1e-5, atol=1e-5)
+    assert_allclose(layer(x), expected, rtol=1e-5, atol=1e-5)
 
 
 def test_dense_with_a_quadrature_activation():
@@ -61,7 +61,7 @@ def test_dense_with_a_quadrature_activation():
     w = layer.kernel.numpy().astype("float64")
     pre = layer.gamma.numpy() * (x @ w) / np.linalg.norm(w, axis=0) + layer.beta.numpy()
     c2, c1 = activation_moments("tanh")
-    np.testing.assert_allclose(layer(x), (np.tanh(pre) - c2) / c1, rtol=1e-5, atol=1e-5)
+    assert_allclose(layer(x), (np.tanh(pre) - c2) / c1, rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("activation", ["relu", "prelu"])
@@ -77,17 +77,17 @@ def test_conv2d_matches_numpy_reference(activation):
     expected = _numpy_normprop(
         _numpy_conv2d_valid(x.astype("float64"), w), norms, layer.gamma.numpy(), layer.beta.numpy(), activation, alpha
     )
-    np.testing.assert_allclose(layer(x), expected, rtol=1e-5, atol=1e-5)
+    assert_allclose(layer(x), expected, rtol=1e-5, atol=1e-5)
 
 
 def test_gamma_starts_at_the_inverse_jacobian_factor():
     layer = NormPropDense(3)
     layer.build((None, 4))
-    np.testing.assert_allclose(layer.gamma.numpy(), 1 / (math.sqrt(0.5) / C1), rtol=1e-6)
+    assert_allclose(layer.gamma.numpy(), 1 / (math.sqrt(0.5) / C1), rtol=1e-6)
     assert 1 / layer.gamma.numpy()[0] == pytest.approx(1.21, abs=0.005)
     prelu = NormPropDense(3, activation="prelu")
     prelu.build((None, 4))
-    np.testing.assert_allclose(prelu.alpha.numpy(), 0.25)
+    assert_allclose(prelu.alpha.numpy(), 0.25)
     assert prelu.gamma.numpy()[0] == pytest.approx(prelu_moments(0.25)[1] / math.sqrt((1 + 0.25**2) / 2))
 
 
@@ -106,7 +106,7 @@ def test_kernels_have_unit_norm_after_fit():
         if hasattr(layer, "kernel"):
             w = layer.kernel.numpy()
             norms = np.sqrt((w**2).reshape(-1, w.shape[-1]).sum(axis=0))
-            np.testing.assert_allclose(norms, 1.0, atol=1e-5)
+            assert_allclose(norms, 1.0, atol=1e-5)
 
 
 def _normprop_net(rng_seed=4):
@@ -119,7 +119,7 @@ def _normprop_net(rng_seed=4):
 def test_training_and_inference_compute_the_same_function():
     model = _normprop_net()
     x = np.random.default_rng(5).normal(size=(7, 8)).astype("float32")
-    np.testing.assert_array_equal(model(x, training=True), model(x, training=False))
+    assert_array_equal(model(x, training=True), model(x, training=False))
 
 
 def test_batch_size_one_training_lowers_the_loss():
@@ -127,7 +127,8 @@ def test_batch_size_one_training_lowers_the_loss():
     x = rng.normal(size=(40, 8)).astype("float32")
     y = (x[:, :3] > 0).argmax(axis=1)
     model = _normprop_net()
-    model.compile(keras.optimizers.SGD(0.05, momentum=0.9), keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    # Plain SGD: with momentum 0.9 at batch size 1 the loss oscillates on every backend.
+    model.compile(keras.optimizers.SGD(0.05), keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     before = model.evaluate(x, y, verbose=0)
     model.fit(x, y, batch_size=1, epochs=2, verbose=0)
     assert model.evaluate(x, y, verbose=0) < 0.8 * before
@@ -138,7 +139,7 @@ def _hidden_input_stats(layers, x):
     stats = []
     for layer in layers:
         x = layer(x)
-        flat = np.asarray(x, "float64").reshape(-1, x.shape[-1])
+        flat = numpy(x, "float64").reshape(-1, x.shape[-1])
         stats.append((flat.mean(axis=0).mean(), flat.var(axis=0).mean()))
     return stats[:-1]  # inputs of layers 2..10
 
@@ -167,6 +168,7 @@ def test_normprop_propagates_the_input_distribution(kind):
     assert max(abs(m) + abs(v - 1) for m, v in plain_stats[-3:]) > 0.3, plain_stats
 
 
+@pytest.mark.tensorflow_only
 @pytest.mark.parametrize("gamma, within", [(None, True), ("ones", False)])
 def test_jacobian_mean_squared_singular_value(gamma, within):
     """Section 3.4: with gamma = 1/1.21 the Jacobian's singular values are ~1."""

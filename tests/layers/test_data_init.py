@@ -7,6 +7,7 @@ import tensorflow as tf
 
 from keras_norms import data_dependent_init
 from keras_norms.layers import MeanOnlyBatchNormalization, WeightNormalization
+from tests.layer_test_helper import assert_allclose, assert_array_equal, numpy
 
 
 def _numpy_conv2d_valid(x, kernel):
@@ -38,7 +39,7 @@ def _model(layers, input_shape):
 
 def _preactivation_stats(model, layer, x, channel_axis=-1):
     """Mean and std of `layer`'s output (no activation) on `x`, per feature."""
-    t = np.asarray(keras.Model(model.inputs, layer.output)(x, training=False), "float64")
+    t = numpy(keras.Model(model.inputs, layer.output)(x, training=False), "float64")
     axes = tuple(a for a in range(t.ndim) if a != t.ndim + channel_axis)
     return t.mean(axis=axes), t.std(axis=axes)
 
@@ -55,12 +56,12 @@ def test_dense_init_matches_numpy_with_kernel_norms_far_from_one(kernel_stddev):
     assert np.all(np.abs(np.log10(norms)) > 1)  # ||v|| far from 1
     assert data_dependent_init(model, x) == [wn]
     expected_g, expected_b = _expected_init(x.astype("float64") @ _unit(v, 0))
-    np.testing.assert_allclose(wn.g.numpy(), expected_g, rtol=1e-4)
-    np.testing.assert_allclose(wn.layer.bias.numpy(), expected_b, rtol=1e-4, atol=1e-5)
+    assert_allclose(wn.g.numpy(), expected_g, rtol=1e-4)
+    assert_allclose(wn.layer.bias.numpy(), expected_b, rtol=1e-4, atol=1e-5)
     mean, std = _preactivation_stats(model, wn, x)
-    np.testing.assert_allclose(mean, 0.0, atol=1e-4)
+    assert_allclose(mean, 0.0, atol=1e-4)
     # tensorflow-addons' init would leave std = 1/||v|| here.
-    np.testing.assert_allclose(std, 1.0, atol=1e-4)
+    assert_allclose(std, 1.0, atol=1e-4)
 
 
 @pytest.mark.parametrize("kernel_stddev", [30.0, 0.002])
@@ -74,11 +75,11 @@ def test_conv2d_init_matches_numpy_with_kernel_norms_far_from_one(kernel_stddev)
     data_dependent_init(model, x)
     t = _numpy_conv2d_valid(x.astype("float64"), _unit(v, (0, 1, 2)))
     expected_g, expected_b = _expected_init(t)
-    np.testing.assert_allclose(wn.g.numpy(), expected_g, rtol=1e-4)
-    np.testing.assert_allclose(wn.layer.bias.numpy(), expected_b, rtol=1e-4, atol=1e-5)
+    assert_allclose(wn.g.numpy(), expected_g, rtol=1e-4)
+    assert_allclose(wn.layer.bias.numpy(), expected_b, rtol=1e-4, atol=1e-5)
     mean, std = _preactivation_stats(model, wn, x)
-    np.testing.assert_allclose(mean, 0.0, atol=1e-4)
-    np.testing.assert_allclose(std, 1.0, atol=1e-4)
+    assert_allclose(mean, 0.0, atol=1e-4)
+    assert_allclose(std, 1.0, atol=1e-4)
 
 
 def test_channels_first_and_log_scale_init():
@@ -89,9 +90,9 @@ def test_channels_first_and_log_scale_init():
     model = _model([wn], (3, 7, 7))
     data_dependent_init(model, x)
     mean, std = _preactivation_stats(model, wn, x, channel_axis=1)
-    np.testing.assert_allclose(mean, 0.0, atol=1e-4)
-    np.testing.assert_allclose(std, 1.0, atol=1e-4)
-    np.testing.assert_allclose(np.exp(wn.g.numpy()), np.asarray(wn.scale), rtol=1e-6)
+    assert_allclose(mean, 0.0, atol=1e-4)
+    assert_allclose(std, 1.0, atol=1e-4)
+    assert_allclose(np.exp(wn.g.numpy()), numpy(wn.scale), rtol=1e-6)
 
 
 def test_each_layer_sees_inputs_from_already_initialized_layers():
@@ -102,8 +103,8 @@ def test_each_layer_sees_inputs_from_already_initialized_layers():
     data_dependent_init(model, x)
     for layer in (first, second):
         mean, std = _preactivation_stats(model, layer, x)
-        np.testing.assert_allclose(mean, 0.0, atol=1e-4)
-        np.testing.assert_allclose(std, 1.0, atol=1e-4)
+        assert_allclose(mean, 0.0, atol=1e-4)
+        assert_allclose(std, 1.0, atol=1e-4)
 
 
 def test_only_g_is_initialized_when_mean_only_bn_follows():
@@ -113,8 +114,8 @@ def test_only_g_is_initialized_when_mean_only_bn_follows():
     v = owned.layer.kernel.numpy().astype("float64")
     data_dependent_init(model, x)
     expected_g, _ = _expected_init(x.astype("float64") @ _unit(v, 0))
-    np.testing.assert_allclose(owned.g.numpy(), expected_g, rtol=1e-4)
-    np.testing.assert_array_equal(owned.layer.bias.numpy(), np.ones(6))
+    assert_allclose(owned.g.numpy(), expected_g, rtol=1e-4)
+    assert_array_equal(owned.layer.bias.numpy(), np.ones(6))
 
 
 def test_initializes_once_and_never_after_reloading(tmp_path):
@@ -132,7 +133,7 @@ def test_initializes_once_and_never_after_reloading(tmp_path):
     reloaded = keras.saving.load_model(path)
     assert data_dependent_init(reloaded, other) == []
     for before, after in zip(weights, reloaded.get_weights()):
-        np.testing.assert_array_equal(before, after)
+        assert_array_equal(before, after)
 
 
 def test_layers_with_data_init_false_are_skipped():
@@ -141,7 +142,7 @@ def test_layers_with_data_init_false_are_skipped():
     model = _model([wn], (4,))
     g = wn.g.numpy().copy()
     assert data_dependent_init(model, x) == []
-    np.testing.assert_array_equal(wn.g.numpy(), g)
+    assert_array_equal(wn.g.numpy(), g)
 
 
 def test_initializes_inside_nested_models():
@@ -152,6 +153,7 @@ def test_initializes_inside_nested_models():
     assert data_dependent_init(outer, x) == [wn]
 
 
+@pytest.mark.tensorflow_only
 def test_inference_graph_has_no_init_logic():
     wn = WeightNormalization(keras.layers.Dense(3))
     model = _model([wn], (4,))

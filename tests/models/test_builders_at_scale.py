@@ -6,7 +6,7 @@ import pytest
 
 from keras_norms import data_dependent_init
 from tests.builder_cases import CASES, SMALL_INPUT_SHAPE, build_small, switch_off_noise
-from tests.layer_test_helper import MIXED_PRECISION_POLICIES, dtype_policy
+from tests.layer_test_helper import MIXED_PRECISION_POLICIES, assert_allclose, dtype_policy
 
 BATCH = 8
 STEPS = 2
@@ -14,8 +14,13 @@ STEPS = 2
 XLA_TOLERANCE = 1e-4
 # Measured 2.8e-4 and 5.9e-4: weight-normalized ConvPool-CNN-C on a 12x12
 # input ends on 1x1 maps whose init statistics over 8 examples are
-# ill-conditioned, and training amplifies the reordering there.
-XLA_TOLERANCE_EXCEPTIONS = {("convpool_cnn_c", "wn"): 2e-3, ("convpool_cnn_c", "wn_mobn"): 2e-3}
+# ill-conditioned, and training amplifies the reordering there. ResNet-18
+# with BN on 8x8 (1x1 maps in stage 4) measured 1.04e-4 under JAX.
+XLA_TOLERANCE_EXCEPTIONS = {
+    ("convpool_cnn_c", "wn"): 2e-3,
+    ("convpool_cnn_c", "wn_mobn"): 2e-3,
+    ("resnet18", "bn"): 1e-3,
+}
 
 
 def _data(builder):
@@ -60,9 +65,9 @@ def test_jit_compile_trains_like_the_uncompiled_model(builder, norm):
     compiled, compiled_loss = _fit(builder, norm, x, y, jit_compile=True)
     plain, plain_loss = _fit(builder, norm, x, y, jit_compile=False)
     tolerance = XLA_TOLERANCE_EXCEPTIONS.get((builder, norm), XLA_TOLERANCE)
-    np.testing.assert_allclose(compiled_loss, plain_loss, rtol=tolerance)
+    assert_allclose(compiled_loss, plain_loss, rtol=tolerance)
     for a, b in zip(compiled.weights, plain.weights):
-        np.testing.assert_allclose(
+        assert_allclose(
             keras.ops.convert_to_numpy(a).astype("float64"),
             keras.ops.convert_to_numpy(b).astype("float64"),
             rtol=tolerance,

@@ -7,6 +7,7 @@ import pytest
 from keras_norms.layers import NormPropConv2D
 from keras_norms.models import nin
 from keras_norms.models.nin import MIN_SPATIAL_SIZE, _pool
+from tests.layer_test_helper import assert_allclose, assert_array_equal, numpy
 
 # Exact parameter counts for 32x32x3 inputs, 10 classes and the default batch
 # data normalization (6,144 moving statistics of the 3,072 input elements).
@@ -47,22 +48,22 @@ def test_max_pooling_padding_never_wins():
     """P(3,2,1,max) on all-negative inputs: zero padding would put 0s on the border."""
     x = -1.0 - np.random.default_rng(0).uniform(size=(2, 9, 9, 3)).astype("float32")
     inputs = keras.Input((9, 9, 3))
-    y = np.asarray(keras.Model(inputs, _pool(inputs, 3, 2, 1, "max", "p"))(x))
+    y = numpy(keras.Model(inputs, _pool(inputs, 3, 2, 1, "max", "p"))(x))
     padded = np.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)), constant_values=-np.inf)
     expected = np.stack([
         np.stack([padded[:, 2 * i:2 * i + 3, 2 * j:2 * j + 3].max(axis=(1, 2)) for j in range(5)], axis=1)
         for i in range(5)
     ], axis=1)
-    np.testing.assert_array_equal(y, expected)
+    assert_array_equal(y, expected)
     assert y.max() < 0
 
 
 def test_average_pooling_counts_zero_padding():
     x = np.ones((1, 5, 5, 1), "float32")
     inputs = keras.Input((5, 5, 1))
-    y = np.asarray(keras.Model(inputs, _pool(inputs, 3, 2, 1, "avg", "p"))(x))[0, :, :, 0]
+    y = numpy(keras.Model(inputs, _pool(inputs, 3, 2, 1, "avg", "p"))(x))[0, :, :, 0]
     # Corner windows hold 4 of 9 real pixels, edges 6, the centre 9 (Caffe's NIN).
-    np.testing.assert_allclose(y, [[4 / 9, 6 / 9, 4 / 9], [6 / 9, 1, 6 / 9], [4 / 9, 6 / 9, 4 / 9]], rtol=1e-6)
+    assert_allclose(y, [[4 / 9, 6 / 9, 4 / 9], [6 / 9, 1, 6 / 9], [4 / 9, 6 / 9, 4 / 9]], rtol=1e-6)
 
 
 @pytest.mark.parametrize("size", [MIN_SPATIAL_SIZE, 32, 45])

@@ -6,7 +6,7 @@ import pytest
 
 from keras_norms.layers import DWCKNormalization
 from keras_norms.layers.dwck import derive_kernel_sizes
-from tests.layer_test_helper import run_layer_test
+from tests.layer_test_helper import assert_allclose, numpy, run_layer_test
 
 
 def _numpy_weights(kernels, height, width, padded, remaining):
@@ -75,15 +75,15 @@ def test_training_and_inference_match_numpy(shape, kernel_sizes, weighted):
     layer = _random_layer(x, rng, kernel_sizes=kernel_sizes, weighted_variance=weighted, momentum=0.8)
     kernels = [conv.kernel.numpy()[:, :, :, 0].astype("float64") for conv in layer.stack]
     p = _numpy_weights(kernels, shape[1], shape[2], (layer._padded_h, layer._padded_w), layer._remaining)
-    np.testing.assert_allclose(layer.effective_weights(), p, rtol=1e-5, atol=1e-7)
+    assert_allclose(layer.effective_weights(), p, rtol=1e-5, atol=1e-7)
     expected, mean, variance = _numpy_dwck(
         x.astype("float64"), p, layer.gamma.numpy(), layer.beta.numpy(), layer.epsilon, weighted
     )
-    np.testing.assert_allclose(layer(x, training=True), expected, rtol=1e-4, atol=1e-4)
-    np.testing.assert_allclose(layer.moving_mean.numpy(), 0.2 * mean, rtol=1e-4, atol=1e-6)
-    np.testing.assert_allclose(layer.moving_variance.numpy(), 0.8 + 0.2 * variance, rtol=1e-4)
+    assert_allclose(layer(x, training=True), expected, rtol=1e-4, atol=1e-4)
+    assert_allclose(layer.moving_mean.numpy(), 0.2 * mean, rtol=1e-4, atol=1e-6)
+    assert_allclose(layer.moving_variance.numpy(), 0.8 + 0.2 * variance, rtol=1e-4)
     inference = layer.gamma.numpy() * (x - 0.2 * mean) / np.sqrt(0.8 + 0.2 * variance + layer.epsilon) + layer.beta.numpy()
-    np.testing.assert_allclose(layer(x, training=False), inference, rtol=1e-4, atol=1e-4)
+    assert_allclose(layer(x, training=False), inference, rtol=1e-4, atol=1e-4)
 
 
 def test_folded_map_equals_running_the_depthwise_stack():
@@ -96,12 +96,12 @@ def test_folded_map_equals_running_the_depthwise_stack():
     def stack(images):
         for conv in layer.stack:
             images = conv(images)
-        return np.asarray(images).mean(axis=(0, 1, 2))  # uniform over what is left
+        return numpy(images).mean(axis=(0, 1, 2))  # uniform over what is left
 
     weighted_sum = stack(np.pad(x, pad))
     total_weight = stack(np.pad(np.ones_like(x), pad))  # padded zeros weigh nothing
-    folded = np.einsum("hwc,nhwc->c", np.asarray(layer.effective_weights()), x) / len(x)
-    np.testing.assert_allclose(folded, weighted_sum / total_weight, rtol=1e-5, atol=1e-6)
+    folded = np.einsum("hwc,nhwc->c", numpy(layer.effective_weights()), x) / len(x)
+    assert_allclose(folded, weighted_sum / total_weight, rtol=1e-5, atol=1e-6)
 
 
 def test_uniform_weights_equal_keras_batch_normalization():
@@ -112,7 +112,7 @@ def test_uniform_weights_equal_keras_batch_normalization():
     for conv in layer.stack:
         conv.kernel.assign(np.full(conv.kernel.shape, 0.37))  # any constant: p_ij = 1/(H W)
     bn = keras.layers.BatchNormalization(epsilon=1e-3)
-    np.testing.assert_allclose(layer(x, training=True), bn(x, training=True), atol=1e-5)
+    assert_allclose(layer(x, training=True), bn(x, training=True), atol=1e-5)
 
 
 def test_initial_entries_are_near_the_nth_root():
@@ -122,7 +122,7 @@ def test_initial_entries_are_near_the_nth_root():
     for conv in layer.stack:
         kernel = conv.kernel.numpy()
         assert np.all(np.abs(kernel / target - 1) <= 0.1 + 1e-6)
-    p = np.asarray(layer.effective_weights())
+    p = numpy(layer.effective_weights())
     assert np.all(np.abs(p * 32 * 32 - 1) < 0.5)  # close to the arithmetic mean's 1/(H W)
 
 
@@ -138,7 +138,7 @@ def test_weights_stay_non_negative_and_sum_to_one_after_fit():
     kernels = np.concatenate([conv.kernel.numpy().ravel() for conv in layer.stack])
     assert not np.allclose(kernels, before)
     assert kernels.min() >= 0.0
-    np.testing.assert_allclose(np.asarray(layer.effective_weights()).sum(axis=(0, 1)), 1.0, rtol=1e-6)
+    assert_allclose(numpy(layer.effective_weights()).sum(axis=(0, 1)), 1.0, rtol=1e-6)
 
 
 def test_all_zero_kernels_give_the_arithmetic_mean():
@@ -147,7 +147,7 @@ def test_all_zero_kernels_give_the_arithmetic_mean():
     layer.build(x.shape)
     layer.stack[0].kernel.assign(np.zeros(layer.stack[0].kernel.shape))
     bn = keras.layers.BatchNormalization(center=False, scale=False)
-    np.testing.assert_allclose(layer(x, training=True), bn(x, training=True), atol=1e-5)
+    assert_allclose(layer(x, training=True), bn(x, training=True), atol=1e-5)
 
 
 def test_layer_test_helper(tmp_path):

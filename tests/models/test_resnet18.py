@@ -7,6 +7,7 @@ import pytest
 from keras_norms.layers import NormalizedConv2D
 from keras_norms.models import resnet18
 from keras_norms.models.resnet18 import groups_for
+from tests.layer_test_helper import numpy
 
 # Exact parameter counts for 32x32x3 inputs and 10 classes. "bn" is the
 # usual CIFAR ResNet-18: 11,173,962 trainable parameters plus 9,600 moving
@@ -56,7 +57,7 @@ def test_selu_variant_and_micro_batch_forward():
     model = resnet18((16, 16, 1), 4, "nc", activation="selu")
     assert model.get_layer("stem_selu").activation is keras.activations.selu
     y = model(np.random.default_rng(0).normal(size=(2, 16, 16, 1)).astype("float32"), training=True)
-    assert tuple(y.shape) == (2, 4) and np.all(np.isfinite(np.asarray(y)))
+    assert tuple(y.shape) == (2, 4) and np.all(np.isfinite(numpy(y)))
 
 
 @pytest.mark.parametrize(

@@ -6,7 +6,7 @@ import pytest
 import tensorflow as tf
 
 from keras_norms.layers import NormalizedConv2D
-from tests.layer_test_helper import run_layer_test
+from tests.layer_test_helper import assert_allclose, numpy, run_layer_test
 
 CASES = [
     dict(kernel_size=k, strides=s, padding=p, dilation_rate=d)
@@ -48,7 +48,7 @@ def test_matches_numpy_reference(implementation, padding):
     )
     layer.build(x.shape)
     expected = _numpy_normalized_conv(x, layer.kernel.numpy(), layer.bias.numpy(), layer.epsilon, padding)
-    np.testing.assert_allclose(layer(x.astype("float32")), expected, rtol=1e-4, atol=1e-4)
+    assert_allclose(layer(x.astype("float32")), expected, rtol=1e-4, atol=1e-4)
 
 
 @pytest.mark.parametrize("kwargs", CASES, ids=lambda k: "-".join(f"{v}" for v in k.values()))
@@ -58,10 +58,11 @@ def test_fast_path_equals_im2col_path(kwargs, size, offset):
     """Mean up to 100x the standard deviation: the cancellation case."""
     x = (offset + np.random.default_rng(size).normal(size=(2, size, size, 3))).astype("float32")
     fast, reference = _pair_of_layers(x, **kwargs)
-    expected = np.asarray(reference(x))
-    assert np.abs(np.asarray(fast(x)) - expected).max() <= 1e-4 * np.abs(expected).max()
+    expected = numpy(reference(x))
+    assert np.abs(numpy(fast(x)) - expected).max() <= 1e-4 * np.abs(expected).max()
 
 
+@pytest.mark.tensorflow_only
 @pytest.mark.parametrize("kwargs", [dict(kernel_size=3, padding="same"), dict(kernel_size=3, strides=2)])
 def test_gradients_of_both_paths_agree(kwargs):
     x = tf.constant(np.random.default_rng(1).normal(size=(2, 8, 8, 3)).astype("float32"))
@@ -73,9 +74,10 @@ def test_gradients_of_both_paths_agree(kwargs):
             loss = tf.reduce_sum(tf.sin(layer(x)))
         grads.append(tape.gradient(loss, [x, layer.kernel, layer.bias]))
     for a, b in zip(*grads):
-        np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-4)
+        assert_allclose(a, b, rtol=1e-3, atol=1e-4)
 
 
+@pytest.mark.tensorflow_only
 def test_constant_patches_give_finite_outputs_and_gradients():
     x = tf.constant(np.full((2, 6, 6, 3), 7.0, "float32"))
     for implementation in ("fast", "im2col"):
@@ -87,7 +89,7 @@ def test_constant_patches_give_finite_outputs_and_gradients():
         grad = tape.gradient(total, x)
         assert np.all(np.isfinite(y.numpy())) and np.all(np.isfinite(grad.numpy()))
         # Interior patches are constant: standardized to 0, only the bias remains.
-        np.testing.assert_allclose(np.asarray(y)[:, 1:-1, 1:-1], 0.0, atol=1e-3)
+        assert_allclose(numpy(y)[:, 1:-1, 1:-1], 0.0, atol=1e-3)
 
 
 def test_padded_zeros_count_in_border_patches():
@@ -97,7 +99,7 @@ def test_padded_zeros_count_in_border_patches():
     center = np.zeros((3, 3, 1, 1), "float32")
     center[1, 1] = 1.0
     layer.kernel.assign(center)
-    y = np.asarray(layer(np.ones((1, 4, 4, 1), "float32")))[0, :, :, 0]
+    y = numpy(layer(np.ones((1, 4, 4, 1), "float32")))[0, :, :, 0]
     mean, std = 4 / 9, np.sqrt(4 / 9 - (4 / 9) ** 2)
     assert y[0, 0] == pytest.approx((1 - mean) / std, rel=1e-5)
     assert y[1, 1] == pytest.approx(0.0, abs=1e-3)

@@ -1,0 +1,248 @@
+"""Every benchmark of keras-norms in one process, on the same inputs, as one report.
+
+    python3 benchmarks/run_all.py            (about 10 minutes on 2 CPU cores)
+
+1. Layers: training-step time and peak memory of each normalization on one
+   (32, 16, 16, 32) batch, 32 filters 3x3, as ratios to a plain `Conv2D` and
+   to `Conv2D` + Keras `BatchNormalization`. Memory is measured in a fresh
+   process per layer (Linux peak RSS, `/proc/self/clear_refs`).
+2. Builders: training throughput (images/s) of every builder and norm on
+   the same random batches, as a ratio to the builder's `bn` variant.
+3. Export: batch-1 latency of each folded TFLite file (`ai_edge_litert`) as
+   a ratio to the Keras model, and to the same builder's `none` export.
+
+Times are medians over alternating rounds, so every variant sees the same
+machine load. Goals (CPU): weight normalization <= 1.05x Conv2D, mean-only
+BN faster than BN, every export <= 1.05x the latency of the `none` export.
+"""
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+import keras
+import numpy as np
+
+from export.exporter import convert_tflite, export_saved_model
+from export.fold import fold_normalization
+from keras_norms import layers as kn
+from keras_norms.models import BUILDERS, NORMS
+
+LAYER_SHAPE = (32, 16, 16, 32)
+FILTERS = 32
+BUILDER_BATCH = 32
+BUILDER_INPUT = {
+    "all_cnn_c": (16, 16, 1), "convpool_cnn_c": (16, 16, 1), "nin": (32, 32, 1), "resnet18": (16, 16, 1),
+}
+
+
+def _conv(use_bias=True):
+    return keras.layers.Conv2D(FILTERS, 3, padding="same", use_bias=use_bias)
+
+
+LAYERS = {
+    "conv2d": lambda: [_conv()],
+    "conv2d+bn": lambda: [_conv(False), keras.layers.BatchNormalization()],
+    "weight_norm": lambda: [kn.WeightNormalization(_conv())],
+    "conv2d+mean_only_bn": lambda: [_conv(False), kn.MeanOnlyBatchNormalization()],
+    "normprop_conv2d": lambda: [kn.NormPropConv2D(FILTERS, 3, padding="same", activation=None)],
+    "conv2d+dwck": lambda: [_conv(False), kn.DWCKNormalization()],
+    "conv2d+learned_statistics": lambda: [_conv(False), kn.LearnedStatisticsNormalization()],
+    "normalized_conv2d": lambda: [kn.NormalizedConv2D(FILTERS, 3, padding="same")],
+}
+
+
+def _layer_model(name):
+    model = keras.Sequential([keras.Input(LAYER_SHAPE[1:]), *LAYERS[name]()])
+    model.compile(optimizer=keras.optimizers.SGD(0.01), loss="mse")
+    return model
+
+
+def _layer_batch():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=LAYER_SHAPE).astype("float32")
+    return x, rng.normal(size=LAYER_SHAPE[:3] + (FILTERS,)).astype("float32")
+
+
+def _median_step_times(models, batch, rounds, steps):
+    """Median seconds per `train_on_batch` of each model, alternating rounds after a warm-up."""
+    times = {name: [] for name in models}
+    for model in models.values():
+        for _ in range(2):
+            model.train_on_batch(*batch)
+    for _ in range(rounds):
+        for name, model in models.items():
+            for _ in range(steps):
+                start = time.perf_counter()
+                model.train_on_batch(*batch)
+                times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(t) for name, t in times.items()}
+
+
+def _status_mib(field):
+    with open("/proc/self/status") as f:
+        return int(next(line for line in f if line.startswith(field + ":")).split()[1]) / 1024
+
+
+def layer_peak_memory_mib(name, steps=3):
+    """In a fresh process: resident memory added by building and training layer `name`."""
+    batch = _layer_batch()
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")  # reset the peak-RSS mark
+    start = _status_mib("VmRSS")
+    model = _layer_model(name)
+    for _ in range(steps):
+        model.train_on_batch(*batch)
+    return _status_mib("VmHWM") - start
+
+
+def _memory_in_subprocess(name):
+    code = (
+        "import json, sys; sys.path.insert(0, 'benchmarks'); import run_all; "
+        f"print(json.dumps(run_all.layer_peak_memory_mib({name!r})))"
+    )
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def layer_table(rounds, steps):
+    times = _median_step_times({n: _layer_model(n) for n in LAYERS}, _layer_batch(), rounds, steps)
+    memory = {name: _memory_in_subprocess(name) for name in LAYERS}
+    return [
+        {
+            "layer": name,
+            "ms_per_step": 1000 * times[name],
+            "time_vs_conv2d": times[name] / times["conv2d"],
+            "time_vs_bn": times[name] / times["conv2d+bn"],
+            "peak_mib": memory[name],
+            "memory_vs_conv2d": memory[name] / memory["conv2d"],
+            "memory_vs_bn": memory[name] / memory["conv2d+bn"],
+        }
+        for name in LAYERS
+    ]
+
+
+def _builder_model(builder, norm):
+    keras.utils.set_random_seed(0)
+    model = BUILDERS[builder](BUILDER_INPUT[builder], 10, norm)
+    model.compile(
+        optimizer=keras.optimizers.SGD(0.01),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+    )
+    return model
+
+
+def _builder_batch(builder):
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(BUILDER_BATCH,) + BUILDER_INPUT[builder]).astype("float32")
+    return x, rng.integers(0, 10, size=BUILDER_BATCH)
+
+
+def builder_table(models, rounds, steps):
+    rows = []
+    for builder in models:
+        times = _median_step_times(models[builder], _builder_batch(builder), rounds, steps)
+        for norm in NORMS[builder]:
+            rows.append({
+                "builder": builder,
+                "norm": norm,
+                "images_per_s": BUILDER_BATCH / times[norm],
+                "throughput_vs_bn": times["bn"] / times[norm],
+            })
+    return rows
+
+
+def _median_latency(run, repeats):
+    run()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        run()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def _tflite_runner(path, x):
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_path=path)
+    (index,) = [detail["index"] for detail in interpreter.get_input_details()]
+    interpreter.resize_tensor_input(index, list(x.shape))
+    interpreter.allocate_tensors()
+    interpreter.set_tensor(index, x)
+    return interpreter.invoke
+
+
+def export_table(models, repeats, workdir):
+    rows = []
+    for builder in models:
+        x = _builder_batch(builder)[0][:1]
+        latency = {}
+        for norm in NORMS[builder]:
+            model = models[builder][norm]
+            saved = export_saved_model(fold_normalization(model), os.path.join(workdir, builder, norm))
+            tflite = convert_tflite(saved, os.path.join(workdir, builder, f"{norm}.tflite"))
+            keras_s = _median_latency(lambda: model(x, training=False), repeats)
+            latency[norm] = (_median_latency(_tflite_runner(tflite, x), repeats), keras_s)
+        for norm in NORMS[builder]:
+            tflite_s, keras_s = latency[norm]
+            rows.append({
+                "builder": builder,
+                "norm": norm,
+                "tflite_ms": 1000 * tflite_s,
+                "tflite_vs_keras": tflite_s / keras_s,
+                "tflite_vs_none_export": tflite_s / latency["none"][0],
+            })
+    return rows
+
+
+def _print_table(title, rows, columns):
+    print(f"\n{title}")
+    print("| " + " | ".join(columns) + " |")
+    print("|" + "---|" * len(columns))
+    for row in rows:
+        cells = [f"{row[c]:.3f}" if isinstance(row[c], float) else str(row[c]) for c in columns]
+        print("| " + " | ".join(cells) + " |")
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--steps", type=int, default=5, help="timed steps per round and variant")
+    parser.add_argument("--repeats", type=int, default=50, help="timed inferences per export")
+    parser.add_argument("--builders", default=",".join(sorted(BUILDERS)), help="comma-separated")
+    parser.add_argument("--json", default=None, help="also write the report here")
+    args = parser.parse_args(argv)
+    keras.utils.set_random_seed(0)
+    layers = layer_table(args.rounds, args.steps)
+    models = {b: {n: _builder_model(b, n) for n in NORMS[b]} for b in args.builders.split(",")}
+    builders = builder_table(models, args.rounds, args.steps)
+    with tempfile.TemporaryDirectory() as workdir:
+        exports = export_table(models, args.repeats, workdir)
+    machine = f"{platform.machine()}, {os.cpu_count()} CPU cores, {keras.backend.backend()} backend"
+    print(f"keras-norms benchmark report ({machine})")
+    _print_table(
+        f"Layers: training step on {LAYER_SHAPE}, {FILTERS} filters 3x3",
+        layers,
+        ["layer", "ms_per_step", "time_vs_conv2d", "time_vs_bn", "peak_mib", "memory_vs_conv2d", "memory_vs_bn"],
+    )
+    _print_table(f"Builders: training throughput, batch {BUILDER_BATCH}", builders,
+                 ["builder", "norm", "images_per_s", "throughput_vs_bn"])
+    _print_table("Export: batch-1 TFLite latency", exports,
+                 ["builder", "norm", "tflite_ms", "tflite_vs_keras", "tflite_vs_none_export"])
+    report = {"machine": machine, "layers": layers, "builders": builders, "exports": exports}
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(report, f, indent=2)
+    return report
+
+
+if __name__ == "__main__":
+    main()
