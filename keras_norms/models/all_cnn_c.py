@@ -62,12 +62,8 @@ def all_cnn_c(
         num_classes: number of logits.
         norm: one of `"none"`, `"bn"`, `"dwck"`, `"learned"`.
         name: model name; defaults to `"all_cnn_c_<norm>"`.
-        synchronized: if `True` (TensorFlow backend), every batch-statistics
-            layer all-reduces its statistics over `tf.distribute` replicas
-            (`synchronized=True` of Keras `BatchNormalization`), so a
-            multi-replica run computes what one replica would on the global
-            batch. The training CLI sets it for `--strategy mirrored` and
-            `multi_worker`.
+        synchronized: passed to every batch-statistics layer: `True`
+            all-reduces their statistics over `tf.distribute` replicas.
 
     Returns:
         A functional `keras.Model` from `(batch, H, W, C)` images to

@@ -74,12 +74,8 @@ def resnet18(
         norm: one of `"bn"`, `"gn"`, `"nc"`, `"none"`.
         activation: `"relu"` or `"selu"`.
         name: model name; defaults to `"resnet18_<norm>"`.
-        synchronized: if `True` (TensorFlow backend), every batch-statistics
-            layer all-reduces its statistics over `tf.distribute` replicas
-            (`synchronized=True` of Keras `BatchNormalization`), so a
-            multi-replica run computes what one replica would on the global
-            batch. The training CLI sets it for `--strategy mirrored` and
-            `multi_worker`.
+        synchronized: passed to every batch-statistics layer: `True`
+            all-reduces their statistics over `tf.distribute` replicas.
 
     Returns:
         A functional `keras.Model` from images to `(batch, num_classes)` logits.
