@@ -70,19 +70,25 @@ def _layer_batch():
     return x, rng.normal(size=LAYER_SHAPE[:3] + (FILTERS,)).astype("float32")
 
 
-def _median_step_times(models, batch, rounds, steps):
-    """Median seconds per `train_on_batch` of each model, alternating rounds after a warm-up."""
-    times = {name: [] for name in models}
-    for model in models.values():
+def _median_times(runs, rounds, calls):
+    """Median seconds per call of each `runs[name]()`, alternating rounds after a warm-up."""
+    times = {name: [] for name in runs}
+    for run in runs.values():
         for _ in range(2):
-            model.train_on_batch(*batch)
+            run()
     for _ in range(rounds):
-        for name, model in models.items():
-            for _ in range(steps):
+        for name, run in runs.items():
+            for _ in range(calls):
                 start = time.perf_counter()
-                model.train_on_batch(*batch)
+                run()
                 times[name].append(time.perf_counter() - start)
     return {name: statistics.median(t) for name, t in times.items()}
+
+
+def _median_step_times(models, batch, rounds, steps):
+    """Median seconds per `train_on_batch` of each model, in alternating rounds."""
+    runs = {name: (lambda m=model: m.train_on_batch(*batch)) for name, model in models.items()}
+    return _median_times(runs, rounds, steps)
 
 
 def _status_mib(field):
@@ -159,16 +165,6 @@ def builder_table(models, rounds, steps):
     return rows
 
 
-def _median_latency(run, repeats):
-    run()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        run()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
-
-
 def _tflite_runner(path, x):
     from ai_edge_litert.interpreter import Interpreter
 
@@ -180,25 +176,25 @@ def _tflite_runner(path, x):
     return interpreter.invoke
 
 
-def export_table(models, repeats, workdir):
+def export_table(models, rounds, repeats, workdir):
     rows = []
     for builder in models:
         x = _builder_batch(builder)[0][:1]
-        latency = {}
-        for norm in NORMS[builder]:
-            model = models[builder][norm]
+        runs = {}
+        for norm, model in models[builder].items():
             saved = export_saved_model(fold_normalization(model), os.path.join(workdir, builder, norm))
             tflite = convert_tflite(saved, os.path.join(workdir, builder, f"{norm}.tflite"))
-            keras_s = _median_latency(lambda: model(x, training=False), repeats)
-            latency[norm] = (_median_latency(_tflite_runner(tflite, x), repeats), keras_s)
+            runs[("tflite", norm)] = _tflite_runner(tflite, x)
+            runs[("keras", norm)] = lambda m=model: m(x, training=False)
+        latency = _median_times(runs, rounds, repeats)
         for norm in NORMS[builder]:
-            tflite_s, keras_s = latency[norm]
+            tflite_s, keras_s = latency[("tflite", norm)], latency[("keras", norm)]
             rows.append({
                 "builder": builder,
                 "norm": norm,
                 "tflite_ms": 1000 * tflite_s,
                 "tflite_vs_keras": tflite_s / keras_s,
-                "tflite_vs_none_export": tflite_s / latency["none"][0],
+                "tflite_vs_none_export": tflite_s / latency[("tflite", "none")],
             })
     return rows
 
@@ -216,7 +212,7 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--steps", type=int, default=5, help="timed steps per round and variant")
-    parser.add_argument("--repeats", type=int, default=50, help="timed inferences per export")
+    parser.add_argument("--repeats", type=int, default=20, help="timed inferences per round and export")
     parser.add_argument("--builders", default=",".join(sorted(BUILDERS)), help="comma-separated")
     parser.add_argument("--json", default=None, help="also write the report here")
     args = parser.parse_args(argv)
@@ -225,7 +221,7 @@ def main(argv=None):
     models = {b: {n: _builder_model(b, n) for n in NORMS[b]} for b in args.builders.split(",")}
     builders = builder_table(models, args.rounds, args.steps)
     with tempfile.TemporaryDirectory() as workdir:
-        exports = export_table(models, args.repeats, workdir)
+        exports = export_table(models, args.rounds, args.repeats, workdir)
     machine = f"{platform.machine()}, {os.cpu_count()} CPU cores, {keras.backend.backend()} backend"
     print(f"keras-norms benchmark report ({machine})")
     _print_table(
