@@ -121,19 +121,13 @@ def test_data_dependent_init_all_reduces_the_replicas_statistics():
 
 def test_unsynchronized_moving_mean_is_still_equal_on_every_replica():
     """Keras' default aggregation lets replicas drift; ours averages their updates."""
-    layer_holder = {}
     with _mirrored().scope():
         inputs = keras.Input((2,))
-        layer_holder["mobn"] = MeanOnlyBatchNormalization(momentum=0.0)
-        model = keras.Model(inputs, layer_holder["mobn"](inputs))
+        mobn = MeanOnlyBatchNormalization(momentum=0.0)
+        model = keras.Model(inputs, mobn(inputs))
         model.compile("sgd", "mse")
     x = np.array([[0.0, 0.0], [2.0, 2.0], [10.0, 10.0], [12.0, 12.0]], "float32")
     model.fit(x, np.zeros_like(x), batch_size=4, epochs=1, shuffle=False, verbose=0)
-    first, second = _replica_values(layer_holder["mobn"].moving_mean)
+    first, second = _replica_values(mobn.moving_mean)
     np.testing.assert_array_equal(first, second)
     np.testing.assert_allclose(first, [6.0, 6.0])  # mean of the replicas' means 1 and 11
-
-
-def test_synchronized_needs_the_tensorflow_backend_message():
-    with pytest.raises(TypeError, match=r"MeanOnlyBatchNormalization expects `synchronized`"):
-        MeanOnlyBatchNormalization(synchronized="yes")

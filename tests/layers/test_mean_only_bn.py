@@ -117,3 +117,13 @@ def test_rejects_an_axis_the_input_does_not_have():
 def test_rejects_an_unknown_feature_size():
     with pytest.raises(ValueError, match="known size on axis -1"):
         MeanOnlyBatchNormalization()(keras.Input((4, None)))
+
+
+def test_synchronized_is_a_tensorflow_only_bool():
+    with pytest.raises(TypeError, match=r"MeanOnlyBatchNormalization expects `synchronized` to be a bool"):
+        MeanOnlyBatchNormalization(synchronized="yes")
+    if keras.backend.backend() == "tensorflow":
+        assert MeanOnlyBatchNormalization(synchronized=True).get_config()["synchronized"] is True
+    else:
+        with pytest.raises(ValueError, match=r"synchronized=True is only supported with the TensorFlow"):
+            MeanOnlyBatchNormalization(synchronized=True)
