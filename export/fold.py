@@ -10,8 +10,6 @@ whatever dtype policy the model was trained under (mixed precision keeps
 its variables in float32, so nothing is lost).
 """
 
-import contextlib
-
 import keras
 import numpy as np
 from keras import ops
@@ -25,6 +23,7 @@ from keras_norms.layers import (
 )
 from keras_norms.layers.normprop import PRELU
 from keras_norms.layers.weight_norm import CONV_TRANSPOSE_LAYERS, SUPPORTED_LAYERS
+from keras_norms.policies import dtype_policy
 
 _AFFINE_NORMS = (MeanOnlyBatchNormalization, keras.layers.BatchNormalization)
 _NORMPROP = (NormPropDense, NormPropConv2D)
@@ -134,17 +133,6 @@ def _float32_config(config):
     return result
 
 
-@contextlib.contextmanager
-def _float32_policy():
-    """Layers created in the block (sublayers built later too) default to float32."""
-    previous = keras.config.dtype_policy()
-    keras.config.set_dtype_policy("float32")
-    try:
-        yield
-    finally:
-        keras.config.set_dtype_policy(previous)
-
-
 def _copy_weights(old, new):
     new.set_weights(old.get_weights())
     if hasattr(new, "finalize_state"):  # adapted preprocessing layers
@@ -160,7 +148,7 @@ def _clone(model, clone_function):
         clones.append((layer, new))
         return new
 
-    with _float32_policy():
+    with dtype_policy("float32"):  # sublayers built later default to float32 too
         cloned = keras.models.clone_model(model, clone_function=record, recursive=True)
     return cloned, clones
 

@@ -1,22 +1,12 @@
 """A layer-test helper modelled on Keras' `run_layer_test`, public API only."""
 
-import contextlib
 import copy
 import os
 
 import keras
 import numpy as np
 
-
-@contextlib.contextmanager
-def dtype_policy(name):
-    """Set the global Keras dtype policy for the block, then restore it."""
-    previous = keras.config.dtype_policy()
-    keras.config.set_dtype_policy(name)
-    try:
-        yield
-    finally:
-        keras.config.set_dtype_policy(previous)
+from keras_norms.policies import dtype_policy
 
 
 def _outputs(model, x):

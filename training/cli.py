@@ -1,7 +1,6 @@
 """`keras-norms-train`: train a keras-norms builder with `model.fit`."""
 
 import argparse
-import contextlib
 import json
 import os
 import sys
@@ -12,6 +11,7 @@ import numpy as np
 
 from keras_norms import data_dependent_init
 from keras_norms.models import BUILDERS, NORMS
+from keras_norms.policies import dtype_policy
 from keras_norms.models.nin import DATA_NORMALIZATIONS
 from training import data
 from training.distribution import STRATEGIES, StrategyError, is_chief, make_strategy, worker_directory
@@ -217,18 +217,6 @@ def _prepare_run_dir(path):
         os.remove(probe)
     except OSError as error:
         raise OSError(f"cannot write to output directory {path!r}: {error.strerror}") from None
-
-
-@contextlib.contextmanager
-def dtype_policy(name):
-    """Run the block under the Keras dtype policy `name` (`None`: unchanged)."""
-    previous = keras.config.dtype_policy()
-    if name is not None:
-        keras.config.set_dtype_policy(name)
-    try:
-        yield
-    finally:
-        keras.config.set_dtype_policy(previous)
 
 
 def train(args):
