@@ -2,6 +2,7 @@
 
 import keras
 
+from keras_norms.data_init import iter_layers
 from keras_norms.models import BUILDERS, NORMS
 
 # The smallest convenient input per builder (NIN needs 29, ConvPool-CNN-C 12).
@@ -21,7 +22,7 @@ def build_small(builder, norm, num_classes=3, **kwargs):
 
 def switch_off_noise(model):
     """Turn dropout and Gaussian noise off (their draws differ per replica and run)."""
-    for layer in model._flatten_layers():
+    for layer in iter_layers(model):
         if isinstance(layer, keras.layers.Dropout):
             layer.rate = 0.0
         elif isinstance(layer, keras.layers.GaussianNoise):
