@@ -10,15 +10,11 @@ Ratios are to the plain Conv2D.
 """
 
 import argparse
-import json
 import platform
-import statistics
-import subprocess
-import sys
-import time
 
 import keras
 import numpy as np
+from measure import in_fresh_process, median_step_times, peak_training_memory_mib
 
 from keras_norms.layers import NormalizedConv2D
 
@@ -41,35 +37,9 @@ def _data():
     return rng.normal(size=SHAPE).astype("float32"), rng.normal(size=SHAPE).astype("float32")
 
 
-def _status_mib(field):
-    with open("/proc/self/status") as f:
-        line = next(line for line in f if line.startswith(field + ":"))
-    return int(line.split()[1]) / 1024
-
-
 def peak_memory_mib(variant, steps):
-    """Run in a fresh process: peak resident memory added by building and training (MiB).
-
-    Linux: resets the peak-RSS mark (`/proc/self/clear_refs`) once the
-    inputs exist, then reads it back after `steps` training steps.
-    """
-    x, y = _data()
-    with open("/proc/self/clear_refs", "w") as f:
-        f.write("5")
-    start = _status_mib("VmRSS")
-    model = build(variant)
-    for _ in range(steps):
-        model.train_on_batch(x, y)
-    return _status_mib("VmHWM") - start
-
-
-def _measure_in_subprocess(variant, steps):
-    code = (
-        "import json, sys; sys.path.insert(0, 'benchmarks'); import normalized_conv as b; "
-        f"print(json.dumps(b.peak_memory_mib({variant!r}, {steps})))"
-    )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    """Peak resident memory (MiB) added by building and training `variant`; run in a fresh process."""
+    return peak_training_memory_mib(lambda: build(variant), _data(), steps)
 
 
 def main(argv=None):
@@ -77,19 +47,9 @@ def main(argv=None):
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--steps", type=int, default=10)
     args = parser.parse_args(argv)
-    x, y = _data()
     models = {variant: build(variant) for variant in VARIANTS}
-    for model in models.values():
-        model.train_on_batch(x, y)  # warm-up
-    times = {variant: [] for variant in VARIANTS}
-    for _ in range(args.rounds):
-        for variant, model in models.items():
-            for _ in range(args.steps):
-                start = time.perf_counter()
-                model.train_on_batch(x, y)
-                times[variant].append(time.perf_counter() - start)
-    medians = {v: statistics.median(t) for v, t in times.items()}
-    memory = {v: _measure_in_subprocess(v, 3) for v in VARIANTS}
+    medians = median_step_times(models, _data(), args.rounds, args.steps, warmup=1)
+    memory = {v: in_fresh_process("normalized_conv", "peak_memory_mib", v, 3) for v in VARIANTS}
     print(f"3x3x64 layer on {SHAPE}, training step ({platform.machine()}, "
           f"{keras.backend.backend()} backend)")
     print(f"{'variant':<10}{'ms/step':>10}{'time ratio':>12}{'peak MiB':>10}{'memory ratio':>14}")

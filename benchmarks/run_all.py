@@ -20,14 +20,11 @@ import argparse
 import json
 import os
 import platform
-import statistics
-import subprocess
-import sys
 import tempfile
-import time
 
 import keras
 import numpy as np
+from measure import in_fresh_process, median_step_times, median_times, peak_training_memory_mib
 
 from export.exporter import convert_tflite, export_saved_model
 from export.fold import fold_normalization
@@ -70,57 +67,14 @@ def _layer_batch():
     return x, rng.normal(size=LAYER_SHAPE[:3] + (FILTERS,)).astype("float32")
 
 
-def _median_times(runs, rounds, calls):
-    """Median seconds per call of each `runs[name]()`, alternating rounds after a warm-up."""
-    times = {name: [] for name in runs}
-    for run in runs.values():
-        for _ in range(2):
-            run()
-    for _ in range(rounds):
-        for name, run in runs.items():
-            for _ in range(calls):
-                start = time.perf_counter()
-                run()
-                times[name].append(time.perf_counter() - start)
-    return {name: statistics.median(t) for name, t in times.items()}
-
-
-def _median_step_times(models, batch, rounds, steps):
-    """Median seconds per `train_on_batch` of each model, in alternating rounds."""
-    runs = {name: (lambda m=model: m.train_on_batch(*batch)) for name, model in models.items()}
-    return _median_times(runs, rounds, steps)
-
-
-def _status_mib(field):
-    with open("/proc/self/status") as f:
-        return int(next(line for line in f if line.startswith(field + ":")).split()[1]) / 1024
-
-
 def layer_peak_memory_mib(name, steps=3):
-    """In a fresh process: resident memory added by building and training layer `name`."""
-    batch = _layer_batch()
-    with open("/proc/self/clear_refs", "w") as f:
-        f.write("5")  # reset the peak-RSS mark
-    start = _status_mib("VmRSS")
-    model = _layer_model(name)
-    for _ in range(steps):
-        model.train_on_batch(*batch)
-    return _status_mib("VmHWM") - start
-
-
-def _memory_in_subprocess(name):
-    code = (
-        "import json, sys; sys.path.insert(0, 'benchmarks'); import run_all; "
-        f"print(json.dumps(run_all.layer_peak_memory_mib({name!r})))"
-    )
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env)
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    """Peak resident memory (MiB) added by building and training layer `name`; run in a fresh process."""
+    return peak_training_memory_mib(lambda: _layer_model(name), _layer_batch(), steps)
 
 
 def layer_table(rounds, steps):
-    times = _median_step_times({n: _layer_model(n) for n in LAYERS}, _layer_batch(), rounds, steps)
-    memory = {name: _memory_in_subprocess(name) for name in LAYERS}
+    times = median_step_times({n: _layer_model(n) for n in LAYERS}, _layer_batch(), rounds, steps)
+    memory = {name: in_fresh_process("run_all", "layer_peak_memory_mib", name) for name in LAYERS}
     return [
         {
             "layer": name,
@@ -154,7 +108,7 @@ def _builder_batch(builder):
 def builder_table(models, rounds, steps):
     rows = []
     for builder in models:
-        times = _median_step_times(models[builder], _builder_batch(builder), rounds, steps)
+        times = median_step_times(models[builder], _builder_batch(builder), rounds, steps)
         for norm in NORMS[builder]:
             rows.append({
                 "builder": builder,
@@ -186,7 +140,7 @@ def export_table(models, rounds, repeats, workdir):
             tflite = convert_tflite(saved, os.path.join(workdir, builder, f"{norm}.tflite"))
             runs[("tflite", norm)] = _tflite_runner(tflite, x)
             runs[("keras", norm)] = lambda m=model: m(x, training=False)
-        latency = _median_times(runs, rounds, repeats)
+        latency = median_times(runs, rounds, repeats)
         for norm in NORMS[builder]:
             tflite_s, keras_s = latency[("tflite", norm)], latency[("keras", norm)]
             rows.append({

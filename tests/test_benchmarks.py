@@ -2,10 +2,13 @@
 
 import importlib.util
 import pathlib
+import sys
 
 import pytest
 
 SCRIPT = pathlib.Path(__file__).resolve().parent.parent / "benchmarks" / "train_step.py"
+# The scripts import their shared `measure` module as a sibling, as `python3 benchmarks/x.py` does.
+sys.path.insert(0, str(SCRIPT.parent))
 
 
 @pytest.mark.parametrize("model, norms", [("nin", "normprop,bn"), ("all_cnn_c", "dwck,learned,bn")])
