@@ -19,3 +19,13 @@ def conv_output_size(length, size, stride, padding, dilation=1):
     extent = (size - 1) * dilation + 1
     span = length if padding == "same" else length - extent + 1
     return -(-span // stride)
+
+
+def conv_output_shape(input_shape, filters, kernel_size, strides, padding, spatial_axes,
+                      channel_axis, dilation_rate=(1, 1)):
+    """A 2D convolution's output shape: `conv_output_size` on each spatial axis, `filters` channels."""
+    shape = list(input_shape)
+    for axis, size, stride, dilation in zip(spatial_axes, kernel_size, strides, dilation_rate):
+        shape[axis] = conv_output_size(shape[axis], size, stride, padding, dilation)
+    shape[channel_axis] = filters
+    return tuple(shape)

@@ -3,7 +3,7 @@
 import keras
 from keras import ops
 
-from keras_norms.layers.arguments import conv_output_size, int_pair
+from keras_norms.layers.arguments import conv_output_shape, int_pair
 
 IMPLEMENTATIONS = ("fast", "im2col")
 
@@ -208,11 +208,10 @@ class NormalizedConv2D(keras.layers.Layer):
         return ops.cast(outputs, self.compute_dtype)
 
     def compute_output_shape(self, input_shape):
-        shape = list(input_shape)
-        for axis, size, stride, dilation in zip((1, 2), self.kernel_size, self.strides, self.dilation_rate):
-            shape[axis] = conv_output_size(shape[axis], size, stride, self.padding, dilation)
-        shape[-1] = self.filters
-        return tuple(shape)
+        return conv_output_shape(
+            input_shape, self.filters, self.kernel_size, self.strides, self.padding,
+            spatial_axes=(1, 2), channel_axis=-1, dilation_rate=self.dilation_rate,
+        )
 
     def get_config(self):
         config = {

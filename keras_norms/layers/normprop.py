@@ -3,7 +3,7 @@
 import keras
 from keras import ops
 
-from keras_norms.layers.arguments import conv_output_size, int_pair
+from keras_norms.layers.arguments import conv_output_shape, int_pair
 
 from keras_norms.activation_moments import (
     activation_moments,
@@ -330,12 +330,11 @@ class NormPropConv2D(_NormPropLayer):
         )
 
     def compute_output_shape(self, input_shape):
-        spatial = [1, 2] if self.data_format == "channels_last" else [2, 3]
-        shape = list(input_shape)
-        for axis, size, stride in zip(spatial, self.kernel_size, self.strides):
-            shape[axis] = conv_output_size(shape[axis], size, stride, self.padding)
-        shape[self._channel_axis] = self.filters
-        return tuple(shape)
+        spatial = (1, 2) if self.data_format == "channels_last" else (2, 3)
+        return conv_output_shape(
+            input_shape, self.filters, self.kernel_size, self.strides, self.padding,
+            spatial_axes=spatial, channel_axis=self._channel_axis,
+        )
 
     def get_config(self):
         config = {
