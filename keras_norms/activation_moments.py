@@ -1,6 +1,6 @@
 """Moments of an activation of a standard normal, and the Jacobian factor.
 
-NormProp (Arpit et al. 2016) needs, for an activation `f` and `u ~ N(0, 1)`,
+NormProp (Arpit et al. 2016, arXiv:1603.01431) needs, for an activation `f` and `u ~ N(0, 1)`,
 the mean `c2 = E[f(u)]` and standard deviation `c1 = sqrt(var f(u))` of the
 post-activation (section 4.6, eq. 12), and the Jacobian factor
 `sqrt(E[f'(u)^2]) / c1` (section 3.4: 1.21 for ReLU).
@@ -37,11 +37,6 @@ def _quadrature():
     return x, w
 
 
-def relu_moments():
-    """`(c2, c1)` of ReLU: `1/sqrt(2 pi)` and `sqrt((1 - 1/pi) / 2)` (Remark 1)."""
-    return 1.0 / math.sqrt(2.0 * math.pi), math.sqrt(0.5 * (1.0 - 1.0 / math.pi))
-
-
 def prelu_moments(alpha):
     """`(c2, c1)` of PReLU with slope `alpha` (Remark 2), differentiable in `alpha`.
 
@@ -51,7 +46,8 @@ def prelu_moments(alpha):
     """
     if isinstance(alpha, (int, float)):
         a = float(alpha)
-        return (1 - a) / math.sqrt(2 * math.pi), math.sqrt(0.5 * ((1 + a * a) - (1 - a) ** 2 / math.pi))
+        c1 = math.sqrt(0.5 * ((1 + a * a) - (1 - a) ** 2 / math.pi))
+        return (1 - a) / math.sqrt(2 * math.pi), c1
     c2 = (1.0 - alpha) / math.sqrt(2.0 * math.pi)
     c1 = ops.sqrt(0.5 * ((1.0 + ops.square(alpha)) - ops.square(1.0 - alpha) / math.pi))
     return c2, c1
@@ -90,10 +86,9 @@ def _check_elementwise(function, activation):
             warnings.simplefilter("ignore")  # softmax warns about a size-1 axis
             column = _evaluate(function, points.reshape(-1, 1))
             row = _evaluate(function, points.reshape(1, -1))
-        elementwise = column.shape == (points.size, 1) and np.allclose(
-            column.ravel(), row.ravel()
-        )
-    except Exception:  # glu needs an even last axis: ValueError, AssertionError (JAX), RuntimeError (torch)
+        elementwise = column.shape == (points.size, 1) and np.allclose(column.ravel(), row.ravel())
+    # glu needs an even last axis: ValueError, AssertionError (JAX), RuntimeError (torch).
+    except Exception:
         elementwise = False
     if not elementwise:
         raise ValueError(
@@ -146,8 +141,8 @@ def activation_moments(activation):
             (softmax, glu, ...), a non-finite one, or a constant one (c1 = 0).
 
     Reference:
-        Arpit et al., "Normalization Propagation", ICML 2016, Remarks 1-2,
-        section 4.6 eq. 12.
+        Arpit et al., "Normalization Propagation", ICML 2016
+        (arXiv:1603.01431), Remarks 1-2, section 4.6 eq. 12.
     """
     function = _resolve(activation)
     slope = _closed_form_slope(function)

@@ -19,7 +19,8 @@ if keras.backend.backend() == "tensorflow":
 
 def pytest_configure(config):
     config.addinivalue_line(
-        "markers", "tensorflow_only: uses TensorFlow APIs (tf.GradientTape); skipped on other backends"
+        "markers",
+        "tensorflow_only: uses TensorFlow APIs (tf.GradientTape); skipped on other backends",
     )
 
 

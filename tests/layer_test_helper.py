@@ -6,6 +6,7 @@ import os
 import keras
 import numpy as np
 
+from keras_norms.graph import iter_layers
 from keras_norms.policies import dtype_policy
 
 
@@ -17,9 +18,7 @@ def _check_config_round_trips(layer):
     config = layer.get_config()
     # Deep copy: Keras' Wrapper.from_config pops the inner layer's config.
     assert type(layer).from_config(copy.deepcopy(config)).get_config() == config
-    revived = keras.saving.deserialize_keras_object(
-        keras.saving.serialize_keras_object(layer)
-    )
+    revived = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(layer))
     assert type(revived) is type(layer)
     assert revived.get_config() == config
 
@@ -64,7 +63,7 @@ def _check_mixed_precision(make_layer, x):
             layer = make_layer()
             model = keras.Sequential([keras.Input(shape=x.shape[1:]), layer])
             outputs = model(x, training=True)
-            assert keras.backend.standardize_dtype(outputs.dtype) == policy[len("mixed_"):]
+            assert keras.backend.standardize_dtype(outputs.dtype) == policy[len("mixed_") :]
             for variable in layer.weights:
                 if variable.dtype != "bool":
                     assert variable.dtype == "float32", (policy, variable.path)
@@ -133,3 +132,31 @@ def assert_allclose(actual, desired, **kwargs):
 def assert_array_equal(actual, desired, **kwargs):
     """`np.testing.assert_array_equal` on backend tensors."""
     np.testing.assert_array_equal(numpy(actual), numpy(desired), **kwargs)
+
+
+def perturb_statistics(model, rng):
+    """Random running statistics, scales and offsets in every normalization of `model`.
+
+    Every layer (nested ones too) with a `moving_mean` gets `moving_mean`
+    and `beta` drawn from N(0, 1), `moving_variance` and `gamma` from
+    U(0.5, 2), where it has them, so that folding them has work to do.
+    `rng` is a `np.random.Generator`.
+    """
+    for layer in iter_layers(model):
+        if getattr(layer, "moving_mean", None) is None:
+            continue
+        channels = tuple(layer.moving_mean.shape)
+        layer.moving_mean.assign(rng.normal(size=channels))
+        if getattr(layer, "beta", None) is not None:
+            layer.beta.assign(rng.normal(size=channels))
+        if getattr(layer, "moving_variance", None) is not None:
+            layer.moving_variance.assign(rng.uniform(0.5, 2.0, size=channels))
+        if getattr(layer, "gamma", None) is not None:
+            layer.gamma.assign(rng.uniform(0.5, 2.0, size=channels))
+
+
+def numpy_conv2d_valid(x, kernel):
+    """Cross-correlation with 'valid' padding and stride 1, NHWC x HWIO, in numpy."""
+    kh, kw = kernel.shape[:2]
+    patches = np.lib.stride_tricks.sliding_window_view(x, (kh, kw), axis=(1, 2))
+    return np.einsum("nhwcij,ijcf->nhwf", patches, kernel)

@@ -1,5 +1,6 @@
 """Normalization layers, written in `keras.ops` only."""
 
+from keras_norms.layers.batch_statistics import BatchStatisticsNormalization
 from keras_norms.layers.dwck import DWCKNormalization
 from keras_norms.layers.learned_statistics import LearnedStatisticsNormalization
 from keras_norms.layers.mean_only_bn import MeanOnlyBatchNormalization
@@ -8,11 +9,12 @@ from keras_norms.layers.normprop import NormPropConv2D, NormPropDense
 from keras_norms.layers.weight_norm import WeightNormalization
 
 __all__ = [
+    "BatchStatisticsNormalization",
     "DWCKNormalization",
     "LearnedStatisticsNormalization",
     "MeanOnlyBatchNormalization",
     "NormPropConv2D",
-    "NormalizedConv2D",
     "NormPropDense",
+    "NormalizedConv2D",
     "WeightNormalization",
 ]

@@ -1,4 +1,4 @@
-"""Batch statistics shared by the layers that keep running averages.
+"""The base class of the layers that normalize with batch statistics and keep running averages.
 
 Under `tf.distribute`, a layer's batch statistics are either each replica's
 own (`synchronized=False`) or all-reduced over the global batch
@@ -8,30 +8,16 @@ the replicas' updates are averaged and every replica holds the same value
 either way; Keras' default aggregation lets them drift apart.
 """
 
+import math
+
 import keras
+import numpy as np
 from keras import ops
 
+from keras_norms.layers.precision import Float32Variables
 
-def check_momentum(momentum, layer):
-    """`momentum` as a float in [0, 1], or a ValueError naming `layer`."""
-    if not 0.0 <= float(momentum) <= 1.0:
-        raise ValueError(f"{layer} expects `momentum` in [0, 1]. Received: momentum={momentum}")
-    return float(momentum)
-
-
-def check_synchronized(synchronized, layer):
-    """`synchronized` as a bool; a ValueError naming `layer` off TensorFlow."""
-    if not isinstance(synchronized, bool):
-        raise TypeError(
-            f"{layer} expects `synchronized` to be a bool. Received: synchronized={synchronized!r}"
-        )
-    if synchronized and keras.backend.backend() != "tensorflow":
-        raise ValueError(
-            f"{layer}: synchronized=True is only supported with the TensorFlow backend "
-            f"(it all-reduces over tf.distribute replicas). Received: backend="
-            f"{keras.backend.backend()!r}"
-        )
-    return synchronized
+# Keras BatchNormalization's default epsilon.
+_DEFAULT_EPSILON = 1e-3
 
 
 def batch_mean(x, axis, synchronized, keepdims=False):
@@ -61,3 +47,252 @@ def add_moving_statistic(layer, name, size, initializer):
 def update_moving_average(variable, value, momentum):
     """`variable = momentum * variable + (1 - momentum) * value`, as Keras BN does."""
     variable.assign(momentum * variable + (1.0 - momentum) * value)
+
+
+def check_image_axis(layer, axis):
+    """For rank-4 image layers: `axis` -1 or 3 (channels last) or 1 or -3 (channels first)."""
+    if axis not in (-1, 3, 1, -3):
+        raise ValueError(
+            f"{type(layer).__name__} expects `axis` -1 (channels last) or 1 (channels "
+            f"first). Received: axis={axis!r}"
+        )
+
+
+def _numpy64(variable):
+    return np.asarray(ops.convert_to_numpy(variable), "float64")
+
+
+@keras.saving.register_keras_serializable(package="keras_norms")
+class BatchStatisticsNormalization(Float32Variables, keras.layers.Layer):
+    """Base class: normalization with batch statistics in training, running averages after.
+
+    In training (`training=True` and `layer.trainable`), a subclass's
+    `batch_statistics(x)` gives the per-channel `mean` and `variance` of the
+    float32 batch `x` (`variance` is `None` for a mean-only layer), the
+    running averages are updated as in Keras `BatchNormalization`,
+    `moving = momentum * moving + (1 - momentum) * batch`, and the output is
+    `normalize(x, mean, variance)`:
+    `y = (x - mean) / sqrt(variance + epsilon) * gamma + beta` along the
+    channel axis `axis`, each factor present only if the layer has it
+    (`gamma`, `beta` and `variance` may be `None`). At inference the running
+    averages take the place of the batch statistics, and the layer is the
+    per-channel affine map that `inference_affine()` returns.
+
+    Mixed precision follows Keras `BatchNormalization`: every variable the
+    layer creates is float32 and read with `autocast=False` (the
+    `Float32Variables` mixin makes that `add_weight`'s default), inputs are
+    cast to float32 in `call`, statistics are float32, and the output is
+    cast to the compute dtype. The layer's own `autocast` argument is the
+    user's, as in Keras.
+
+    A subclass sets `normalizes_variance` (class attribute, `False` for a
+    mean-only layer), implements `batch_statistics(x)`, creates its own
+    weights in `build` after calling `super().build(input_shape)`, and sets
+    `self.gamma` / `self.beta` to variables if it has them.
+
+    Args:
+        axis: integer, the channel axis (the one that is not reduced).
+        momentum: float in [0, 1], the running averages' momentum.
+        epsilon: positive finite float added to the variance. Defaults to
+            1e-3; mean-only layers take none.
+        synchronized: if `True` (TensorFlow backend only), batch statistics
+            are all-reduced over the replicas of a `tf.distribute` strategy.
+        **kwargs: base layer keyword arguments, such as `name` and `dtype`.
+
+    Raises:
+        ValueError: if `axis` is not an integer, `momentum` is not in
+            [0, 1], `epsilon` is not positive and finite,
+            `synchronized=True` off the TensorFlow backend; at build time,
+            for an input without the axis or with an unknown size on it.
+        TypeError: if `synchronized` is not a bool, or an `epsilon` is given
+            to a mean-only layer.
+
+    Call arguments:
+        inputs: a float tensor of rank >= 2 whose size along `axis` is known.
+        training: Python boolean: batch statistics and running-average
+            updates (`True`, if the layer is trainable) or running averages.
+
+    Input shape:
+        Arbitrary (the subclasses take `(N, H, W, C)` or `(N, C, H, W)`).
+
+    Output shape:
+        Same shape as the input, in the layer's compute dtype.
+
+    Examples:
+
+    >>> import numpy as np, keras_norms
+    >>> layer = keras_norms.layers.MeanOnlyBatchNormalization(momentum=0.5)
+    >>> _ = layer(np.array([[1.0, 2.0], [3.0, 6.0]], "float32"), training=True)
+    >>> scale, shift = layer.inference_affine()
+    >>> scale.tolist(), shift.tolist()
+    ([1.0, 1.0], [-1.0, -2.0])
+
+    Reference:
+        Ioffe & Szegedy, "Batch Normalization: Accelerating Deep Network
+        Training by Reducing Internal Covariate Shift", ICML 2015
+        (arXiv:1502.03167), Algorithm 1 and section 3.1 (inference with
+        population statistics).
+    """
+
+    # Mean-only layers (no variance, no epsilon) set this to False.
+    normalizes_variance = True
+
+    def __init__(self, axis=-1, momentum=0.99, epsilon=None, synchronized=False, **kwargs):
+        super().__init__(**kwargs)
+        name = type(self).__name__
+        if not isinstance(axis, int) or isinstance(axis, bool):
+            raise ValueError(f"{name} expects `axis` to be an integer. Received: axis={axis!r}")
+        self.axis = axis
+        self.momentum = self._check_momentum(momentum)
+        if self.normalizes_variance:
+            self.epsilon = self._check_epsilon(_DEFAULT_EPSILON if epsilon is None else epsilon)
+        elif epsilon is not None:
+            raise TypeError(
+                f"{name} takes no `epsilon` (it divides by no deviation). "
+                f"Received: epsilon={epsilon}"
+            )
+        else:
+            self.epsilon = None
+        if not isinstance(synchronized, bool):
+            raise TypeError(
+                f"{name} expects `synchronized` to be a bool. "
+                f"Received: synchronized={synchronized!r}"
+            )
+        if synchronized and keras.backend.backend() != "tensorflow":
+            raise ValueError(
+                f"{name}: synchronized=True is only supported with the TensorFlow backend "
+                f"(it all-reduces over tf.distribute replicas). Received: backend="
+                f"{keras.backend.backend()!r}"
+            )
+        self.synchronized = synchronized
+        self.moving_mean_initializer = keras.initializers.get("zeros")
+        self.gamma = None
+        self.beta = None
+        self.moving_mean = None
+        self.moving_variance = None
+
+    def _check_momentum(self, momentum):
+        try:
+            value = float(momentum)
+        except (TypeError, ValueError):
+            value = math.nan
+        if not 0.0 <= value <= 1.0:
+            raise ValueError(
+                f"{type(self).__name__} expects `momentum` in [0, 1]. Received: momentum={momentum}"
+            )
+        return value
+
+    def _check_epsilon(self, epsilon):
+        try:
+            value = float(epsilon)
+        except (TypeError, ValueError):
+            value = math.nan
+        if not (value > 0.0 and math.isfinite(value)):
+            raise ValueError(
+                f"{type(self).__name__} expects a positive, finite `epsilon`. "
+                f"Received: epsilon={epsilon}"
+            )
+        return value
+
+    def build(self, input_shape):
+        rank = len(input_shape)
+        name = type(self).__name__
+        if rank < 2 or not -rank <= self.axis < rank:
+            raise ValueError(
+                f"{name}(axis={self.axis}) expects an input of rank >= 2 with that axis. "
+                f"Received: input_shape={tuple(input_shape)}"
+            )
+        channel = self.axis % rank
+        size = input_shape[channel]
+        if size is None:
+            raise ValueError(
+                f"{name} expects a known size on axis {self.axis}. "
+                f"Received: input_shape={tuple(input_shape)}"
+            )
+        self._channel = channel
+        self._reduction_axes = [a for a in range(rank) if a != channel]
+        self._broadcast_shape = [1] * rank
+        self._broadcast_shape[channel] = size
+        self.input_spec = keras.InputSpec(ndim=rank, axes={channel: size})
+        self.moving_mean = add_moving_statistic(
+            self, "moving_mean", size, self.moving_mean_initializer
+        )
+        if self.normalizes_variance:
+            self.moving_variance = add_moving_statistic(self, "moving_variance", size, "ones")
+
+    def batch_statistics(self, x):
+        """`(mean, variance)` of the float32 batch `x`, float32 `(C,)` each.
+
+        `variance` is `None` for a mean-only layer. Subclasses implement it.
+        """
+        raise NotImplementedError(f"{type(self).__name__} must implement batch_statistics")
+
+    def _per_channel(self, vector):
+        return ops.reshape(ops.cast(vector, "float32"), self._broadcast_shape)
+
+    def normalize(self, x, mean, variance):
+        """`(x - mean) / sqrt(variance + epsilon) * gamma + beta` along the channel axis.
+
+        `x` is float32; `mean`, `variance` are `(C,)` (`variance` `None` for
+        a mean-only layer); `gamma` and `beta` enter if the layer has them.
+        """
+        outputs = x - self._per_channel(mean)
+        scale = None if variance is None else ops.rsqrt(variance + self.epsilon)
+        if self.gamma is not None:
+            scale = self.gamma if scale is None else scale * self.gamma
+        if scale is not None:
+            outputs = outputs * self._per_channel(scale)
+        if self.beta is not None:
+            outputs = outputs + self._per_channel(self.beta)
+        return outputs
+
+    def call(self, inputs, training=None):
+        x = ops.cast(inputs, "float32")
+        if training and self.trainable:
+            mean, variance = self.batch_statistics(x)
+            update_moving_average(self.moving_mean, mean, self.momentum)
+            if variance is not None:
+                update_moving_average(self.moving_variance, variance, self.momentum)
+        else:
+            mean, variance = self.moving_mean, self.moving_variance
+        return ops.cast(self.normalize(x, mean, variance), self.compute_dtype)
+
+    def inference_affine(self):
+        """The inference-mode layer as a per-channel affine map `y = x * scale + shift`.
+
+        `scale = gamma / sqrt(moving_variance + epsilon)` (1 without a
+        variance, without `gamma` the factor is 1) and
+        `shift = beta - moving_mean * scale` (`beta` 0 if absent): for
+        `MeanOnlyBatchNormalization`, `scale = 1` and
+        `shift = beta - moving_mean`. A deployment fold merges this map into
+        the kernel and bias of the linear layer before it.
+
+        Returns:
+            `(scale, shift)`, float64 numpy arrays of shape `(C,)`, to be
+            broadcast along the channel axis `axis`.
+
+        Raises:
+            ValueError: if the layer is not built.
+        """
+        if not self.built:
+            raise ValueError(
+                f"{type(self).__name__}.inference_affine needs a built layer. "
+                f"Received: built={self.built}"
+            )
+        mean = _numpy64(self.moving_mean)
+        scale = np.ones_like(mean)
+        if self.moving_variance is not None:
+            scale = scale / np.sqrt(_numpy64(self.moving_variance) + self.epsilon)
+        if self.gamma is not None:
+            scale = scale * _numpy64(self.gamma)
+        beta = np.zeros_like(mean) if self.beta is None else _numpy64(self.beta)
+        return scale, beta - mean * scale
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        config = {"axis": self.axis, "momentum": self.momentum, "synchronized": self.synchronized}
+        if self.normalizes_variance:
+            config["epsilon"] = self.epsilon
+        return {**super().get_config(), **config}

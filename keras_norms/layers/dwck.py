@@ -4,15 +4,12 @@ import keras
 from keras import ops
 
 from keras_norms.layers.batch_statistics import (
-    add_moving_statistic,
+    BatchStatisticsNormalization,
     batch_mean,
-    check_momentum,
-    check_synchronized,
-    update_moving_average,
+    check_image_axis,
 )
+from keras_norms.layers.precision import Float32Variables
 
-# Kernel sides used when the stack is derived from the input size.
-_FACTORS = (4, 2, 3)
 # Initial kernel entries are uniform in (1 +- _INIT_SPREAD) times their target.
 _INIT_SPREAD = 0.1
 _WEIGHT_FLOOR = 1e-30
@@ -57,8 +54,17 @@ def derive_kernel_sizes(height, width):
     return (padded_h, padded_w), list(zip(rows, cols))
 
 
+class DepthwiseConv2D(Float32Variables, keras.layers.DepthwiseConv2D):
+    """Keras' `DepthwiseConv2D`, its kernel read in float32 under mixed precision.
+
+    DWCK's stack. It keeps Keras' class name because `.keras` files address
+    the stack's variables by the snake-cased class name
+    (`depthwise_conv2d`, `depthwise_conv2d_1`, ...).
+    """
+
+
 @keras.saving.register_keras_serializable(package="keras_norms")
-class DWCKNormalization(keras.layers.Layer):
+class DWCKNormalization(BatchStatisticsNormalization):
     """Batch normalization with a learned weighted mean over each feature map.
 
     For each channel, `mu = (1/N) sum_k sum_ij p_ij x_ij^(k)` (eq. 7) with
@@ -79,7 +85,8 @@ class DWCKNormalization(keras.layers.Layer):
     `BatchNormalization`'s scale and offset:
     `y = gamma * (x - mu) / sqrt(var + epsilon) + beta`. In training the
     batch statistics are used and running averages updated with `momentum`;
-    at inference the running averages are used.
+    at inference the running averages are used, and the layer is the
+    per-channel affine map `inference_affine()` returns.
 
     Kernel sizes are given (`kernel_sizes=[(4, 4), (2, 2), (2, 2), (2, 2)]`,
     the paper's notation) or derived (appendix B): each side is factored into
@@ -90,14 +97,18 @@ class DWCKNormalization(keras.layers.Layer):
     (section 3.1.1), so the initial weighted mean is close to the
     arithmetic mean.
 
-    Statistics are float32 under mixed precision; the output is in the
-    compute dtype.
+    Statistics, the weight map and every variable are float32 under mixed
+    precision (variables read with `autocast=False`, inputs cast to float32,
+    as Keras `BatchNormalization`); the output is in the compute dtype. The
+    training/inference logic is `BatchStatisticsNormalization`'s.
 
     Args:
         kernel_sizes: list of `(kh, kw)` (or ints) for the stack, or `None`
             to derive it from the input's spatial size.
+        axis: the channel axis: `-1` (default, `(N, H, W, C)`) or `1`
+            (channels first, `(N, C, H, W)`), as Keras `BatchNormalization`.
         momentum: running-average momentum, as Keras `BatchNormalization`.
-        epsilon: added to the variance.
+        epsilon: positive number added to the variance. Defaults to 1e-3.
         center: learn the offset `beta`.
         scale: learn the scale `gamma`.
         weighted_variance: use eq. 8 instead of the simple variance.
@@ -109,17 +120,19 @@ class DWCKNormalization(keras.layers.Layer):
 
     Raises:
         TypeError: if `synchronized` is not a bool.
-        ValueError: for malformed `kernel_sizes` or `momentum`, or
-            `synchronized=True` off TensorFlow; at build
-            time, for an input that is not rank 4 with known `H`, `W`, `C`,
-            or a stack whose kernels do not divide the map.
+        ValueError: for malformed `kernel_sizes`, an `axis` other than -1,
+            3, 1 or -3, a `momentum` outside [0, 1], a non-positive or
+            infinite `epsilon`, or `synchronized=True` off TensorFlow; at
+            build time, for an input that is not rank 4 with known `H`, `W`,
+            `C`, or a stack whose kernels do not divide the map.
 
     Call arguments:
-        inputs: `(N, H, W, C)` float tensor, channels last.
+        inputs: `(N, H, W, C)` float tensor (`(N, C, H, W)` with `axis=1`).
         training: use batch statistics and update the running averages.
 
     Input shape:
-        `(N, H, W, C)`; output has the same shape, in the compute dtype.
+        `(N, H, W, C)` or, with `axis=1`, `(N, C, H, W)`; the output has the
+        same shape, in the compute dtype.
 
     Examples:
 
@@ -132,14 +145,14 @@ class DWCKNormalization(keras.layers.Layer):
     1.0
 
     Reference:
-        Esposito & Ganaba, "Convolutional Normalization"
-        (`../shared/papers/convolutional-normalization-dwck.md`), eq. 6-13,
-        section 3.1, 3.1.1, 4 and appendix B.
+        Esposito & Ganaba, "Convolutional Normalization" (arXiv:2102.09685),
+        eq. 6-13, section 3.1, 3.1.1, 4 and appendix B.
     """
 
     def __init__(
         self,
         kernel_sizes=None,
+        axis=-1,
         momentum=0.99,
         epsilon=1e-3,
         center=True,
@@ -148,35 +161,38 @@ class DWCKNormalization(keras.layers.Layer):
         synchronized=False,
         **kwargs,
     ):
-        kwargs.pop("autocast", None)
-        super().__init__(autocast=False, **kwargs)
+        super().__init__(
+            axis=axis, momentum=momentum, epsilon=epsilon, synchronized=synchronized, **kwargs
+        )
+        check_image_axis(self, axis)
         self.kernel_sizes = None if kernel_sizes is None else _check_kernel_sizes(kernel_sizes)
         self._given_kernel_sizes = self.kernel_sizes
-        self.momentum = check_momentum(momentum, "DWCKNormalization")
-        self.epsilon = float(epsilon)
         self.center = bool(center)
         self.scale = bool(scale)
         self.weighted_variance = bool(weighted_variance)
-        self.synchronized = check_synchronized(synchronized, "DWCKNormalization")
 
     def build(self, input_shape):
+        layout = "(N, H, W, C)" if self.axis in (-1, 3) else "(N, C, H, W)"
         if len(input_shape) != 4 or any(s is None for s in input_shape[1:]):
             raise ValueError(
-                "DWCKNormalization expects a rank-4 (N, H, W, C) input with known "
+                f"DWCKNormalization expects a rank-4 {layout} input with known "
                 f"H, W and C. Received: input_shape={tuple(input_shape)}"
             )
-        _, height, width, channels = input_shape
+        super().build(input_shape)
+        channels = input_shape[self._channel]
+        height, width = (input_shape[a] for a in self._reduction_axes[1:])
         if self._given_kernel_sizes is None:
             (self._padded_h, self._padded_w), self.kernel_sizes = derive_kernel_sizes(height, width)
         else:
             self._padded_h, self._padded_w = height, width
-        self._remaining = self._check_fit(height, width)
+        self._map_size = (height, width)
+        self._remaining = self._check_fit(input_shape, height, width)
         area = 1
         for kh, kw in self.kernel_sizes:
             area *= kh * kw
         start = (1.0 / area) ** (1.0 / len(self.kernel_sizes))
         self.stack = [
-            keras.layers.DepthwiseConv2D(
+            DepthwiseConv2D(
                 (kh, kw),
                 strides=(kh, kw),
                 use_bias=False,
@@ -192,25 +208,23 @@ class DWCKNormalization(keras.layers.Layer):
         for conv, (kh, kw) in zip(self.stack, self.kernel_sizes):
             conv.build((None, h, w, channels))
             h, w = h // kh, w // kw
-        self.gamma = self._vector("gamma", channels, "ones") if self.scale else None
-        self.beta = self._vector("beta", channels, "zeros") if self.center else None
-        self.moving_mean = add_moving_statistic(self, "moving_mean", channels, "zeros")
-        self.moving_variance = add_moving_statistic(self, "moving_variance", channels, "ones")
-        self.input_spec = keras.InputSpec(ndim=4, axes={1: height, 2: width, 3: channels})
+        if self.scale:
+            self.gamma = self._vector("gamma", channels, "ones")
+        if self.center:
+            self.beta = self._vector("beta", channels, "zeros")
+        self.input_spec = keras.InputSpec(ndim=4, axes={a: input_shape[a] for a in (1, 2, 3)})
 
     def _vector(self, name, size, initializer):
-        return self.add_weight(
-            name=name, shape=(size,), initializer=initializer, trainable=True, autocast=False
-        )
+        return self.add_weight(name=name, shape=(size,), initializer=initializer, trainable=True)
 
-    def _check_fit(self, height, width):
+    def _check_fit(self, input_shape, height, width):
         h, w = self._padded_h, self._padded_w
         for kh, kw in self.kernel_sizes:
             if h % kh or w % kw:
                 raise ValueError(
                     f"DWCKNormalization: the stack {self.kernel_sizes} does not fit a "
                     f"{height}x{width} map (a kernel must divide the map it reduces). "
-                    f"Received: input_shape=(None, {height}, {width}, ...)"
+                    f"Received: input_shape={tuple(input_shape)}"
                 )
             h, w = h // kh, w // kw
         return h, w
@@ -220,7 +234,8 @@ class DWCKNormalization(keras.layers.Layer):
 
         The stacked kernels' entries multiplied along each position's path
         (eq. 10-13), tiled uniformly over the positions the stack leaves,
-        cropped to the unpadded map, and divided by their sum.
+        cropped to the unpadded map, and divided by their sum. The layout is
+        `(H, W, C)` whatever `axis` is.
         """
         weights = None
         for conv in self.stack:
@@ -236,50 +251,32 @@ class DWCKNormalization(keras.layers.Layer):
             )
         rows, cols = self._remaining
         weights = ops.tile(weights, (rows, cols, 1))
-        height, width = self.input_spec.axes[1], self.input_spec.axes[2]
+        height, width = self._map_size
         # A tiny floor keeps eq. 6 defined (uniform) if NonNeg clips a whole
         # channel's kernel to zero.
         weights = weights[:height, :width] + _WEIGHT_FLOOR
         return weights / ops.sum(weights, axis=(0, 1), keepdims=True)
 
-    def _batch_moments(self, x):
+    def batch_statistics(self, x):
+        """`(mu, var)` of eq. 7 and the simple (or eq. 8) variance, float32 `(C,)` each."""
         p = self.effective_weights()
-        mean = ops.sum(p * batch_mean(x, 0, self.synchronized), axis=(0, 1))
-        squared = ops.square(x - mean)
+        if self._channel == 1:
+            p = ops.transpose(p, (2, 0, 1))  # the (C, H, W) layout of one example
+        positions = tuple(a - 1 for a in self._reduction_axes[1:])
+        mean = ops.sum(p * batch_mean(x, 0, self.synchronized), axis=positions)
+        squared = ops.square(x - self._per_channel(mean))
         if self.weighted_variance:
-            variance = ops.sum(p * batch_mean(squared, 0, self.synchronized), axis=(0, 1))
+            variance = ops.sum(p * batch_mean(squared, 0, self.synchronized), axis=positions)
         else:
-            variance = batch_mean(squared, (0, 1, 2), self.synchronized)
+            variance = batch_mean(squared, self._reduction_axes, self.synchronized)
         return mean, variance
-
-    def call(self, inputs, training=None):
-        x = ops.cast(inputs, "float32")
-        if training and self.trainable:
-            mean, variance = self._batch_moments(x)
-            update_moving_average(self.moving_mean, mean, self.momentum)
-            update_moving_average(self.moving_variance, variance, self.momentum)
-        else:
-            mean, variance = self.moving_mean, self.moving_variance
-        scale = ops.rsqrt(variance + self.epsilon)
-        if self.scale:
-            scale = scale * self.gamma
-        outputs = (x - mean) * scale
-        if self.center:
-            outputs = outputs + self.beta
-        return ops.cast(outputs, self.compute_dtype)
-
-    def compute_output_shape(self, input_shape):
-        return input_shape
 
     def get_config(self):
         config = {
             "kernel_sizes": self._given_kernel_sizes,
-            "momentum": self.momentum,
-            "epsilon": self.epsilon,
             "center": self.center,
             "scale": self.scale,
             "weighted_variance": self.weighted_variance,
-            "synchronized": self.synchronized,
         }
         return {**super().get_config(), **config}
 

@@ -1,4 +1,4 @@
-"""Normalization with learned statistics (Esposito & Ganaba, section 5)."""
+"""Normalization with learned statistics (Esposito & Ganaba, arXiv:2102.09685, section 5)."""
 
 import math
 
@@ -6,11 +6,9 @@ import keras
 from keras import ops
 
 from keras_norms.layers.batch_statistics import (
-    add_moving_statistic,
+    BatchStatisticsNormalization,
     batch_mean,
-    check_momentum,
-    check_synchronized,
-    update_moving_average,
+    check_image_axis,
 )
 
 # Section 5.1: (channels, kernel sizes) of the Conv1D stacks.
@@ -21,7 +19,7 @@ _SOFTPLUS_ONE = math.log(math.e - 1.0)
 
 
 @keras.saving.register_keras_serializable(package="keras_norms")
-class LearnedStatisticsNormalization(keras.layers.Layer):
+class LearnedStatisticsNormalization(BatchStatisticsNormalization):
     """Batch normalization whose mean and deviation come from small networks.
 
     Section 5 of the paper gives each statistic a network: global average
@@ -40,8 +38,9 @@ class LearnedStatisticsNormalization(keras.layers.Layer):
       `m + f_mu(m)`; the final average pooling is over the batch:
       `mu[c] = mean_n (m + f_mu(m))[n, c]`.
     - The deviation network does the same with `v[n, c]`, the mean squared
-      deviation of example `n`'s map `c` from `mu`:
-      `sigma[c]^2 = mean_n (v * softplus(f_sigma(v) + log(e - 1)))[n, c]`,
+      deviation of example `n`'s map `c` from `mu` (two passes: `mu` first,
+      then the squared deviations, so nothing cancels for inputs far from
+      zero): `sigma[c]^2 = mean_n (v * softplus(f_sigma(v) + log(e - 1)))[n, c]`,
       and `y = (x - mu) / sqrt(sigma^2 + epsilon)`. Softplus keeps the
       deviation positive, epsilon keeps it away from zero.
     - The last `Conv1D` of each network starts at zero, so the layer starts
@@ -52,21 +51,26 @@ class LearnedStatisticsNormalization(keras.layers.Layer):
       first-layer networks, 172 for the others.
     - In training the batch's `mu` and `sigma^2` are used and their running
       averages updated with `momentum`; inference (and the exported graph)
-      uses the running averages.
+      uses the running averages: the per-channel affine map
+      `inference_affine()` returns.
 
     A per-example reading (instance statistics) was tried first and does not
     train in ALL-CNN-C: a per-example mean subtracted before the final 1x1
     convolution and global average pooling removes every input-dependent
     term from the logits.
 
-    Statistics and the networks run in float32; the output is in the
-    compute dtype.
+    Statistics and the networks run in float32 under mixed precision
+    (float32 networks, variables read with `autocast=False`, inputs cast to
+    float32, as Keras `BatchNormalization`); the output is in the compute
+    dtype. The training/inference logic is `BatchStatisticsNormalization`'s.
 
     Args:
         network: `"other"` (default, the 4-layer networks) or `"first"`
             (the 3-layer networks of ALL-CNN-C's first normalized layer).
+        axis: the channel axis: `-1` (default, `(N, H, W, C)`) or `1`
+            (channels first, `(N, C, H, W)`), as Keras `BatchNormalization`.
         momentum: running-average momentum. Defaults to 0.99.
-        epsilon: added to the variance. Defaults to 1e-3.
+        epsilon: positive number added to the variance. Defaults to 1e-3.
         synchronized: if `True` (TensorFlow backend only), batch statistics
             are all-reduced over the replicas of a `tf.distribute` strategy
             (global-batch statistics, as Keras `BatchNormalization` offers).
@@ -74,17 +78,19 @@ class LearnedStatisticsNormalization(keras.layers.Layer):
         **kwargs: base layer keyword arguments.
 
     Raises:
-        ValueError: for an unknown `network`, a `momentum` outside [0, 1]
-            or `synchronized=True` off TensorFlow; at build time, for an
-            input that is not rank 4 with a known C.
+        ValueError: for an unknown `network`, an `axis` other than -1, 3, 1
+            or -3, a `momentum` outside [0, 1], a non-positive or infinite
+            `epsilon`, or `synchronized=True` off TensorFlow; at build time,
+            for an input that is not rank 4 with a known C.
         TypeError: if `synchronized` is not a bool.
 
     Call arguments:
-        inputs: `(N, H, W, C)` float tensor, channels last.
+        inputs: `(N, H, W, C)` float tensor (`(N, C, H, W)` with `axis=1`).
         training: use batch statistics and update the running averages.
 
     Input shape:
-        `(N, H, W, C)`; output has the same shape, in the compute dtype.
+        `(N, H, W, C)` or, with `axis=1`, `(N, C, H, W)`; the output has the
+        same shape, in the compute dtype.
 
     Examples:
 
@@ -95,35 +101,36 @@ class LearnedStatisticsNormalization(keras.layers.Layer):
     (True, 172)
 
     Reference:
-        Esposito & Ganaba, "Convolutional Normalization"
-        (`../shared/papers/convolutional-normalization-dwck.md`), section 5, 5.1.
+        Esposito & Ganaba, "Convolutional Normalization" (arXiv:2102.09685),
+        section 5 and 5.1.
     """
 
-    def __init__(self, network="other", momentum=0.99, epsilon=1e-3, synchronized=False, **kwargs):
-        kwargs.pop("autocast", None)
-        super().__init__(autocast=False, **kwargs)
+    def __init__(
+        self, network="other", axis=-1, momentum=0.99, epsilon=1e-3, synchronized=False, **kwargs
+    ):
+        super().__init__(
+            axis=axis, momentum=momentum, epsilon=epsilon, synchronized=synchronized, **kwargs
+        )
+        check_image_axis(self, axis)
         if network not in ("first", "other"):
             raise ValueError(
                 "LearnedStatisticsNormalization expects network 'first' or 'other'. "
                 f"Received: network={network!r}"
             )
         self.network = network
-        self.momentum = check_momentum(momentum, "LearnedStatisticsNormalization")
-        self.epsilon = float(epsilon)
-        self.synchronized = check_synchronized(synchronized, "LearnedStatisticsNormalization")
 
     def build(self, input_shape):
-        if len(input_shape) != 4 or input_shape[-1] is None:
+        layout = "(N, H, W, C)" if self.axis in (-1, 3) else "(N, C, H, W)"
+        if len(input_shape) != 4 or input_shape[self.axis] is None:
             raise ValueError(
-                "LearnedStatisticsNormalization expects a rank-4 (N, H, W, C) input "
+                f"LearnedStatisticsNormalization expects a rank-4 {layout} input "
                 f"with a known C. Received: input_shape={tuple(input_shape)}"
             )
-        channels = input_shape[-1]
+        super().build(input_shape)
+        channels = input_shape[self._channel]
+        self._spatial_axes = tuple(self._reduction_axes[1:])
         self.mean_network = self._network("mean", channels)
         self.deviation_network = self._network("deviation", channels)
-        self.moving_mean = add_moving_statistic(self, "moving_mean", channels, "zeros")
-        self.moving_variance = add_moving_statistic(self, "moving_variance", channels, "ones")
-        self.input_spec = keras.InputSpec(ndim=4, axes={-1: channels})
 
     def _network(self, name, channels):
         filters, sizes = FIRST_LAYER_NETWORK if self.network == "first" else OTHER_LAYERS_NETWORK
@@ -131,7 +138,10 @@ class LearnedStatisticsNormalization(keras.layers.Layer):
         network = keras.Sequential(
             [
                 keras.layers.Conv1D(
-                    f, k, padding="same", use_bias=False,
+                    f,
+                    k,
+                    padding="same",
+                    use_bias=False,
                     activation=None if index == last else "relu",
                     kernel_initializer="zeros" if index == last else "glorot_uniform",
                     dtype="float32",  # statistics in float32 under mixed precision
@@ -149,34 +159,12 @@ class LearnedStatisticsNormalization(keras.layers.Layer):
 
     def batch_statistics(self, x):
         """`(mu, sigma^2)`, float32 `(C,)` each, of a float32 batch `x`."""
-        m = ops.mean(x, axis=(1, 2))
+        m = ops.mean(x, axis=self._spatial_axes)
         mu = batch_mean(m + self._apply(self.mean_network, m), 0, self.synchronized)
-        # E[(x - mu)^2] = E[x^2] - 2 mu m + mu^2: one more reduction of x
-        # instead of a second pass over (x - mu).
-        second = ops.mean(ops.square(x), axis=(1, 2))
-        v = ops.maximum(second - 2.0 * mu * m + ops.square(mu), 0.0)
+        # Two passes: the mean squared deviation from mu, per example and channel.
+        v = ops.mean(ops.square(x - self._per_channel(mu)), axis=self._spatial_axes)
         scale = ops.softplus(self._apply(self.deviation_network, v) + _SOFTPLUS_ONE)
         return mu, batch_mean(v * scale, 0, self.synchronized)
 
-    def call(self, inputs, training=None):
-        x = ops.cast(inputs, "float32")
-        if training and self.trainable:
-            mean, variance = self.batch_statistics(x)
-            update_moving_average(self.moving_mean, mean, self.momentum)
-            update_moving_average(self.moving_variance, variance, self.momentum)
-        else:
-            mean, variance = self.moving_mean, self.moving_variance
-        outputs = (x - mean) * ops.rsqrt(variance + self.epsilon)
-        return ops.cast(outputs, self.compute_dtype)
-
-    def compute_output_shape(self, input_shape):
-        return input_shape
-
     def get_config(self):
-        config = {
-            "network": self.network,
-            "momentum": self.momentum,
-            "epsilon": self.epsilon,
-            "synchronized": self.synchronized,
-        }
-        return {**super().get_config(), **config}
+        return {**super().get_config(), "network": self.network}

@@ -1,19 +1,12 @@
-"""Mean-only batch normalization (Salimans & Kingma 2016, section 4)."""
+"""Mean-only batch normalization (Salimans & Kingma 2016, arXiv:1602.07868, section 4)."""
 
 import keras
-from keras import ops
 
-from keras_norms.layers.batch_statistics import (
-    add_moving_statistic,
-    batch_mean,
-    check_momentum,
-    check_synchronized,
-    update_moving_average,
-)
+from keras_norms.layers.batch_statistics import BatchStatisticsNormalization, batch_mean
 
 
 @keras.saving.register_keras_serializable(package="keras_norms")
-class MeanOnlyBatchNormalization(keras.layers.Layer):
+class MeanOnlyBatchNormalization(BatchStatisticsNormalization):
     """Mean-only batch normalization: subtract the mini-batch mean, add a bias.
 
     In training, `y = x - mean_B(x) + beta`, with the mean taken over every
@@ -21,12 +14,15 @@ class MeanOnlyBatchNormalization(keras.layers.Layer):
     standard deviation. A running mean is kept,
     `moving_mean = momentum * moving_mean + (1 - momentum) * mean_B(x)`,
     and used at inference: `y = x - moving_mean + beta`.
-    (`../shared/papers/weight-normalization-convpool-cnn-c.md`, section 6A;
-    Salimans & Kingma 2016, section 4.) Meant to follow a linear layer,
-    typically weight-normalized, whose bias it replaces.
+    (Salimans & Kingma 2016, arXiv:1602.07868, section 4.) Meant to follow a
+    linear layer, typically weight-normalized, whose bias it replaces; at
+    inference it is the affine map `inference_affine()` returns
+    (`scale = 1`, `shift = beta - moving_mean`).
 
-    Statistics and variables are float32; under a mixed-precision policy
-    the output comes back in the compute dtype.
+    Statistics and variables are float32 (variables with `autocast=False`,
+    inputs cast to float32, as Keras `BatchNormalization`); under a
+    mixed-precision policy the output comes back in the compute dtype. The
+    training/inference logic is `BatchStatisticsNormalization`'s.
 
     Args:
         axis: integer, the feature axis (the one that is not averaged).
@@ -48,8 +44,8 @@ class MeanOnlyBatchNormalization(keras.layers.Layer):
 
     Raises:
         ValueError: if `axis` is not an integer, `momentum` is outside
-            [0, 1], `synchronized=True` off the TensorFlow backend, or the
-            input has no such axis or an unknown size on it.
+            [0, 1], `synchronized=True` off the TensorFlow backend; at build
+            time, if the input has no such axis or an unknown size on it.
         TypeError: if `synchronized` is not a bool.
 
     Call arguments:
@@ -80,6 +76,8 @@ class MeanOnlyBatchNormalization(keras.layers.Layer):
         (arXiv:1602.07868), section 4 (mean-only batch normalization).
     """
 
+    normalizes_variance = False
+
     def __init__(
         self,
         axis=-1,
@@ -92,85 +90,36 @@ class MeanOnlyBatchNormalization(keras.layers.Layer):
         synchronized=False,
         **kwargs,
     ):
-        super().__init__(**kwargs)
-        if not isinstance(axis, int) or isinstance(axis, bool):
-            raise ValueError(
-                "MeanOnlyBatchNormalization expects `axis` to be an integer. "
-                f"Received: axis={axis!r}"
-            )
-        self.axis = axis
-        self.momentum = check_momentum(momentum, "MeanOnlyBatchNormalization")
+        super().__init__(axis=axis, momentum=momentum, synchronized=synchronized, **kwargs)
         self.center = bool(center)
         self.beta_initializer = keras.initializers.get(beta_initializer)
-        self.moving_mean_initializer = keras.initializers.get(
-            moving_mean_initializer
-        )
+        self.moving_mean_initializer = keras.initializers.get(moving_mean_initializer)
         self.beta_regularizer = keras.regularizers.get(beta_regularizer)
         self.beta_constraint = keras.constraints.get(beta_constraint)
-        self.synchronized = check_synchronized(synchronized, "MeanOnlyBatchNormalization")
         self.supports_masking = False
 
     def build(self, input_shape):
-        rank = len(input_shape)
-        if not -rank <= self.axis < rank or rank < 2:
-            raise ValueError(
-                f"MeanOnlyBatchNormalization(axis={self.axis}) expects an "
-                f"input of rank >= 2 with that axis. "
-                f"Received: input_shape={tuple(input_shape)}"
-            )
-        self._axis = self.axis % rank
-        size = input_shape[self._axis]
-        if size is None:
-            raise ValueError(
-                f"MeanOnlyBatchNormalization expects a known size on axis "
-                f"{self.axis}. Received: input_shape={tuple(input_shape)}"
-            )
-        self.input_spec = keras.InputSpec(ndim=rank, axes={self._axis: size})
-        self._reduction_axes = [a for a in range(rank) if a != self._axis]
-        self._broadcast_shape = [1] * rank
-        self._broadcast_shape[self._axis] = size
-        self.beta = None
+        super().build(input_shape)
         if self.center:
             self.beta = self.add_weight(
                 name="beta",
-                shape=(size,),
+                shape=(input_shape[self._channel],),
                 initializer=self.beta_initializer,
                 regularizer=self.beta_regularizer,
                 constraint=self.beta_constraint,
                 trainable=True,
-                autocast=False,
             )
-        self.moving_mean = add_moving_statistic(
-            self, "moving_mean", size, self.moving_mean_initializer
-        )
 
-    def call(self, inputs, training=None):
-        x = ops.cast(inputs, "float32")
-        if training and self.trainable:
-            mean = batch_mean(x, self._reduction_axes, self.synchronized)
-            update_moving_average(self.moving_mean, mean, self.momentum)
-        else:
-            mean = self.moving_mean
-        shift = -mean
-        if self.center:
-            shift = shift + self.beta
-        outputs = x + ops.reshape(shift, self._broadcast_shape)
-        return ops.cast(outputs, self.compute_dtype)
-
-    def compute_output_shape(self, input_shape):
-        return input_shape
+    def batch_statistics(self, x):
+        """`(mean_B(x), None)`: the float32 `(C,)` batch mean and no variance."""
+        return batch_mean(x, self._reduction_axes, self.synchronized), None
 
     def get_config(self):
         config = {
-            "axis": self.axis,
-            "momentum": self.momentum,
             "center": self.center,
             "beta_initializer": keras.initializers.serialize(self.beta_initializer),
-            "moving_mean_initializer": keras.initializers.serialize(
-                self.moving_mean_initializer
-            ),
+            "moving_mean_initializer": keras.initializers.serialize(self.moving_mean_initializer),
             "beta_regularizer": keras.regularizers.serialize(self.beta_regularizer),
             "beta_constraint": keras.constraints.serialize(self.beta_constraint),
-            "synchronized": self.synchronized,
         }
         return {**super().get_config(), **config}

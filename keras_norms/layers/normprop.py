@@ -1,9 +1,12 @@
-"""Normalization Propagation layers (Arpit et al. 2016): NormPropDense, NormPropConv2D."""
+"""Normalization Propagation layers (Arpit et al. 2016, arXiv:1603.01431).
+
+`NormPropDense` and `NormPropConv2D` (a `keras.layers.Conv2D` whose
+`convolution_op` normalizes the kernel).
+"""
 
 import keras
+import numpy as np
 from keras import ops
-
-from keras_norms.layers.arguments import conv_output_shape, int_pair
 
 from keras_norms.activation_moments import (
     activation_moments,
@@ -11,87 +14,98 @@ from keras_norms.activation_moments import (
     prelu_jacobian_factor,
     prelu_moments,
 )
+from keras_norms.layers.linear import NormalizedLinear
+from keras_norms.layers.precision import Float32Variables
+from keras_norms.policies import dtype_policy
 
 _SQUARED_NORM_FLOOR = 1e-12
 PRELU = "prelu"
 # He et al. (2015) initialize the PReLU slope at 0.25.
 PRELU_INITIAL_SLOPE = 0.25
+# Conv2D arguments that NormPropConv2D sets itself (no bias: `beta` is the
+# offset; the kernel constraint is `unit_norm_constraint`).
+_FIXED_CONV_ARGUMENTS = (
+    "use_bias",
+    "bias_initializer",
+    "bias_regularizer",
+    "bias_constraint",
+    "kernel_constraint",
+)
 
 
-class _NormPropLayer(keras.layers.Layer):
-    """Shared NormProp computation; subclasses define the linear map.
+class _Activation:
+    """The activation's NormProp constants, checked when the layer is constructed."""
 
-    o = (f(gamma * (W x) / ||W_i|| + beta) - c2) / c1, with `gamma / ||W_i||`
-    folded into the kernel before the product.
+    def __init__(self, activation):
+        self.prelu = activation == PRELU
+        self.standardize = activation is not None
+        if self.prelu:
+            self.c2, self.c1 = prelu_moments(PRELU_INITIAL_SLOPE)
+            self.factor = prelu_jacobian_factor(PRELU_INITIAL_SLOPE)
+        else:
+            self.c2, self.c1 = activation_moments(activation)
+            self.factor = jacobian_factor(activation)
+        # The elementwise function as Dense and Conv2D hold it (None: linear).
+        self.function = None if self.prelu or activation is None else activation
+        if activation is None or isinstance(activation, str):
+            self.config = activation
+        else:
+            self.config = keras.activations.serialize(activation)
+
+
+class _NormProp(Float32Variables, NormalizedLinear):
+    """The NormProp computation shared by the Dense and Conv2D variants.
+
+    `o = (f(gamma * (W x) / ||W_i|| + beta) - c2) / c1`, with
+    `gamma / ||W_i||` folded into the kernel before the product. Subclasses
+    provide `_normalized_linear(inputs)` (the product with the normalized
+    kernel), `_plain_linear(activation, name)` (the plain Keras layer of the
+    same shape) and `_channel_axis`.
     """
 
-    def __init__(
+    def _set_normprop(
         self,
-        activation="relu",
-        gamma_initializer=None,
-        beta_initializer="zeros",
-        kernel_initializer="glorot_uniform",
-        kernel_regularizer=None,
-        unit_norm_constraint=True,
-        prelu_alpha_initializer=None,
-        **kwargs,
+        activation,
+        gamma_initializer,
+        beta_initializer,
+        unit_norm_constraint,
+        prelu_alpha_initializer,
     ):
-        super().__init__(**kwargs)
-        self.activation = activation
-        self._prelu = activation == PRELU
-        if self._prelu:
-            self._c2, self._c1 = prelu_moments(PRELU_INITIAL_SLOPE)
-            factor = prelu_jacobian_factor(PRELU_INITIAL_SLOPE)
-            self._function = None
-        else:
-            self._c2, self._c1 = activation_moments(activation)
-            factor = jacobian_factor(activation)
-            self._function = None if activation is None else keras.activations.get(activation)
+        self._prelu = activation.prelu
+        self._standardize = activation.standardize
+        self._c2, self._c1 = activation.c2, activation.c1
+        self._activation_config = activation.config
+        self.activation = keras.activations.get(activation.function)
         self.gamma_initializer = keras.initializers.get(
-            gamma_initializer or keras.initializers.Constant(1.0 / factor)
+            gamma_initializer or keras.initializers.Constant(1.0 / activation.factor)
         )
         self.beta_initializer = keras.initializers.get(beta_initializer)
-        self.kernel_initializer = keras.initializers.get(kernel_initializer)
-        self.kernel_regularizer = keras.regularizers.get(kernel_regularizer)
         self.unit_norm_constraint = bool(unit_norm_constraint)
         self.prelu_alpha_initializer = keras.initializers.get(
             prelu_alpha_initializer or keras.initializers.Constant(PRELU_INITIAL_SLOPE)
         )
 
-    def _build_weights(self, kernel_shape, units):
-        rank = len(kernel_shape)
-        self._norm_axes = tuple(range(rank - 1))
-        constraint = (
-            keras.constraints.UnitNorm(axis=list(self._norm_axes))
-            if self.unit_norm_constraint
-            else None
-        )
-        self.kernel = self.add_weight(
-            name="kernel",
-            shape=kernel_shape,
-            initializer=self.kernel_initializer,
-            regularizer=self.kernel_regularizer,
-            constraint=constraint,
-            autocast=False,
-        )
+    def _build_normprop(self, input_shape, units):
+        self._built_input_shape = tuple(input_shape)
         self.gamma = self.add_weight(
-            name="gamma", shape=(units,), initializer=self.gamma_initializer, autocast=False
+            name="gamma", shape=(units,), initializer=self.gamma_initializer
         )
-        self.beta = self.add_weight(
-            name="beta", shape=(units,), initializer=self.beta_initializer, autocast=False
-        )
+        self.beta = self.add_weight(name="beta", shape=(units,), initializer=self.beta_initializer)
         self.alpha = None
         if self._prelu:
             self.alpha = self.add_weight(
-                name="alpha", shape=(units,), initializer=self.prelu_alpha_initializer,
-                autocast=False,
+                name="alpha", shape=(units,), initializer=self.prelu_alpha_initializer
             )
+
+    def _normalize(self, kernel):
+        kernel = ops.cast(kernel, "float32")
+        axes = tuple(range(len(kernel.shape) - 1))
+        squared = ops.sum(ops.square(kernel), axis=axes, keepdims=True)
+        return kernel * ops.rsqrt(ops.maximum(squared, _SQUARED_NORM_FLOOR)) * self.gamma
 
     def normalized_kernel(self):
         """`gamma * W / ||W_i||` per output unit, float32, the kernel's shape."""
-        kernel = ops.cast(self.kernel, "float32")
-        squared = ops.sum(ops.square(kernel), axis=self._norm_axes, keepdims=True)
-        return kernel * ops.rsqrt(ops.maximum(squared, _SQUARED_NORM_FLOOR)) * self.gamma
+        return self._normalize(self.kernel)
 
     def post_activation_moments(self):
         """`(c2, c1)`: floats, or float32 `(units,)` tensors for PReLU."""
@@ -99,41 +113,104 @@ class _NormPropLayer(keras.layers.Layer):
             return prelu_moments(ops.convert_to_tensor(self.alpha))
         return self._c2, self._c1
 
-    def call(self, inputs):
-        dtype = self.compute_dtype
-        outputs = self._linear(ops.cast(inputs, dtype), ops.cast(self.normalized_kernel(), dtype))
-        outputs = ops.cast(outputs, "float32") + self._per_channel(self.beta, outputs)
-        if self.activation is None:
-            return ops.cast(outputs, dtype)
-        c2, c1 = self.post_activation_moments()
-        if self._prelu:
-            alpha = self._per_channel(self.alpha, outputs)
-            activated = ops.where(outputs > 0, outputs, alpha * outputs)
-            c2, c1 = self._per_channel(c2, outputs), self._per_channel(c1, outputs)
-        else:
-            activated = self._function(outputs)
-        return ops.cast((activated - c2) / c1, dtype)
-
-    def _per_channel(self, vector, like):
-        shape = [1] * ops.ndim(like)
+    def _per_channel(self, vector, ndim):
+        shape = [1] * ndim
         shape[self._channel_axis] = -1
         return ops.reshape(ops.cast(vector, "float32"), shape)
 
-    def get_config(self):
-        config = {
-            "activation": self.activation
-            if self.activation is None or isinstance(self.activation, str)
-            else keras.activations.serialize(self.activation),
+    def call(self, inputs):
+        dtype = self.compute_dtype
+        outputs = ops.cast(self._normalized_linear(ops.cast(inputs, dtype)), "float32")
+        ndim = len(outputs.shape)
+        outputs = outputs + self._per_channel(self.beta, ndim)
+        if not self._standardize:
+            return ops.cast(outputs, dtype)
+        c2, c1 = self.post_activation_moments()
+        if self._prelu:
+            alpha = self._per_channel(self.alpha, ndim)
+            activated = ops.where(outputs > 0, outputs, alpha * outputs)
+            c2, c1 = self._per_channel(c2, ndim), self._per_channel(c1, ndim)
+        else:
+            activated = self.activation(outputs)
+        return ops.cast((activated - c2) / c1, dtype)
+
+    def _normprop_config(self):
+        return {
+            "activation": self._activation_config,
             "gamma_initializer": keras.initializers.serialize(self.gamma_initializer),
             "beta_initializer": keras.initializers.serialize(self.beta_initializer),
-            "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),
-            "kernel_regularizer": keras.regularizers.serialize(self.kernel_regularizer),
             "unit_norm_constraint": self.unit_norm_constraint,
-            "prelu_alpha_initializer": keras.initializers.serialize(
-                self.prelu_alpha_initializer
-            ),
+            "prelu_alpha_initializer": keras.initializers.serialize(self.prelu_alpha_initializer),
         }
-        return {**super().get_config(), **config}
+
+    def plain_layer(self):
+        """A built, float32 plain Keras layer that computes this layer's function.
+
+        With `activation=None`: a `Dense` / `Conv2D` named like this layer,
+        holding the kernel `gamma * W / ||W_i||` and the bias `beta`.
+        Otherwise a `keras.Sequential` named like this layer: that linear
+        layer (named `<name>_dense` / `<name>_conv`) with the elementwise
+        activation, then `keras.layers.Rescaling(1 / c1, -c2 / c1)` (eq. 9,
+        11). For `"prelu"` the linear layer has no activation and is followed
+        by `keras.layers.PReLU` with this layer's slopes (shared over the
+        spatial axes); as `c1(a) > 0` varies per channel and PReLU is
+        positively homogeneous, `1 / c1` is folded into the linear layer's
+        kernel and bias and the `Rescaling` has scale 1 and the per-channel
+        offset `-c2 / c1` (Keras' `Rescaling` reshapes a per-channel scale by
+        the global image data format, its offset it leaves alone).
+
+        Returns:
+            A new built `keras.layers.Layer` (float32 variables and compute)
+            whose output on any input equals this layer's, float32 rounding
+            aside.
+
+        Raises:
+            ValueError: if the layer is not built.
+        """
+        if not self.built:
+            raise ValueError(
+                f"{type(self).__name__}.plain_layer needs a built layer. "
+                f"Received: built={self.built}"
+            )
+        shape = self._built_input_shape
+        kernel = np.asarray(ops.convert_to_numpy(self.normalized_kernel()), "float64")
+        bias = np.asarray(ops.convert_to_numpy(self.beta), "float64")
+        with dtype_policy("float32"):
+            if not self._standardize:
+                linear = self._plain_linear(None, self.name)
+                linear.build(shape)
+                linear.set_weights([kernel.astype("float32"), bias.astype("float32")])
+                return linear
+            activation = None if self._prelu else self._activation_config
+            linear = self._plain_linear(activation, f"{self.name}_{self._plain_suffix}")
+            parts = [linear]
+            rank = len(shape)
+            channel = self._channel_axis % rank
+            if self._prelu:
+                alpha = np.asarray(ops.convert_to_numpy(self.alpha), "float64")
+                c2, c1 = np.array([prelu_moments(float(a)) for a in alpha]).T
+                kernel, bias = kernel / c1, bias / c1  # PReLU(z / c1) = PReLU(z) / c1
+                shared = [axis for axis in range(1, rank) if axis != channel]
+                prelu = keras.layers.PReLU(shared_axes=shared or None, name=f"{self.name}_prelu")
+                offset_shape = [1] * (rank - 1)
+                offset_shape[channel - 1] = -1
+                parts += [
+                    prelu,
+                    keras.layers.Rescaling(
+                        1.0,
+                        np.reshape(-c2 / c1, offset_shape).astype("float32"),
+                        name=f"{self.name}_shift",
+                    ),
+                ]
+            else:
+                c2, c1 = self._c2, self._c1
+                parts.append(keras.layers.Rescaling(1.0 / c1, -c2 / c1, name=f"{self.name}_shift"))
+            plain = keras.Sequential(parts, name=self.name)
+            plain.build(shape)
+        linear.set_weights([kernel.astype("float32"), bias.astype("float32")])
+        if self._prelu:
+            prelu.set_weights([np.reshape(alpha, prelu.alpha.shape).astype("float32")])
+        return plain
 
 
 _DOC_COMMON = """
@@ -155,16 +232,21 @@ _DOC_COMMON = """
 
     After every optimizer update the kernel is projected back to unit L2
     norm per output unit (section 4.4) by `keras.constraints.UnitNorm`,
-    which Keras optimizers apply after each step. Variables are float32;
-    the kernel and its norm are computed in float32 and the output is
-    returned in the compute dtype.
+    which Keras optimizers apply after each step. Variables are float32 and
+    read with `autocast=False` (Keras `BatchNormalization`'s convention);
+    the kernel and its norm are computed in float32, the product in the
+    compute dtype, the activation and restandardization in float32, and the
+    output is returned in the compute dtype. The `activation` attribute is
+    the elementwise Keras function applied (`linear` for `None` and
+    `"prelu"`, whose slopes are the `alpha` weight); `plain_layer()` gives
+    the equivalent plain Keras layer for deployment.
 """
 
 
 @keras.saving.register_keras_serializable(package="keras_norms")
-class NormPropDense(_NormPropLayer):
+class NormPropDense(_NormProp, keras.layers.Layer):
     __doc__ = (
-        """Fully connected NormProp layer (Arpit et al. 2016, eq. 9).
+        """Fully connected NormProp layer (Arpit et al. 2016, arXiv:1603.01431, eq. 9).
 """
         + _DOC_COMMON
         + """
@@ -209,14 +291,37 @@ class NormPropDense(_NormPropLayer):
     """
     )
 
-    def __init__(self, units, activation="relu", **kwargs):
-        if not isinstance(units, int) or units <= 0:
+    _plain_suffix = "dense"
+    _channel_axis = -1
+
+    def __init__(
+        self,
+        units,
+        activation="relu",
+        gamma_initializer=None,
+        beta_initializer="zeros",
+        kernel_initializer="glorot_uniform",
+        kernel_regularizer=None,
+        unit_norm_constraint=True,
+        prelu_alpha_initializer=None,
+        **kwargs,
+    ):
+        if not isinstance(units, int) or isinstance(units, bool) or units <= 0:
             raise ValueError(
                 f"NormPropDense expects a positive integer `units`. Received: units={units!r}"
             )
-        super().__init__(activation=activation, **kwargs)
+        constants = _Activation(activation)
+        super().__init__(**kwargs)
         self.units = units
-        self._channel_axis = -1
+        self.kernel_initializer = keras.initializers.get(kernel_initializer)
+        self.kernel_regularizer = keras.regularizers.get(kernel_regularizer)
+        self._set_normprop(
+            constants,
+            gamma_initializer,
+            beta_initializer,
+            unit_norm_constraint,
+            prelu_alpha_initializer,
+        )
 
     def build(self, input_shape):
         if input_shape[-1] is None:
@@ -224,29 +329,51 @@ class NormPropDense(_NormPropLayer):
                 "NormPropDense expects a known last input axis. "
                 f"Received: input_shape={tuple(input_shape)}"
             )
-        self._build_weights((input_shape[-1], self.units), self.units)
+        self.kernel = self.add_weight(
+            name="kernel",
+            shape=(input_shape[-1], self.units),
+            initializer=self.kernel_initializer,
+            regularizer=self.kernel_regularizer,
+            constraint=keras.constraints.UnitNorm(axis=[0]) if self.unit_norm_constraint else None,
+        )
+        self._build_normprop(input_shape, self.units)
         self.input_spec = keras.InputSpec(min_ndim=2, axes={-1: input_shape[-1]})
 
-    def _linear(self, inputs, kernel):
-        return ops.matmul(inputs, kernel)
+    def _normalized_linear(self, inputs):
+        return ops.matmul(inputs, ops.cast(self.normalized_kernel(), inputs.dtype))
+
+    def _plain_linear(self, activation, name):
+        return keras.layers.Dense(self.units, activation=activation, name=name)
 
     def compute_output_shape(self, input_shape):
         return tuple(input_shape[:-1]) + (self.units,)
 
     def get_config(self):
-        return {**super().get_config(), "units": self.units}
+        config = {
+            "units": self.units,
+            "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),
+            "kernel_regularizer": keras.regularizers.serialize(self.kernel_regularizer),
+            **self._normprop_config(),
+        }
+        return {**super().get_config(), **config}
 
 
 @keras.saving.register_keras_serializable(package="keras_norms")
-class NormPropConv2D(_NormPropLayer):
+class NormPropConv2D(_NormProp, keras.layers.Conv2D):
     __doc__ = (
-        """2D convolution NormProp layer (Arpit et al. 2016, eq. 11-12).
+        """2D convolution NormProp layer (Arpit et al. 2016, arXiv:1603.01431, eq. 11-12).
 """
         + _DOC_COMMON
         + """
-    `||W_i||` is the Frobenius norm of filter i over `(kh, kw, C_in)`;
+    `||W_i||` is the Frobenius norm of filter i over `(kh, kw, C_in / groups)`;
     `gamma_i`, `beta_i` and the constants broadcast over positions. Pool
     after this layer as usual: pooling keeps the statistics (section 3.2).
+
+    A `keras.layers.Conv2D` whose `convolution_op` uses the kernel
+    `gamma * W / ||W_i||`: `data_format`, `strides`, `dilation_rate`,
+    `groups`, argument validation, `compute_output_shape` and the config are
+    Conv2D's; it has no bias (`beta` is the offset) and its kernel
+    constraint is `unit_norm_constraint`.
 
     Args:
         filters: positive integer, the number of filters.
@@ -254,21 +381,29 @@ class NormPropConv2D(_NormPropLayer):
         strides: int or pair of ints. Defaults to 1.
         padding: `"valid"` or `"same"` (zero padding); for the paper's
             explicit padding use `keras.layers.ZeroPadding2D` before.
+        data_format: `"channels_last"` or `"channels_first"`; defaults to
+            `keras.config.image_data_format()`, as `Conv2D`.
+        dilation_rate: int or pair of ints. Defaults to 1.
+        groups: as `Conv2D`. Defaults to 1.
         activation: as `NormPropDense`. Defaults to `"relu"`.
-        data_format: `"channels_last"` (default) or `"channels_first"`.
-        **kwargs: as `NormPropDense` (initializers, regularizer,
-            `unit_norm_constraint`, base layer arguments).
+        gamma_initializer, beta_initializer, kernel_initializer,
+        kernel_regularizer, unit_norm_constraint, prelu_alpha_initializer:
+            as `NormPropDense`.
+        **kwargs: other `Conv2D` arguments (`activity_regularizer`) and base
+            layer keyword arguments.
 
     Raises:
-        ValueError: for a non-positive `filters`, an unknown `padding`, an
-            unknown or non-elementwise activation, or an input without
-            rank 4 or with an unknown channel axis.
+        ValueError: as `Conv2D`, for a bad `filters`, `kernel_size`,
+            `strides`, `padding`, `data_format`, `dilation_rate` or
+            `groups`; for an unknown or non-elementwise activation; at call
+            time, for an input without rank 4 or with an unknown channel axis.
 
     Input shape:
-        `(batch, H, W, C_in)` (channels last).
+        `(batch, H, W, C_in)`, or `(batch, C_in, H, W)` for channels first.
 
     Output shape:
-        `(batch, H', W', filters)`, in the compute dtype.
+        `(batch, H', W', filters)` (or `(batch, filters, H', W')`), in the
+        compute dtype.
 
     Examples:
 
@@ -282,66 +417,89 @@ class NormPropConv2D(_NormPropLayer):
     """
     )
 
+    _plain_suffix = "conv"
+
     def __init__(
         self,
         filters,
         kernel_size,
         strides=1,
         padding="valid",
+        data_format=None,
+        dilation_rate=1,
+        groups=1,
         activation="relu",
-        data_format="channels_last",
+        gamma_initializer=None,
+        beta_initializer="zeros",
+        kernel_initializer="glorot_uniform",
+        kernel_regularizer=None,
+        unit_norm_constraint=True,
+        prelu_alpha_initializer=None,
         **kwargs,
     ):
-        if not isinstance(filters, int) or filters <= 0:
-            raise ValueError(
-                f"NormPropConv2D expects a positive integer `filters`. Received: filters={filters!r}"
-            )
-        if padding not in ("valid", "same"):
-            raise ValueError(
-                f"NormPropConv2D expects padding 'valid' or 'same'. Received: padding={padding!r}"
-            )
-        if data_format not in ("channels_last", "channels_first"):
-            raise ValueError(
-                "NormPropConv2D expects data_format 'channels_last' or "
-                f"'channels_first'. Received: data_format={data_format!r}"
-            )
-        super().__init__(activation=activation, **kwargs)
-        self.filters = filters
-        self.kernel_size = int_pair(kernel_size, "kernel_size", "NormPropConv2D")
-        self.strides = int_pair(strides, "strides", "NormPropConv2D")
-        self.padding = padding
-        self.data_format = data_format
-        self._channel_axis = -1 if data_format == "channels_last" else 1
+        constants = _Activation(activation)
+        super().__init__(
+            filters,
+            kernel_size,
+            strides=strides,
+            padding=padding,
+            data_format=data_format,
+            dilation_rate=dilation_rate,
+            groups=groups,
+            use_bias=False,
+            kernel_initializer=kernel_initializer,
+            kernel_regularizer=kernel_regularizer,
+            kernel_constraint=(
+                keras.constraints.UnitNorm(axis=[0, 1, 2]) if unit_norm_constraint else None
+            ),
+            **kwargs,
+        )
+        self._set_normprop(
+            constants,
+            gamma_initializer,
+            beta_initializer,
+            unit_norm_constraint,
+            prelu_alpha_initializer,
+        )
+        self._channel_axis = -1 if self.data_format == "channels_last" else 1
 
     def build(self, input_shape):
-        channels = input_shape[self._channel_axis] if len(input_shape) == 4 else None
-        if channels is None:
-            raise ValueError(
-                "NormPropConv2D expects a rank-4 input with a known channel axis. "
-                f"Received: input_shape={tuple(input_shape)}"
-            )
-        self._build_weights(self.kernel_size + (channels, self.filters), self.filters)
-        self.input_spec = keras.InputSpec(ndim=4, axes={self._channel_axis: channels})
+        super().build(input_shape)
+        self._build_normprop(input_shape, self.filters)
 
-    def _linear(self, inputs, kernel):
-        return ops.conv(
-            inputs, kernel, strides=self.strides, padding=self.padding,
-            data_format=self.data_format,
-        )
+    def convolution_op(self, inputs, kernel):
+        """Conv2D's convolution with the kernel `gamma * kernel / ||kernel_i||`.
 
-    def compute_output_shape(self, input_shape):
-        spatial = (1, 2) if self.data_format == "channels_last" else (2, 3)
-        return conv_output_shape(
-            input_shape, self.filters, self.kernel_size, self.strides, self.padding,
-            spatial_axes=spatial, channel_axis=self._channel_axis,
+        The kernel is normalized in float32 and cast to the inputs' dtype.
+        """
+        normalized = ops.cast(self._normalize(kernel), inputs.dtype)
+        return super().convolution_op(inputs, normalized)
+
+    def _normalized_linear(self, inputs):
+        return self.convolution_op(inputs, self.kernel)
+
+    def _plain_linear(self, activation, name):
+        config = keras.layers.Conv2D.get_config(self)
+        config.update(
+            activation=activation,
+            use_bias=True,
+            kernel_constraint=None,
+            activity_regularizer=None,
+            name=name,
+            dtype="float32",
         )
+        return keras.layers.Conv2D.from_config(config)
+
+    def save_own_variables(self, store):
+        # Every variable in creation order (kernel, gamma, beta, alpha), as
+        # keras.layers.Layer stores them; Conv2D would store kernel and bias.
+        keras.layers.Layer.save_own_variables(self, store)
+
+    def load_own_variables(self, store):
+        keras.layers.Layer.load_own_variables(self, store)
 
     def get_config(self):
-        config = {
-            "filters": self.filters,
-            "kernel_size": self.kernel_size,
-            "strides": self.strides,
-            "padding": self.padding,
-            "data_format": self.data_format,
-        }
-        return {**super().get_config(), **config}
+        config = super().get_config()
+        for key in _FIXED_CONV_ARGUMENTS:
+            config.pop(key, None)
+        return {**config, **self._normprop_config()}

@@ -1,9 +1,12 @@
-"""Weight normalization (Salimans & Kingma 2016) as a Keras 3 wrapper."""
+"""Weight normalization (Salimans & Kingma 2016, arXiv:1602.07868) as a Keras 3 wrapper."""
 
 import keras
+import numpy as np
 from keras import ops
 
 from keras_norms.layers.batch_statistics import batch_mean
+from keras_norms.layers.linear import channel_axis, is_plain_linear, kernel_output_axis
+from keras_norms.policies import dtype_policy
 
 # Floor on the squared norm of v, so that an all-zero direction gives a zero
 # kernel instead of NaN (the same floor as `tf.nn.l2_normalize`).
@@ -12,17 +15,6 @@ _SQUARED_NORM_FLOOR = 1e-12
 # root, as in Salimans & Kingma's reference code.
 _INIT_EPSILON = 1e-10
 
-_DENSE = (keras.layers.Dense,)
-_CONV = (keras.layers.Conv1D, keras.layers.Conv2D, keras.layers.Conv3D)
-# Their kernels are (*kernel_size, filters, in): the output axis is -2.
-CONV_TRANSPOSE_LAYERS = (
-    keras.layers.Conv1DTranspose,
-    keras.layers.Conv2DTranspose,
-    keras.layers.Conv3DTranspose,
-)
-# The layer types WeightNormalization wraps (subclasses included).
-SUPPORTED_LAYERS = _DENSE + _CONV + CONV_TRANSPOSE_LAYERS
-
 
 def _check_wrappable(layer):
     if not isinstance(layer, keras.layers.Layer):
@@ -30,7 +22,7 @@ def _check_wrappable(layer):
             "WeightNormalization expects a Keras layer to wrap. "
             f"Received: layer={layer!r} of type {type(layer).__name__}"
         )
-    if isinstance(layer, SUPPORTED_LAYERS):
+    if is_plain_linear(layer):
         return
     if not hasattr(type(layer), "kernel"):
         raise ValueError(
@@ -56,9 +48,8 @@ class WeightNormalization(keras.layers.Wrapper):
     `(in, units)`, the spatial and input axes of a convolution kernel
     `(*kernel_size, in / groups, filters)`, and the spatial and input axes of
     a transposed-convolution kernel `(*kernel_size, filters, in)`, whose
-    output axis is the second to last. Gradients reach both `g` and `v`
-    (paper eq. 3; `../shared/papers/weight-normalization-convpool-cnn-c.md`,
-    section 6C, Figure 4).
+    output axis is the second to last (`keras_norms.layers.linear`).
+    Gradients reach both `g` and `v` (paper eq. 3).
 
     The wrapped layer keeps `v` as its own `kernel` variable, and its bias
     and activation; this wrapper adds `g` (one per output feature) and
@@ -75,13 +66,25 @@ class WeightNormalization(keras.layers.Wrapper):
     that initialization happened; it is saved with the model, so a reloaded
     model is never initialized again. `call` holds no initialization logic.
 
-    Variables are float32; under a mixed-precision policy the kernel and its
-    norm are computed in float32 and cast to the compute dtype.
+    For deployment, `plain_layer()` returns the wrapped layer's type holding
+    the constant kernel `g * v / ||v||` (as tensorflow-addons' `remove()` or
+    torch's `remove_parametrizations`).
+
+    Variables are float32; `g` is read with `autocast=False` (Keras
+    `BatchNormalization`'s convention), and under a mixed-precision policy
+    the kernel's norm and `g * v / ||v||` are computed in float32 and cast
+    to the compute dtype. `v` is the wrapped layer's own kernel variable,
+    which Keras creates with autocast: with the layer's default
+    `autocast=True` it is read in the compute dtype, as Keras' own `Dense`
+    and `Conv2D` read it, before its norm is taken in float32; pass
+    `autocast=False` to read it (and the inputs) in float32.
 
     Args:
         layer: the layer to wrap: `keras.layers.Dense`, `Conv1D`, `Conv2D`,
             `Conv3D`, `Conv1DTranspose`, `Conv2DTranspose` or
-            `Conv3DTranspose` (or a subclass).
+            `Conv3DTranspose` (or a subclass that is not
+            `keras_norms.layers.linear.NormalizedLinear`, e.g. not
+            `NormPropConv2D` or `NormalizedConv2D`).
         data_init: whether `keras_norms.data_dependent_init` initializes this
             layer from data. Defaults to `True`.
         log_scale: if `True`, learn `s = log(g)` instead of `g`.
@@ -118,35 +121,26 @@ class WeightNormalization(keras.layers.Wrapper):
 
     def __init__(self, layer, data_init=True, log_scale=False, **kwargs):
         _check_wrappable(layer)
-        kwargs.pop("autocast", None)
-        # Variables are read in float32 and cast by hand (see `call`).
-        super().__init__(layer, autocast=False, **kwargs)
+        super().__init__(layer, **kwargs)
         self.data_init = bool(data_init)
         self.log_scale = bool(log_scale)
         self._init_center = None  # set only by `data_dependent_init`
         self._init_synchronized = False  # all-reduce init statistics (tf.distribute)
-        transpose = isinstance(layer, CONV_TRANSPOSE_LAYERS)
-        self._kernel_out_axis = -2 if transpose else -1
-        if isinstance(layer, _DENSE):
-            self._channel_axis = -1
-        else:
-            self._channel_axis = -1 if layer.data_format == "channels_last" else 1
 
     def build(self, input_shape=None):
         super().build(input_shape)
+        self._built_input_shape = None if input_shape is None else tuple(input_shape)
         self.input_spec = self.layer.input_spec
+        self._channel_axis = channel_axis(self.layer)
         kernel_shape = tuple(self.layer.kernel.shape)
         rank = len(kernel_shape)
-        out_axis = rank + self._kernel_out_axis
+        out_axis = rank + kernel_output_axis(self.layer)
         self._norm_axes = tuple(a for a in range(rank) if a != out_axis)
         self._scale_shape = (kernel_shape[out_axis],) + (1,) * (rank - 1 - out_axis)
-        units = kernel_shape[out_axis]
-        norm = ops.reshape(self._squared_norm() ** 0.5, (units,))
-        start = ops.log(norm) if self.log_scale else norm
         self.g = self.add_weight(
             name="s" if self.log_scale else "g",
-            shape=(units,),
-            initializer=lambda shape, dtype: ops.cast(start, dtype),
+            shape=(kernel_shape[out_axis],),
+            initializer=self._initial_scale,
             trainable=True,
             autocast=False,
         )
@@ -159,6 +153,16 @@ class WeightNormalization(keras.layers.Wrapper):
             autocast=False,
         )
 
+    def _initial_scale(self, shape, dtype=None):
+        """`||v||` (or its log) per output feature, read from `v` when `g` is initialized.
+
+        Read at initialization rather than captured at build: a build inside
+        a traced function (a lazily built model) must not leak a tensor
+        into the variable's initializer.
+        """
+        norm = ops.reshape(ops.sqrt(self._squared_norm()), shape)
+        return ops.cast(ops.log(norm) if self.log_scale else norm, dtype)
+
     def _squared_norm(self):
         v = ops.cast(self.layer.kernel, "float32")
         squared = ops.sum(ops.square(v), axis=self._norm_axes, keepdims=True)
@@ -166,9 +170,7 @@ class WeightNormalization(keras.layers.Wrapper):
 
     def direction(self):
         """Unit-norm direction `v / ||v||`, float32, the kernel's shape."""
-        return ops.cast(self.layer.kernel, "float32") * ops.rsqrt(
-            self._squared_norm()
-        )
+        return ops.cast(self.layer.kernel, "float32") * ops.rsqrt(self._squared_norm())
 
     @property
     def scale(self):
@@ -182,9 +184,9 @@ class WeightNormalization(keras.layers.Wrapper):
 
     def _linear(self, inputs, kernel, bias):
         layer = self.layer
-        if isinstance(layer, _DENSE):
+        if isinstance(layer, keras.layers.Dense):
             outputs = ops.matmul(inputs, kernel)
-        elif isinstance(layer, CONV_TRANSPOSE_LAYERS):
+        elif kernel_output_axis(layer) == -2:  # a transposed convolution
             outputs = ops.conv_transpose(
                 inputs,
                 kernel,
@@ -263,6 +265,41 @@ class WeightNormalization(keras.layers.Wrapper):
         if center and bias is not None:
             bias.assign(-mean * inv_std)
         self.initialized.assign(True)
+
+    def plain_layer(self):
+        """The wrapped layer's type holding the constant kernel `g * v / ||v||`.
+
+        The deployment form of this layer (as tensorflow-addons'
+        `WeightNormalization.remove()` or torch's
+        `remove_parametrizations`): a new layer built from the wrapped
+        layer's config with `use_bias=True`, this wrapper's name and dtype
+        float32, holding the kernel `g * v / ||v||` (computed in float32) and
+        the wrapped layer's bias (zeros if it had none). Its output equals
+        this layer's, float32 rounding aside.
+
+        Returns:
+            A new, built `Dense`, `Conv1D/2D/3D` or `Conv1D/2D/3DTranspose`
+            (the wrapped layer's type) with float32 variables.
+
+        Raises:
+            ValueError: if the wrapper is not built.
+        """
+        if not self.built or self._built_input_shape is None:
+            raise ValueError(
+                "WeightNormalization.plain_layer needs a layer built on an input shape. "
+                f"Received: built={self.built}"
+            )
+        kernel = np.asarray(ops.convert_to_numpy(self.kernel), "float32")
+        units = kernel.shape[kernel_output_axis(self.layer)]
+        bias = self._bias()
+        bias = np.zeros(units, "float32") if bias is None else ops.convert_to_numpy(bias)
+        config = self.layer.get_config()
+        config.update(name=self.name, use_bias=True, dtype="float32")
+        with dtype_policy("float32"):
+            plain = type(self.layer).from_config(config)
+            plain.build(self._built_input_shape)
+        plain.set_weights([kernel, np.asarray(bias, "float32")])
+        return plain
 
     def compute_output_shape(self, input_shape):
         return self.layer.compute_output_shape(input_shape)

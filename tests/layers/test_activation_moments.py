@@ -13,8 +13,18 @@ from keras_norms.activation_moments import prelu_jacobian_factor, prelu_moments
 from tests.layer_test_helper import assert_allclose
 
 QUADRATURE_ACTIVATIONS = [
-    "tanh", "sigmoid", "elu", "selu", "gelu", "softplus", "swish", "mish",
-    "relu6", "hard_sigmoid", "hard_silu", "softsign",
+    "tanh",
+    "sigmoid",
+    "elu",
+    "selu",
+    "gelu",
+    "softplus",
+    "swish",
+    "mish",
+    "relu6",
+    "hard_sigmoid",
+    "hard_silu",
+    "softsign",
 ]
 
 
@@ -26,8 +36,17 @@ def _scipy_moments(name):
         return float(keras.ops.convert_to_numpy(f(keras.ops.convert_to_tensor([x], "float64")))[0])
 
     kinks = [-3.0, -1.0, -0.5, 0.0, 0.5, 1.0, 3.0, 6.0]
-    mean = integrate.quad(lambda x: value(x) * stats.norm.pdf(x), -12, 12, points=kinks, limit=200, epsabs=1e-12)[0]
-    var = integrate.quad(lambda x: (value(x) - mean) ** 2 * stats.norm.pdf(x), -12, 12, points=kinks, limit=200, epsabs=1e-12)[0]
+    mean = integrate.quad(
+        lambda x: value(x) * stats.norm.pdf(x), -12, 12, points=kinks, limit=200, epsabs=1e-12
+    )[0]
+    var = integrate.quad(
+        lambda x: (value(x) - mean) ** 2 * stats.norm.pdf(x),
+        -12,
+        12,
+        points=kinks,
+        limit=200,
+        epsabs=1e-12,
+    )[0]
     return mean, math.sqrt(var)
 
 
@@ -76,7 +95,9 @@ def test_quadrature_matches_an_independent_integral_to_1e_6(name):
 def test_quadrature_agrees_with_monte_carlo(name):
     """4e6 samples: standard errors ~5e-4, so agreement within 5 of them."""
     u = np.random.default_rng(0).standard_normal(4_000_000)
-    y = keras.ops.convert_to_numpy(keras.activations.get(name)(keras.ops.convert_to_tensor(u, "float64")))
+    y = keras.ops.convert_to_numpy(
+        keras.activations.get(name)(keras.ops.convert_to_tensor(u, "float64"))
+    )
     c2, c1 = activation_moments(name)
     standard_error = y.std() / math.sqrt(len(y))
     assert abs(c2 - y.mean()) < 5 * standard_error
@@ -115,7 +136,9 @@ def test_jacobian_factor_of_smooth_activations(name):
             y = f(t)
         return float(tape.gradient(y, t)[0])
 
-    second_moment = integrate.quad(lambda x: derivative(x) ** 2 * stats.norm.pdf(x), -12, 12, limit=200)[0]
+    second_moment = integrate.quad(
+        lambda x: derivative(x) ** 2 * stats.norm.pdf(x), -12, 12, limit=200
+    )[0]
     expected = math.sqrt(second_moment) / activation_moments(name)[1]
     assert jacobian_factor(name) == pytest.approx(expected, abs=1e-6)
 
@@ -130,7 +153,10 @@ def test_prelu_jacobian_factor():
     [
         ("softmax", "expects an elementwise activation.*Received: activation='softmax'"),
         ("glu", "expects an elementwise activation.*Received: activation='glu'"),
-        ("not_an_activation", "expects a Keras activation.*Received: activation='not_an_activation'"),
+        (
+            "not_an_activation",
+            "expects a Keras activation.*Received: activation='not_an_activation'",
+        ),
         (lambda x: 0.0 * x, "non-constant activation"),
     ],
 )

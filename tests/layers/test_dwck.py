@@ -10,7 +10,7 @@ from tests.layer_test_helper import assert_allclose, numpy, run_layer_test
 
 
 def _numpy_weights(kernels, height, width, padded, remaining):
-    """Eq. 10-13 by mixed-radix digits: p_ij = prod_s K_s[i_s, j_s], then uniform, crop, normalize."""
+    """Eq. 10-13 by mixed-radix digits: p_ij = prod_s K_s[i_s, j_s]; uniform, crop, normalize."""
     channels = kernels[0].shape[2]
     weights = np.zeros(padded + (channels,))
     for i in range(padded[0]):
@@ -72,9 +72,13 @@ def test_factorization_of_unequal_sides():
 def test_training_and_inference_match_numpy(shape, kernel_sizes, weighted):
     rng = np.random.default_rng(0)
     x = (2.0 + 3.0 * rng.normal(size=shape)).astype("float32")
-    layer = _random_layer(x, rng, kernel_sizes=kernel_sizes, weighted_variance=weighted, momentum=0.8)
+    layer = _random_layer(
+        x, rng, kernel_sizes=kernel_sizes, weighted_variance=weighted, momentum=0.8
+    )
     kernels = [conv.kernel.numpy()[:, :, :, 0].astype("float64") for conv in layer.stack]
-    p = _numpy_weights(kernels, shape[1], shape[2], (layer._padded_h, layer._padded_w), layer._remaining)
+    p = _numpy_weights(
+        kernels, shape[1], shape[2], (layer._padded_h, layer._padded_w), layer._remaining
+    )
     assert_allclose(layer.effective_weights(), p, rtol=1e-5, atol=1e-7)
     expected, mean, variance = _numpy_dwck(
         x.astype("float64"), p, layer.gamma.numpy(), layer.beta.numpy(), layer.epsilon, weighted
@@ -82,12 +86,15 @@ def test_training_and_inference_match_numpy(shape, kernel_sizes, weighted):
     assert_allclose(layer(x, training=True), expected, rtol=1e-4, atol=1e-4)
     assert_allclose(layer.moving_mean.numpy(), 0.2 * mean, rtol=1e-4, atol=1e-6)
     assert_allclose(layer.moving_variance.numpy(), 0.8 + 0.2 * variance, rtol=1e-4)
-    inference = layer.gamma.numpy() * (x - 0.2 * mean) / np.sqrt(0.8 + 0.2 * variance + layer.epsilon) + layer.beta.numpy()
+    inference = (
+        layer.gamma.numpy() * (x - 0.2 * mean) / np.sqrt(0.8 + 0.2 * variance + layer.epsilon)
+        + layer.beta.numpy()
+    )
     assert_allclose(layer(x, training=False), inference, rtol=1e-4, atol=1e-4)
 
 
 def test_folded_map_equals_running_the_depthwise_stack():
-    """The DepthwiseConv2D layers themselves, applied to the zero-padded batch, give the same mean."""
+    """The DepthwiseConv2D layers, applied to the zero-padded batch, give the same mean."""
     rng = np.random.default_rng(1)
     x = rng.normal(size=(3, 7, 7, 4)).astype("float32")
     layer = _random_layer(x, rng)
@@ -128,13 +135,15 @@ def test_initial_entries_are_near_the_nth_root():
 
 def test_weights_stay_non_negative_and_sum_to_one_after_fit():
     rng = np.random.default_rng(3)
-    model = keras.Sequential([
-        keras.Input((8, 8, 2)), DWCKNormalization(), keras.layers.Flatten(), keras.layers.Dense(1)
-    ])
+    model = keras.Sequential(
+        [keras.Input((8, 8, 2)), DWCKNormalization(), keras.layers.Flatten(), keras.layers.Dense(1)]
+    )
     layer = model.layers[0]
     before = np.concatenate([conv.kernel.numpy().ravel() for conv in layer.stack])
     model.compile(keras.optimizers.SGD(0.05), "mse")
-    model.fit(rng.normal(size=(32, 8, 8, 2)), rng.normal(size=(32, 1)), batch_size=8, epochs=3, verbose=0)
+    model.fit(
+        rng.normal(size=(32, 8, 8, 2)), rng.normal(size=(32, 1)), batch_size=8, epochs=3, verbose=0
+    )
     kernels = np.concatenate([conv.kernel.numpy().ravel() for conv in layer.stack])
     assert not np.allclose(kernels, before)
     assert kernels.min() >= 0.0
@@ -152,7 +161,9 @@ def test_all_zero_kernels_give_the_arithmetic_mean():
 
 def test_layer_test_helper(tmp_path):
     # Trainable: two depthwise kernels, gamma, beta; non-trainable: moving mean and variance.
-    run_layer_test(lambda: DWCKNormalization(momentum=0.5), (8, 8, 2), (8, 8, 2), 4, 2, str(tmp_path))
+    run_layer_test(
+        lambda: DWCKNormalization(momentum=0.5), (8, 8, 2), (8, 8, 2), 4, 2, str(tmp_path)
+    )
 
 
 @pytest.mark.parametrize(
@@ -160,7 +171,11 @@ def test_layer_test_helper(tmp_path):
     [
         (dict(), (None, 8, 3), r"rank-4 \(N, H, W, C\) input with known H, W and C"),
         (dict(), (None, None, 8, 3), r"Received: input_shape=\(None, None, 8, 3\)"),
-        (dict(kernel_sizes=[(3, 3)]), (None, 8, 8, 3), r"stack \[\(3, 3\)\] does not fit a 8x8 map"),
+        (
+            dict(kernel_sizes=[(3, 3)]),
+            (None, 8, 8, 3),
+            r"stack \[\(3, 3\)\] does not fit a 8x8 map",
+        ),
         (dict(kernel_sizes=[(4, 4), (4, 4)]), (None, 8, 8, 3), "does not fit"),
     ],
 )

@@ -1,4 +1,4 @@
-"""LearnedStatisticsNormalization against a numpy reference of its documented reading of section 5."""
+"""LearnedStatisticsNormalization against numpy references of its reading of section 5."""
 
 import math
 
@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from keras_norms.layers import LearnedStatisticsNormalization
-from tests.layer_test_helper import assert_allclose, run_layer_test
+from tests.layer_test_helper import assert_allclose, numpy, run_layer_test
 
 
 def _conv1d_same(signal, kernel):
@@ -15,7 +15,9 @@ def _conv1d_same(signal, kernel):
     k = kernel.shape[0]
     left = (k - 1) // 2
     padded = np.pad(signal, ((0, 0), (left, k - 1 - left), (0, 0)))
-    windows = np.stack([padded[:, i:i + signal.shape[1]] for i in range(k)], axis=2)  # (N, L, k, Cin)
+    windows = np.stack(
+        [padded[:, i : i + signal.shape[1]] for i in range(k)], axis=2
+    )  # (N, L, k, Cin)
     return np.einsum("nlki,kio->nlo", windows, kernel)
 
 
@@ -78,7 +80,9 @@ def test_fewer_trainable_parameters_than_batch_normalization(channels):
 
 def test_layer_test_helper(tmp_path):
     # Trainable: 4 Conv1D kernels in each of the two networks; non-trainable: running averages.
-    run_layer_test(lambda: LearnedStatisticsNormalization(), (4, 4, 6), (4, 4, 6), 8, 2, str(tmp_path))
+    run_layer_test(
+        lambda: LearnedStatisticsNormalization(), (4, 4, 6), (4, 4, 6), 8, 2, str(tmp_path)
+    )
 
 
 def test_rejects_bad_arguments_and_shapes():
@@ -86,5 +90,29 @@ def test_rejects_bad_arguments_and_shapes():
         LearnedStatisticsNormalization(network="third")
     with pytest.raises(ValueError, match=r"Received: momentum=-0.5"):
         LearnedStatisticsNormalization(momentum=-0.5)
-    with pytest.raises(ValueError, match=r"rank-4 \(N, H, W, C\).*Received: input_shape=\(None, 8, 3\)"):
+    with pytest.raises(
+        ValueError, match=r"rank-4 \(N, H, W, C\).*Received: input_shape=\(None, 8, 3\)"
+    ):
         LearnedStatisticsNormalization()(keras.Input((8, 3)))
+
+
+def test_variance_is_two_pass_for_inputs_far_from_zero():
+    """x ~ N(1e4, 1): E[x^2] - 2 mu m + mu^2 would cancel in float32 (x^2 ~ 1e8, ulp 8).
+
+    At initialization the layer is BatchNormalization(center=False,
+    scale=False): against numpy's float64 batch normalization and against
+    Keras' layer. An all-ones mask makes Keras use its two-pass masked
+    moments on every backend (its torch `ops.moments` is one-pass). The
+    tolerances cover float32 sums of 1e4-sized values (mean errors ~1e-3).
+    """
+    x = (1e4 + np.random.default_rng(2).normal(size=(8, 6, 6, 4))).astype("float32")
+    layer = LearnedStatisticsNormalization(epsilon=1e-3)
+    y = numpy(layer(x, training=True))
+    x64 = x.astype("float64")
+    mean, variance = x64.mean(axis=(0, 1, 2)), x64.var(axis=(0, 1, 2))
+    expected = (x64 - mean) / np.sqrt(variance + 1e-3)
+    assert_allclose(y, expected, rtol=1e-3, atol=5e-3)
+    assert_allclose(layer.moving_variance.numpy(), 0.99 + 0.01 * variance, rtol=1e-5)
+    bn = keras.layers.BatchNormalization(epsilon=1e-3, center=False, scale=False)
+    # Keras BN itself is 5e-3 from numpy here (its float32 mean of 1e4-sized values).
+    assert_allclose(y, bn(x, training=True, mask=np.ones(x.shape[:-1], bool)), rtol=1e-3, atol=1e-2)

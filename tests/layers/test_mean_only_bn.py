@@ -5,7 +5,13 @@ import numpy as np
 import pytest
 
 from keras_norms.layers import MeanOnlyBatchNormalization
-from tests.layer_test_helper import assert_allclose, assert_array_equal, dtype_policy, numpy, run_layer_test
+from tests.layer_test_helper import (
+    assert_allclose,
+    assert_array_equal,
+    dtype_policy,
+    numpy,
+    run_layer_test,
+)
 
 
 def _numpy_mobn(x, axis, mean, beta):
@@ -120,10 +126,14 @@ def test_rejects_an_unknown_feature_size():
 
 
 def test_synchronized_is_a_tensorflow_only_bool():
-    with pytest.raises(TypeError, match=r"MeanOnlyBatchNormalization expects `synchronized` to be a bool"):
+    with pytest.raises(
+        TypeError, match=r"MeanOnlyBatchNormalization expects `synchronized` to be a bool"
+    ):
         MeanOnlyBatchNormalization(synchronized="yes")
     if keras.backend.backend() == "tensorflow":
         assert MeanOnlyBatchNormalization(synchronized=True).get_config()["synchronized"] is True
     else:
-        with pytest.raises(ValueError, match=r"synchronized=True is only supported with the TensorFlow"):
+        with pytest.raises(
+            ValueError, match=r"synchronized=True is only supported with the TensorFlow"
+        ):
             MeanOnlyBatchNormalization(synchronized=True)

@@ -47,7 +47,9 @@ def test_matches_numpy_reference(implementation, padding):
         5, 3, padding=padding, implementation=implementation, bias_initializer="random_normal"
     )
     layer.build(x.shape)
-    expected = _numpy_normalized_conv(x, layer.kernel.numpy(), layer.bias.numpy(), layer.epsilon, padding)
+    expected = _numpy_normalized_conv(
+        x, layer.kernel.numpy(), layer.bias.numpy(), layer.epsilon, padding
+    )
     assert_allclose(layer(x.astype("float32")), expected, rtol=1e-4, atol=1e-4)
 
 
@@ -63,7 +65,9 @@ def test_fast_path_equals_im2col_path(kwargs, size, offset):
 
 
 @pytest.mark.tensorflow_only
-@pytest.mark.parametrize("kwargs", [dict(kernel_size=3, padding="same"), dict(kernel_size=3, strides=2)])
+@pytest.mark.parametrize(
+    "kwargs", [dict(kernel_size=3, padding="same"), dict(kernel_size=3, strides=2)]
+)
 def test_gradients_of_both_paths_agree(kwargs):
     x = tf.constant(np.random.default_rng(1).normal(size=(2, 8, 8, 3)).astype("float32"))
     fast, reference = _pair_of_layers(x, **kwargs)
@@ -110,7 +114,12 @@ def test_padded_zeros_count_in_border_patches():
     [
         (lambda: NormalizedConv2D(4, 3, padding="same"), (6, 6, 2), (6, 6, 4), 2),
         (lambda: NormalizedConv2D(3, 3, strides=2, use_scale=True), (7, 7, 2), (3, 3, 3), 3),
-        (lambda: NormalizedConv2D(2, 2, implementation="im2col", use_bias=False), (5, 5, 3), (4, 4, 2), 1),
+        (
+            lambda: NormalizedConv2D(2, 2, implementation="im2col", use_bias=False),
+            (5, 5, 3),
+            (4, 4, 2),
+            1,
+        ),
     ],
 )
 def test_layer_test_helper(make_layer, input_shape, output_shape, trainable, tmp_path):
@@ -120,12 +129,17 @@ def test_layer_test_helper(make_layer, input_shape, output_shape, trainable, tmp
 @pytest.mark.parametrize(
     "kwargs, match",
     [
-        (dict(filters=0, kernel_size=3), "Received: filters=0"),
-        (dict(filters=2, kernel_size=3, padding="causal"), "Received: padding='causal'"),
+        # Conv2D's own argument validation.
+        (dict(filters=0, kernel_size=3), "Received filters=0"),
+        (dict(filters=2, kernel_size=3, padding="causal"), "`padding` argument.*Received: causal"),
+        (dict(filters=2, kernel_size=3, strides=2, dilation_rate=2), "`strides > 1` not supported"),
+        (dict(filters=2, kernel_size=(3, -1)), r"Received kernel_size=\(3, -1\)"),
+        (dict(filters=2, kernel_size=3, data_format="nhwc"), "Received: data_format=nhwc"),
+        # NormalizedConv2D's.
         (dict(filters=2, kernel_size=3, implementation="cuda"), "Received: implementation='cuda'"),
-        (dict(filters=2, kernel_size=3, strides=2, dilation_rate=2), "strides and dilation"),
-        (dict(filters=2, kernel_size=(3, -1)), r"Received: kernel_size=\(3, -1\)"),
         (dict(filters=2, kernel_size=3, epsilon=0.0), r"positive `epsilon`.*Received: epsilon=0.0"),
+        (dict(filters=2, kernel_size=3, epsilon=float("inf")), r"Received: epsilon=inf"),
+        (dict(filters=4, kernel_size=3, groups=2), r"groups=1 only.*Received: groups=2"),
     ],
 )
 def test_rejects_bad_arguments(kwargs, match):
@@ -134,5 +148,92 @@ def test_rejects_bad_arguments(kwargs, match):
 
 
 def test_rejects_inputs_without_channels():
-    with pytest.raises(ValueError, match=r"rank-4.*Received: input_shape=\(None, 5, 3\)"):
+    with pytest.raises(
+        ValueError, match="expected min_ndim=4, found ndim=3"
+    ):  # Conv2D's input spec
         NormalizedConv2D(2, 3)(keras.Input((5, 3)))
+    with pytest.raises(ValueError, match=r"rank-4.*Received: input_shape=\(None, 5, 3\)"):
+        NormalizedConv2D(2, 3).build((None, 5, 3))
+
+
+@pytest.mark.parametrize("implementation", ["fast", "im2col"])
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        dict(kernel_size=3, padding="same"),
+        dict(kernel_size=(3, 2), strides=2, padding="same", use_scale=True),
+        dict(kernel_size=3, dilation_rate=2),
+    ],
+)
+def test_channels_first_equals_channels_last_on_transposed_data(kwargs, implementation):
+    rng = np.random.default_rng(3)
+    x = (4.0 + rng.normal(size=(2, 9, 8, 3))).astype("float32")
+    last = NormalizedConv2D(
+        5, implementation=implementation, bias_initializer="random_normal", **kwargs
+    )
+    last.build(x.shape)
+    if last.use_scale:
+        last.scale.assign(rng.uniform(0.5, 2.0, size=5))
+    first = NormalizedConv2D(
+        5, implementation=implementation, data_format="channels_first", **kwargs
+    )
+    first.build((None, 3, 9, 8))
+    first.set_weights(last.get_weights())
+    outputs = numpy(first(np.transpose(x, (0, 3, 1, 2))))
+    assert_allclose(np.transpose(outputs, (0, 2, 3, 1)), last(x), rtol=1e-5, atol=1e-5)
+
+
+def test_channels_first_matches_numpy_reference():
+    rng = np.random.default_rng(4)
+    x = 5.0 + rng.normal(size=(2, 7, 6, 3))
+    layer = NormalizedConv2D(
+        4, 3, padding="same", data_format="channels_first", bias_initializer="random_normal"
+    )
+    layer.build((None, 3, 7, 6))
+    expected = _numpy_normalized_conv(
+        x, layer.kernel.numpy(), layer.bias.numpy(), layer.epsilon, "same"
+    )
+    outputs = numpy(layer(np.transpose(x, (0, 3, 1, 2)).astype("float32")))
+    assert_allclose(np.transpose(outputs, (0, 2, 3, 1)), expected, rtol=1e-4, atol=1e-4)
+
+
+def test_is_a_conv2d_with_its_config():
+    layer = NormalizedConv2D(4, 3, activation="relu", kernel_initializer="he_normal", name="nc")
+    assert isinstance(layer, keras.layers.Conv2D)
+    config = layer.get_config()
+    assert config["activation"] == "relu" and config["data_format"] == "channels_last"
+    assert (config["use_scale"], config["epsilon"], config["implementation"]) == (
+        False,
+        1e-5,
+        "fast",
+    )
+    assert tuple(layer.compute_output_shape((None, 8, 8, 2))) == (None, 6, 6, 4)
+
+
+def test_activation_follows_the_bias():
+    x = np.random.default_rng(5).normal(size=(2, 6, 6, 3)).astype("float32")
+    linear = NormalizedConv2D(4, 3, bias_initializer="random_normal")
+    linear.build(x.shape)
+    relu = NormalizedConv2D(4, 3, activation="relu")
+    relu.build(x.shape)
+    relu.set_weights(linear.get_weights())
+    assert_allclose(relu(x), np.maximum(numpy(linear(x)), 0.0), rtol=1e-6, atol=1e-6)
+
+
+def test_keras_file_keeps_scale_and_bias_apart(tmp_path):
+    """Saved as kernel, scale, bias (the layer's historical order), loaded back in place."""
+    rng = np.random.default_rng(6)
+    model = keras.Sequential([keras.Input((6, 6, 2)), NormalizedConv2D(3, 3, use_scale=True)])
+    layer = model.layers[0]
+    layer.scale.assign(rng.uniform(0.5, 2.0, size=3))
+    layer.bias.assign(rng.normal(size=3))
+    path = str(tmp_path / "nc.keras")
+    model.save(path)
+    loaded = keras.saving.load_model(path).layers[0]
+    assert_allclose(loaded.scale, layer.scale, rtol=0, atol=0)
+    assert_allclose(loaded.bias, layer.bias, rtol=0, atol=0)
+
+
+def test_user_autocast_is_kept():
+    assert NormalizedConv2D(2, 3).autocast is True
+    assert NormalizedConv2D(2, 3, autocast=False).autocast is False

@@ -9,8 +9,13 @@ import tensorflow as tf
 
 from keras_norms.activation_moments import prelu_moments
 from keras_norms.layers import NormPropConv2D, NormPropDense
-from tests.layer_test_helper import assert_allclose, assert_array_equal, numpy, run_layer_test
-from tests.layers.test_data_init import _numpy_conv2d_valid
+from tests.layer_test_helper import (
+    assert_allclose,
+    assert_array_equal,
+    numpy,
+    numpy_conv2d_valid,
+    run_layer_test,
+)
 
 C2 = 1 / math.sqrt(2 * math.pi)
 C1 = math.sqrt(0.5 * (1 - 1 / math.pi))
@@ -32,7 +37,10 @@ def _numpy_normprop(u_raw, w_norm, gamma, beta, activation, alpha=None):
     if activation == "relu":
         return (np.maximum(pre, 0) - C2) / C1
     if activation == "prelu":
-        c2, c1 = (1 - alpha) / math.sqrt(2 * math.pi), np.sqrt(0.5 * ((1 + alpha**2) - (1 - alpha) ** 2 / math.pi))
+        c2, c1 = (
+            (1 - alpha) / math.sqrt(2 * math.pi),
+            np.sqrt(0.5 * ((1 + alpha**2) - (1 - alpha) ** 2 / math.pi)),
+        )
         return (np.where(pre > 0, pre, alpha * pre) - c2) / c1
     raise AssertionError(activation)
 
@@ -46,7 +54,9 @@ def test_dense_matches_numpy_reference(activation):
     _randomize(layer, rng)
     w = layer.kernel.numpy().astype("float64")
     alpha = None if layer.alpha is None else layer.alpha.numpy()
-    expected = _numpy_normprop(x @ w, np.linalg.norm(w, axis=0), layer.gamma.numpy(), layer.beta.numpy(), activation, alpha)
+    expected = _numpy_normprop(
+        x @ w, np.linalg.norm(w, axis=0), layer.gamma.numpy(), layer.beta.numpy(), activation, alpha
+    )
     assert_allclose(layer(x), expected, rtol=1e-5, atol=1e-5)
 
 
@@ -75,7 +85,12 @@ def test_conv2d_matches_numpy_reference(activation):
     norms = np.sqrt((w**2).sum(axis=(0, 1, 2)))  # Frobenius norm per filter over (kh, kw, C_in)
     alpha = None if layer.alpha is None else layer.alpha.numpy()
     expected = _numpy_normprop(
-        _numpy_conv2d_valid(x.astype("float64"), w), norms, layer.gamma.numpy(), layer.beta.numpy(), activation, alpha
+        numpy_conv2d_valid(x.astype("float64"), w),
+        norms,
+        layer.gamma.numpy(),
+        layer.beta.numpy(),
+        activation,
+        alpha,
     )
     assert_allclose(layer(x), expected, rtol=1e-5, atol=1e-5)
 
@@ -88,20 +103,26 @@ def test_gamma_starts_at_the_inverse_jacobian_factor():
     prelu = NormPropDense(3, activation="prelu")
     prelu.build((None, 4))
     assert_allclose(prelu.alpha.numpy(), 0.25)
-    assert prelu.gamma.numpy()[0] == pytest.approx(prelu_moments(0.25)[1] / math.sqrt((1 + 0.25**2) / 2))
+    assert prelu.gamma.numpy()[0] == pytest.approx(
+        prelu_moments(0.25)[1] / math.sqrt((1 + 0.25**2) / 2)
+    )
 
 
 def test_kernels_have_unit_norm_after_fit():
     rng = np.random.default_rng(3)
-    model = keras.Sequential([
-        keras.Input((6, 6, 2)),
-        NormPropConv2D(5, 3, kernel_initializer=keras.initializers.RandomNormal(stddev=3.0)),
-        keras.layers.Flatten(),
-        NormPropDense(4),
-        NormPropDense(2, activation=None),
-    ])
+    model = keras.Sequential(
+        [
+            keras.Input((6, 6, 2)),
+            NormPropConv2D(5, 3, kernel_initializer=keras.initializers.RandomNormal(stddev=3.0)),
+            keras.layers.Flatten(),
+            NormPropDense(4),
+            NormPropDense(2, activation=None),
+        ]
+    )
     model.compile(keras.optimizers.SGD(0.05, momentum=0.9), "mse")
-    model.fit(rng.normal(size=(32, 6, 6, 2)), rng.normal(size=(32, 2)), batch_size=8, epochs=2, verbose=0)
+    model.fit(
+        rng.normal(size=(32, 6, 6, 2)), rng.normal(size=(32, 2)), batch_size=8, epochs=2, verbose=0
+    )
     for layer in model.layers:
         if hasattr(layer, "kernel"):
             w = layer.kernel.numpy()
@@ -111,9 +132,14 @@ def test_kernels_have_unit_norm_after_fit():
 
 def _normprop_net(rng_seed=4):
     keras.utils.set_random_seed(rng_seed)
-    return keras.Sequential([
-        keras.Input((8,)), NormPropDense(16), NormPropDense(16, activation="prelu"), NormPropDense(3, activation=None)
-    ])
+    return keras.Sequential(
+        [
+            keras.Input((8,)),
+            NormPropDense(16),
+            NormPropDense(16, activation="prelu"),
+            NormPropDense(3, activation=None),
+        ]
+    )
 
 
 def test_training_and_inference_compute_the_same_function():
@@ -128,7 +154,9 @@ def test_batch_size_one_training_lowers_the_loss():
     y = (x[:, :3] > 0).argmax(axis=1)
     model = _normprop_net()
     # Plain SGD: with momentum 0.9 at batch size 1 the loss oscillates on every backend.
-    model.compile(keras.optimizers.SGD(0.05), keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.compile(
+        keras.optimizers.SGD(0.05), keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    )
     before = model.evaluate(x, y, verbose=0)
     model.fit(x, y, batch_size=1, epochs=2, verbose=0)
     assert model.evaluate(x, y, verbose=0) < 0.8 * before
@@ -201,10 +229,13 @@ def test_layer_test_helper(make_layer, input_shape, output_shape, trainable, tmp
     "make, match",
     [
         (lambda: NormPropDense(0), "positive integer `units`. Received: units=0"),
-        (lambda: NormPropConv2D(-1, 3), "positive integer `filters`. Received: filters=-1"),
-        (lambda: NormPropConv2D(4, 3, padding="causal"), "padding 'valid' or 'same'. Received: padding='causal'"),
-        (lambda: NormPropConv2D(4, (3, 0)), r"Received: kernel_size=\(3, 0\)"),
+        # Conv2D's own argument validation.
+        (lambda: NormPropConv2D(-1, 3), "strictly positive value. Received filters=-1"),
+        (lambda: NormPropConv2D(4, 3, padding="causal"), "`padding` argument.*Received: causal"),
+        (lambda: NormPropConv2D(4, (3, 0)), r"Received kernel_size=\(3, 0\)"),
+        (lambda: NormPropConv2D(4, 3, data_format="nchw"), "data_format"),
         (lambda: NormPropDense(4, activation="softmax"), "elementwise activation"),
+        (lambda: NormPropConv2D(4, 3, activation="softmax"), "elementwise activation"),
     ],
 )
 def test_rejects_bad_arguments(make, match):
@@ -213,5 +244,120 @@ def test_rejects_bad_arguments(make, match):
 
 
 def test_rejects_inputs_without_channels():
-    with pytest.raises(ValueError, match=r"rank-4 input.*Received: input_shape=\(None, 5, 3\)"):
+    # Conv2D's input spec.
+    with pytest.raises(ValueError, match="expected min_ndim=4, found ndim=3"):
         NormPropConv2D(4, 3)(keras.Input((5, 3)))
+
+
+@pytest.mark.parametrize("activation", ["relu", "prelu", None])
+def test_conv2d_channels_first_matches_numpy_reference(activation):
+    rng = np.random.default_rng(11)
+    x = rng.normal(size=(2, 7, 6, 3)).astype("float32")
+    layer = NormPropConv2D(4, 3, activation=activation, data_format="channels_first")
+    layer.build((None, 3, 7, 6))
+    _randomize(layer, rng)
+    w = layer.kernel.numpy().astype("float64")
+    norms = np.sqrt((w**2).sum(axis=(0, 1, 2)))
+    alpha = None if layer.alpha is None else layer.alpha.numpy()
+    expected = _numpy_normprop(
+        numpy_conv2d_valid(x.astype("float64"), w),
+        norms,
+        layer.gamma.numpy(),
+        layer.beta.numpy(),
+        activation,
+        alpha,
+    )
+    outputs = layer(np.transpose(x, (0, 3, 1, 2)))
+    assert_allclose(np.transpose(numpy(outputs), (0, 2, 3, 1)), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_conv2d_inherits_dilation_and_groups_from_conv2d():
+    """||W_i|| over (kh, kw, C_in / groups); the product is Conv2D's, kernel gamma W / ||W_i||."""
+    rng = np.random.default_rng(12)
+    x = rng.normal(size=(2, 9, 9, 4)).astype("float32")
+    layer = NormPropConv2D(6, 3, dilation_rate=2, groups=2, activation=None)
+    layer.build(x.shape)
+    _randomize(layer, rng)
+    w = layer.kernel.numpy().astype("float64")  # (3, 3, 2, 6)
+    assert w.shape == (3, 3, 2, 6)
+    kernel = layer.gamma.numpy() * w / np.sqrt((w**2).sum(axis=(0, 1, 2)))
+    dilated = np.zeros((5, 5, 2, 6))
+    dilated[::2, ::2] = kernel
+    x64 = x.astype("float64")
+    expected = (
+        np.concatenate(
+            [
+                numpy_conv2d_valid(x64[..., 2 * g : 2 * g + 2], dilated[..., 3 * g : 3 * g + 3])
+                for g in (0, 1)
+            ],
+            axis=-1,
+        )
+        + layer.beta.numpy()
+    )
+    assert_allclose(layer(x), expected, rtol=1e-5, atol=1e-5)
+
+
+PLAIN_CASES = [
+    (lambda a: NormPropDense(4, activation=a), (6, 5)),
+    (lambda a: NormPropDense(4, activation=a), (3, 2, 5)),  # rank 3: PReLU shared over axis 1
+    (lambda a: NormPropConv2D(4, 3, padding="same", activation=a), (2, 6, 5, 3)),
+    (
+        lambda a: NormPropConv2D(4, 3, strides=2, activation=a, data_format="channels_first"),
+        (2, 3, 7, 6),
+    ),
+]
+
+
+@pytest.mark.parametrize("activation", [None, "relu", "tanh", "prelu"])
+@pytest.mark.parametrize("make, shape", PLAIN_CASES)
+def test_plain_layer_computes_the_same_function(make, shape, activation):
+    rng = np.random.default_rng(13)
+    layer = make(activation)
+    layer.build(shape)
+    _randomize(layer, rng)
+    x = rng.normal(size=shape).astype("float32")
+    plain = layer.plain_layer()
+    assert plain.name == layer.name and plain.built
+    assert {w.dtype for w in plain.weights} == {"float32"}
+    assert_allclose(plain(x), layer(x), rtol=1e-5, atol=1e-5)
+    core = plain if activation is None else plain.layers[0]
+    assert type(core) is (
+        keras.layers.Dense if isinstance(layer, NormPropDense) else keras.layers.Conv2D
+    )
+    if activation is None:
+        # Kernel gamma W / ||W_i|| and bias beta (eq. 9 without the activation step).
+        w = layer.kernel.numpy().astype("float64")
+        axes = tuple(range(w.ndim - 1))
+        expected = layer.gamma.numpy() * w / np.sqrt((w**2).sum(axis=axes, keepdims=True))
+        assert_allclose(plain.kernel, expected, rtol=1e-6, atol=1e-7)
+        assert_allclose(plain.bias, layer.beta.numpy(), rtol=0, atol=0)
+    else:
+        kinds = [type(part) for part in plain.layers]
+        middle = [keras.layers.PReLU] if activation == "prelu" else []
+        assert kinds == [type(core)] + middle + [keras.layers.Rescaling]
+
+
+def test_plain_layer_restandardizes_with_the_constants_of_eq_12():
+    layer = NormPropDense(3, activation="relu")
+    layer.build((None, 4))
+    shift = layer.plain_layer().layers[-1]
+    assert shift.scale == pytest.approx(1 / C1) and shift.offset == pytest.approx(-C2 / C1)
+
+
+def test_plain_layer_needs_a_built_layer():
+    with pytest.raises(
+        ValueError, match=r"plain_layer needs a built layer\. Received: built=False"
+    ):
+        NormPropConv2D(4, 3).plain_layer()
+
+
+def test_plain_layer_of_a_saved_and_reloaded_model(tmp_path):
+    """The input shape `plain_layer` builds on survives a .keras round trip."""
+    model = keras.Sequential([keras.Input((3, 5)), NormPropDense(4, activation="prelu")])
+    rng = np.random.default_rng(14)
+    _randomize(model.layers[0], rng)
+    path = str(tmp_path / "normprop.keras")
+    model.save(path)
+    layer = keras.saving.load_model(path).layers[0]
+    x = rng.normal(size=(2, 3, 5)).astype("float32")
+    assert_allclose(layer.plain_layer()(x), model(x), rtol=1e-5, atol=1e-5)

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from keras_norms.layers import WeightNormalization
+from keras_norms.layers import NormalizedConv2D, NormPropConv2D, WeightNormalization
 from tests.layer_test_helper import assert_allclose, dtype_policy, numpy, run_layer_test
 
 
@@ -40,18 +40,35 @@ def test_dense_forward_matches_numpy_reference():
 
 
 CONV_CASES = [
-    (keras.layers.Conv1D, dict(filters=4, kernel_size=3, padding="causal", dilation_rate=2), (9, 3), -1),
+    (
+        keras.layers.Conv1D,
+        dict(filters=4, kernel_size=3, padding="causal", dilation_rate=2),
+        (9, 3),
+        -1,
+    ),
     (keras.layers.Conv2D, dict(filters=4, kernel_size=3, strides=2, padding="same"), (8, 8, 3), -1),
-    (keras.layers.Conv2D, dict(filters=4, kernel_size=3, data_format="channels_first"), (3, 8, 8), -1),
+    (
+        keras.layers.Conv2D,
+        dict(filters=4, kernel_size=3, data_format="channels_first"),
+        (3, 8, 8),
+        -1,
+    ),
     (keras.layers.Conv2D, dict(filters=6, kernel_size=3, groups=3, padding="same"), (6, 6, 6), -1),
     (keras.layers.Conv3D, dict(filters=2, kernel_size=2), (4, 4, 4, 2), -1),
     (keras.layers.Conv2DTranspose, dict(filters=5, kernel_size=3, strides=2), (5, 5, 3), -2),
-    (keras.layers.Conv1DTranspose, dict(filters=2, kernel_size=4, strides=3, padding="same"), (6, 3), -2),
+    (
+        keras.layers.Conv1DTranspose,
+        dict(filters=2, kernel_size=4, strides=3, padding="same"),
+        (6, 3),
+        -2,
+    ),
 ]
 
 
 @pytest.mark.parametrize("layer_cls, kwargs, input_shape, out_axis", CONV_CASES)
-def test_conv_forward_equals_plain_layer_with_numpy_kernel(layer_cls, kwargs, input_shape, out_axis):
+def test_conv_forward_equals_plain_layer_with_numpy_kernel(
+    layer_cls, kwargs, input_shape, out_axis
+):
     """The wrapped layer computes what Keras' own layer computes with w = g v/||v||."""
     rng = np.random.default_rng(1)
     x = rng.normal(size=(2,) + input_shape).astype("float32")
@@ -60,15 +77,19 @@ def test_conv_forward_equals_plain_layer_with_numpy_kernel(layer_cls, kwargs, in
     _randomize(wn, rng)
     plain = layer_cls(**kwargs)
     plain.build(x.shape)
-    plain.set_weights([
-        _numpy_wn_kernel(wn.layer.kernel.numpy(), wn.g.numpy(), out_axis).astype("float32"),
-        wn.layer.bias.numpy(),
-    ])
+    plain.set_weights(
+        [
+            _numpy_wn_kernel(wn.layer.kernel.numpy(), wn.g.numpy(), out_axis).astype("float32"),
+            wn.layer.bias.numpy(),
+        ]
+    )
     assert_allclose(wn(x), plain(x), rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("layer_cls, kwargs, input_shape, out_axis", CONV_CASES)
-def test_without_data_init_wrapping_leaves_the_output_unchanged(layer_cls, kwargs, input_shape, out_axis):
+def test_without_data_init_wrapping_leaves_the_output_unchanged(
+    layer_cls, kwargs, input_shape, out_axis
+):
     x = np.random.default_rng(2).normal(size=(2,) + input_shape).astype("float32")
     layer = layer_cls(**kwargs)
     before = numpy(layer(x))
@@ -83,9 +104,7 @@ def test_log_scale_parameterizes_g_as_exp_s():
     before = numpy(dense(x))
     wn = WeightNormalization(dense, log_scale=True)
     assert_allclose(wn(x), before, rtol=1e-5, atol=1e-5)
-    assert_allclose(
-        np.exp(wn.g.numpy()), np.linalg.norm(dense.kernel.numpy(), axis=0), rtol=1e-6
-    )
+    assert_allclose(np.exp(wn.g.numpy()), np.linalg.norm(dense.kernel.numpy(), axis=0), rtol=1e-6)
     wn.g.assign([0.0, np.log(2.0), -1.0])
     w = _numpy_wn_kernel(dense.kernel.numpy(), np.exp([0.0, np.log(2.0), -1.0]))
     assert_allclose(wn(x), x @ w + dense.bias.numpy(), rtol=1e-5, atol=1e-5)
@@ -148,8 +167,16 @@ def test_large_kernels_do_not_overflow_in_float16():
     "make_layer, input_shape, output_shape",
     [
         (lambda: WeightNormalization(keras.layers.Dense(3, activation="relu")), (5,), (3,)),
-        (lambda: WeightNormalization(keras.layers.Conv2D(4, 3, padding="same")), (6, 6, 2), (6, 6, 4)),
-        (lambda: WeightNormalization(keras.layers.Conv2DTranspose(2, 3), log_scale=True), (4, 4, 3), (6, 6, 2)),
+        (
+            lambda: WeightNormalization(keras.layers.Conv2D(4, 3, padding="same")),
+            (6, 6, 2),
+            (6, 6, 4),
+        ),
+        (
+            lambda: WeightNormalization(keras.layers.Conv2DTranspose(2, 3), log_scale=True),
+            (4, 4, 3),
+            (6, 6, 2),
+        ),
     ],
 )
 def test_layer_test_helper(make_layer, input_shape, output_shape, tmp_path):
@@ -170,3 +197,106 @@ def test_rejects_an_unsupported_layer_with_kernel():
 def test_rejects_a_non_layer():
     with pytest.raises(TypeError, match="expects a Keras layer.*Received"):
         WeightNormalization("dense")
+
+
+PLAIN_CASES = [
+    (keras.layers.Dense, dict(units=3, activation="tanh"), (5, 7)),
+    (keras.layers.Dense, dict(units=3, use_bias=False), (2, 4, 7)),
+    (
+        keras.layers.Conv1D,
+        dict(filters=4, kernel_size=3, padding="causal", dilation_rate=2),
+        (2, 9, 3),
+    ),
+    (
+        keras.layers.Conv2D,
+        dict(filters=4, kernel_size=3, strides=2, data_format="channels_first"),
+        (2, 3, 8, 8),
+    ),
+    (
+        keras.layers.Conv2DTranspose,
+        dict(filters=5, kernel_size=3, strides=2, padding="same"),
+        (2, 5, 5, 3),
+    ),
+]
+
+
+@pytest.mark.parametrize("layer_cls, kwargs, shape", PLAIN_CASES)
+def test_plain_layer_computes_the_same_function(layer_cls, kwargs, shape):
+    rng = np.random.default_rng(6)
+    x = rng.normal(size=shape).astype("float32")
+    wn = WeightNormalization(layer_cls(**kwargs), name="wn")
+    wn.build(x.shape)
+    _randomize(wn, rng)
+    plain = wn.plain_layer()
+    assert type(plain) is layer_cls and plain.name == "wn" and plain.use_bias and plain.built
+    assert {w.dtype for w in plain.weights} == {"float32"}
+    out_axis = -2 if layer_cls is keras.layers.Conv2DTranspose else -1
+    assert_allclose(
+        plain.kernel, _numpy_wn_kernel(wn.layer.kernel, wn.g, out_axis), rtol=1e-6, atol=1e-7
+    )
+    bias = wn.layer.bias if wn.layer.use_bias else np.zeros(plain.bias.shape)
+    assert_allclose(plain.bias, bias, rtol=0, atol=0)
+    assert_allclose(plain(x), wn(x), rtol=1e-6, atol=1e-6)
+
+
+def test_plain_layer_of_a_mixed_precision_model_is_float32():
+    x = np.random.default_rng(7).normal(size=(4, 5)).astype("float32")
+    with dtype_policy("mixed_float16"):
+        wn = WeightNormalization(keras.layers.Dense(3))
+        wn.build(x.shape)
+    plain = wn.plain_layer()
+    assert plain.compute_dtype == "float32" and {w.dtype for w in plain.weights} == {"float32"}
+    assert_allclose(plain(x), x @ numpy(wn.kernel) + numpy(wn.layer.bias), rtol=1e-6, atol=1e-6)
+
+
+def test_plain_layer_needs_a_built_layer():
+    with pytest.raises(ValueError, match="plain_layer needs a layer built"):
+        WeightNormalization(keras.layers.Dense(3)).plain_layer()
+
+
+class SubclassedModel(keras.Model):
+    def __init__(self):
+        super().__init__()
+        self.wn = WeightNormalization(keras.layers.Dense(3))
+
+    def call(self, x):
+        return self.wn(x)
+
+
+@pytest.mark.parametrize(
+    "make_model",
+    [
+        lambda: keras.Sequential([WeightNormalization(keras.layers.Dense(3))]),  # no Input
+        SubclassedModel,
+    ],
+    ids=["sequential-without-input", "subclassed"],
+)
+def test_lazily_built_models_start_with_g_equal_to_the_norm_of_v(make_model):
+    """`g` is read from `v` at initialization, not captured from a traced build."""
+    keras.utils.set_random_seed(8)
+    model = make_model()
+    model.compile(keras.optimizers.SGD(0.0), "mse")  # a zero step: weights stay as built
+    x = np.random.default_rng(9).normal(size=(8, 4)).astype("float32")
+    history = model.fit(x, np.ones((8, 3), "float32"), epochs=1, verbose=0)
+    assert np.isfinite(history.history["loss"][0])
+    wn = model.layers[0]
+    assert_allclose(wn.g, np.linalg.norm(numpy(wn.layer.kernel, "float64"), axis=0), rtol=1e-6)
+
+
+def test_user_autocast_is_kept():
+    assert WeightNormalization(keras.layers.Dense(3)).autocast is True
+    assert WeightNormalization(keras.layers.Dense(3), autocast=False).autocast is False
+
+
+@pytest.mark.parametrize(
+    "make_layer",
+    [
+        lambda: NormPropConv2D(4, 3),
+        lambda: NormalizedConv2D(4, 3),
+    ],
+    ids=["NormPropConv2D", "NormalizedConv2D"],
+)
+def test_rejects_conv2d_subclasses_that_normalize(make_layer):
+    """They are Conv2D subclasses, but their kernel variable is not the kernel they apply."""
+    with pytest.raises(ValueError, match=r"supports Dense.*Received: layer=.* of type Norm"):
+        WeightNormalization(make_layer())

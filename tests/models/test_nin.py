@@ -19,8 +19,17 @@ PARAMS_32x32x3 = {"none": 1_562_954, "normprop": 1_564_372, "bn": 1_567_178}
 
 
 def test_hand_count_of_the_plain_network():
-    convs = [(5, 3, 192), (1, 192, 160), (1, 160, 96), (5, 96, 192), (1, 192, 192),
-             (1, 192, 192), (5, 192, 192), (1, 192, 192), (1, 192, 10)]
+    convs = [
+        (5, 3, 192),
+        (1, 192, 160),
+        (1, 160, 96),
+        (5, 96, 192),
+        (1, 192, 192),
+        (1, 192, 192),
+        (5, 192, 192),
+        (1, 192, 192),
+        (1, 192, 10),
+    ]
     total = sum(k * k * cin * cout + cout for k, cin, cout in convs) + 2 * 32 * 32 * 3
     assert total == PARAMS_32x32x3["none"]
 
@@ -36,7 +45,7 @@ def test_normprop_structure():
     model = nin((32, 32, 3), 10, "normprop")
     convs = [layer for layer in model.layers if isinstance(layer, NormPropConv2D)]
     assert [c.filters for c in convs] == [192, 160, 96, 192, 192, 192, 192, 192, 10]
-    assert [c.activation for c in convs] == ["relu"] * 8 + [None]
+    assert [c.get_config()["activation"] for c in convs] == ["relu"] * 8 + [None]
     assert [c.kernel_size[0] for c in convs] == [5, 1, 1, 5, 1, 1, 5, 1, 1]
     assert not any(isinstance(layer, keras.layers.Dropout) for layer in model.layers)
     # C(192,1,1,2): zero padding by 2 before a 1x1 convolution.
@@ -50,10 +59,19 @@ def test_max_pooling_padding_never_wins():
     inputs = keras.Input((9, 9, 3))
     y = numpy(keras.Model(inputs, _pool(inputs, 3, 2, 1, "max", "p"))(x))
     padded = np.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)), constant_values=-np.inf)
-    expected = np.stack([
-        np.stack([padded[:, 2 * i:2 * i + 3, 2 * j:2 * j + 3].max(axis=(1, 2)) for j in range(5)], axis=1)
-        for i in range(5)
-    ], axis=1)
+    expected = np.stack(
+        [
+            np.stack(
+                [
+                    padded[:, 2 * i : 2 * i + 3, 2 * j : 2 * j + 3].max(axis=(1, 2))
+                    for j in range(5)
+                ],
+                axis=1,
+            )
+            for i in range(5)
+        ],
+        axis=1,
+    )
     assert_array_equal(y, expected)
     assert y.max() < 0
 
@@ -85,7 +103,9 @@ def test_data_normalization_choices():
     assert global_.get_layer("global_data_normalization").axis == (1, 2, 3)
     given = keras.layers.Rescaling(0.5, name="given")
     assert nin((32, 32, 1), 10, "bn", data_normalization=given).get_layer("given") is given
-    assert len(nin((32, 32, 1), 10, "none", data_normalization=None).layers) == len(global_.layers) - 1
+    assert (
+        len(nin((32, 32, 1), 10, "none", data_normalization=None).layers) == len(global_.layers) - 1
+    )
 
 
 @pytest.mark.parametrize(
