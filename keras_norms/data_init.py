@@ -6,46 +6,9 @@ import keras
 import numpy as np
 from keras import ops
 
+from keras_norms.graph import iter_layers, normalization_pairs
 from keras_norms.layers.mean_only_bn import MeanOnlyBatchNormalization
 from keras_norms.layers.weight_norm import WeightNormalization
-
-
-def iter_layers(model):
-    """Yield every layer of `model`, descending into nested models, in order."""
-    for layer in model.layers:
-        yield layer
-        if isinstance(layer, keras.Model):
-            yield from iter_layers(layer)
-
-
-def single_producer(layer, candidates):
-    """The layer among `candidates` whose only output is `layer`'s only input.
-
-    Uses the functional graph (`layer.input is producer.output`); returns
-    `None` for layers called more than once or fed by anything else.
-    """
-    try:
-        tensor = layer.input
-    except (AttributeError, ValueError):
-        return None
-    for producer in candidates:
-        try:
-            if producer.output is tensor:
-                return producer
-        except (AttributeError, ValueError):
-            continue
-    return None
-
-
-def _owned_by_mean_only_bn(model, layers):
-    """The weight-normalized layers whose output a mean-only BN centers."""
-    owned = set()
-    for layer in iter_layers(model):
-        if isinstance(layer, MeanOnlyBatchNormalization):
-            producer = single_producer(layer, layers)
-            if producer is not None:
-                owned.add(id(producer))
-    return owned
 
 
 @contextlib.contextmanager
@@ -99,7 +62,9 @@ def data_dependent_init(model, x_init, training=True):
     `t = x . v / ||v||` and sets `g = 1 / std(t)` and `b = -mean(t) / std(t)`
     per output feature, so that its pre-activation on `x_init` has mean 0
     and standard deviation 1. When a `MeanOnlyBatchNormalization` directly
-    follows the layer, only `g` is set: the mean-only BN owns the mean.
+    follows the layer, on its channel axis, and nothing else uses the
+    layer's output (`keras_norms.graph.normalization_pairs`), only `g` is
+    set: the mean-only BN owns the mean.
     Statistics are float32 over every axis but the channel axis.
 
     The pass runs in training mode by default, as in the paper's reference
@@ -135,8 +100,9 @@ def data_dependent_init(model, x_init, training=True):
         ValueError: if `x_init` holds fewer than 2 examples.
 
     Reference:
-        Salimans & Kingma 2016 (arXiv:1602.07868), section 3;
-        `../shared/papers/weight-normalization-convpool-cnn-c.md`, section 6C.
+        Salimans & Kingma, "Weight Normalization: A Simple Reparameterization
+        to Accelerate Training of Deep Neural Networks", NeurIPS 2016
+        (arXiv:1602.07868), section 3 (init) and section 4 (mean-only BN).
     """
     if not isinstance(model, keras.Model):
         raise TypeError(
@@ -158,7 +124,10 @@ def data_dependent_init(model, x_init, training=True):
     ]
     if not layers:
         return []
-    owned = _owned_by_mean_only_bn(model, layers)
+    mean_only = [
+        layer for layer in iter_layers(model) if isinstance(layer, MeanOnlyBatchNormalization)
+    ]
+    owned = normalization_pairs(model, layers, mean_only)
     strategy = _multi_replica_strategy()
     with _initializing(layers, owned, synchronized=strategy is not None):
         if strategy is None:

@@ -7,14 +7,12 @@ import tensorflow as tf
 
 from keras_norms import data_dependent_init
 from keras_norms.layers import MeanOnlyBatchNormalization, WeightNormalization
-from tests.layer_test_helper import assert_allclose, assert_array_equal, numpy
-
-
-def _numpy_conv2d_valid(x, kernel):
-    """Cross-correlation with 'valid' padding and stride 1, NHWC x HWIO."""
-    kh, kw = kernel.shape[:2]
-    patches = np.lib.stride_tricks.sliding_window_view(x, (kh, kw), axis=(1, 2))
-    return np.einsum("nhwcij,ijcf->nhwf", patches, kernel)
+from tests.layer_test_helper import (
+    assert_allclose,
+    assert_array_equal,
+    numpy,
+    numpy_conv2d_valid,
+)
 
 
 def _unit(v, axes):
@@ -47,9 +45,8 @@ def _preactivation_stats(model, layer, x, channel_axis=-1):
 @pytest.mark.parametrize("kernel_stddev", [30.0, 0.002])
 def test_dense_init_matches_numpy_with_kernel_norms_far_from_one(kernel_stddev):
     x = _inputs((500, 20))
-    wn = WeightNormalization(
-        keras.layers.Dense(8, kernel_initializer=keras.initializers.RandomNormal(stddev=kernel_stddev))
-    )
+    initializer = keras.initializers.RandomNormal(stddev=kernel_stddev)
+    wn = WeightNormalization(keras.layers.Dense(8, kernel_initializer=initializer))
     model = _model([wn], (20,))
     v = wn.layer.kernel.numpy().astype("float64")
     norms = np.linalg.norm(v, axis=0)
@@ -67,13 +64,12 @@ def test_dense_init_matches_numpy_with_kernel_norms_far_from_one(kernel_stddev):
 @pytest.mark.parametrize("kernel_stddev", [30.0, 0.002])
 def test_conv2d_init_matches_numpy_with_kernel_norms_far_from_one(kernel_stddev):
     x = _inputs((100, 9, 9, 3), seed=1)
-    wn = WeightNormalization(
-        keras.layers.Conv2D(6, 3, kernel_initializer=keras.initializers.RandomNormal(stddev=kernel_stddev))
-    )
+    initializer = keras.initializers.RandomNormal(stddev=kernel_stddev)
+    wn = WeightNormalization(keras.layers.Conv2D(6, 3, kernel_initializer=initializer))
     model = _model([wn], (9, 9, 3))
     v = wn.layer.kernel.numpy().astype("float64")
     data_dependent_init(model, x)
-    t = _numpy_conv2d_valid(x.astype("float64"), _unit(v, (0, 1, 2)))
+    t = numpy_conv2d_valid(x.astype("float64"), _unit(v, (0, 1, 2)))
     expected_g, expected_b = _expected_init(t)
     assert_allclose(wn.g.numpy(), expected_g, rtol=1e-4)
     assert_allclose(wn.layer.bias.numpy(), expected_b, rtol=1e-4, atol=1e-5)
@@ -116,6 +112,20 @@ def test_only_g_is_initialized_when_mean_only_bn_follows():
     expected_g, _ = _expected_init(x.astype("float64") @ _unit(v, 0))
     assert_allclose(owned.g.numpy(), expected_g, rtol=1e-4)
     assert_array_equal(owned.layer.bias.numpy(), np.ones(6))
+
+
+def test_mean_only_bn_does_not_own_a_mean_that_another_layer_also_uses():
+    """`Add([h, MOBN(h)])`: the MOBN centers one use of `h` only, so `b` is set."""
+    x = _inputs((300, 12), seed=8)
+    wn = WeightNormalization(keras.layers.Dense(6, bias_initializer="ones"))
+    inputs = keras.Input((12,))
+    h = wn(inputs)
+    model = keras.Model(inputs, keras.layers.Add()([h, MeanOnlyBatchNormalization()(h)]))
+    v = wn.layer.kernel.numpy().astype("float64")
+    data_dependent_init(model, x)
+    expected_g, expected_b = _expected_init(x.astype("float64") @ _unit(v, 0))
+    assert_allclose(wn.g.numpy(), expected_g, rtol=1e-4)
+    assert_allclose(wn.layer.bias.numpy(), expected_b, rtol=1e-4, atol=1e-5)
 
 
 def test_initializes_once_and_never_after_reloading(tmp_path):
@@ -170,7 +180,8 @@ def test_inference_graph_has_no_init_logic():
 
 def test_rejects_an_init_batch_of_one():
     model = _model([WeightNormalization(keras.layers.Dense(3))], (4,))
-    with pytest.raises(ValueError, match=r"at least 2 examples.*Received: x_init with shape \(1, 4\)"):
+    message = r"at least 2 examples.*Received: x_init with shape \(1, 4\)"
+    with pytest.raises(ValueError, match=message):
         data_dependent_init(model, np.ones((1, 4), "float32"))
 
 
