@@ -1,5 +1,7 @@
+"""`python -m keras_norms.export`: the `keras-norms-export` command."""
+
 import sys
 
-from export.cli import main
+from keras_norms.export.cli import main
 
 sys.exit(main())

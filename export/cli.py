@@ -4,13 +4,16 @@ import argparse
 import sys
 
 import keras
-import numpy as np
 
 import keras_norms  # noqa: F401  (registers the layers for load_model)
-from export.exporter import DEFAULT_TOLERANCE, ParityError, export_and_check
-from training import data
-
-RANDOM = "random"
+from keras_norms import datasets
+from keras_norms.export.parity import (
+    DEFAULT_TOLERANCE,
+    PARITY_SOURCES,
+    ParityError,
+    parity_inputs,
+)
+from keras_norms.optional import MissingDependencyError
 
 
 def build_parser():
@@ -22,7 +25,9 @@ def build_parser():
     parser.add_argument("model", help="path of a .keras file")
     parser.add_argument("--output", required=True, help="directory to write into")
     parser.add_argument(
-        "--dataset", default=data.DIGITS, choices=data.DATASETS + (RANDOM,),
+        "--dataset",
+        default=datasets.DIGITS,
+        choices=PARITY_SOURCES,
         help="test images for the parity check (resized to the model's input)",
     )
     parser.add_argument("--data-dir", default=None, help="tensorflow-datasets data dir")
@@ -32,33 +37,32 @@ def build_parser():
     return parser
 
 
-def parity_inputs(args, input_shape):
-    """`--num-samples` test images shaped `input_shape` (no batch axis)."""
-    if args.dataset == RANDOM:
-        rng = np.random.default_rng(args.seed)
-        return rng.normal(size=(args.num_samples,) + input_shape).astype("float32")
-    splits = data.load(args.dataset, args.data_dir, input_shape[0], seed=args.seed)
-    if splits.image_shape != input_shape:
-        raise ValueError(
-            f"--dataset {args.dataset} gives images of shape {splits.image_shape}, "
-            f"the model expects {input_shape}"
-        )
-    return splits.x_test[: args.num_samples]
-
-
 def main(argv=None):
     args = build_parser().parse_args(argv)
     try:
+        # Imported here: without TensorFlow it raises a one-line MissingDependencyError.
+        from keras_norms.export.exporter import export_and_check
+
         model = keras.saving.load_model(args.model)
-        inputs = parity_inputs(args, tuple(model.input_shape[1:]))
+        inputs = parity_inputs(
+            args.dataset, model.input_shape[1:], args.num_samples, args.seed, args.data_dir
+        )
         report = export_and_check(model, args.output, inputs, args.tolerance)
-    except (OSError, ValueError, ParityError, data.DataUnavailableError) as error:
+    except (
+        OSError,
+        ValueError,
+        ParityError,
+        datasets.DataUnavailableError,
+        MissingDependencyError,
+    ) as error:
         print(f"keras-norms-export: error: {error}", file=sys.stderr)
         return 1
     print(f"SavedModel: {report['saved_model']}  TFLite: {report['tflite']}")
-    print(f"parity on {report['num_inputs']} inputs (max |logit difference|): "
-          f"SavedModel {report['saved_model_max_abs_diff']:.2e}, "
-          f"TFLite {report['tflite_max_abs_diff']:.2e}")
+    print(
+        f"parity on {report['num_inputs']} inputs (max |logit difference|): "
+        f"SavedModel {report['saved_model_max_abs_diff']:.2e}, "
+        f"TFLite {report['tflite_max_abs_diff']:.2e}"
+    )
     return 0
 
 

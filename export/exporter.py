@@ -4,15 +4,12 @@ import json
 import os
 
 import numpy as np
-import tensorflow as tf
 
-from export.fold import as_float32, fold_normalization, is_mixed_precision
+from keras_norms.export.parity import DEFAULT_TOLERANCE, ParityError, max_abs_diff
+from keras_norms.folding import as_float32, fold, is_mixed_precision
+from keras_norms.optional import require
 
-DEFAULT_TOLERANCE = 1e-4
-
-
-class ParityError(RuntimeError):
-    """An exported model's logits differ from the Keras model's."""
+tf = require("tensorflow", "export", "keras-norms-export")
 
 
 def export_saved_model(model, path):
@@ -43,9 +40,8 @@ def run_tflite(path, inputs):
     The batch dimension is resized to `len(inputs)` first (a `None` batch
     dimension is stored as 1).
     """
-    from ai_edge_litert.interpreter import Interpreter
-
-    interpreter = Interpreter(model_path=path)
+    litert = require("ai_edge_litert.interpreter", "export", "running TFLite files")
+    interpreter = litert.Interpreter(model_path=path)
     (input_detail,) = interpreter.get_input_details()
     interpreter.resize_tensor_input(input_detail["index"], list(inputs.shape))
     interpreter.allocate_tensors()
@@ -53,10 +49,6 @@ def run_tflite(path, inputs):
     interpreter.invoke()
     (output_detail,) = interpreter.get_output_details()
     return interpreter.get_tensor(output_detail["index"])
-
-
-def _max_abs_diff(a, b):
-    return float(np.max(np.abs(np.asarray(a, "float64") - np.asarray(b, "float64"))))
 
 
 def export_and_check(model, output_dir, inputs, tolerance=DEFAULT_TOLERANCE):
@@ -80,9 +72,7 @@ def export_and_check(model, output_dir, inputs, tolerance=DEFAULT_TOLERANCE):
     """
     inputs = np.asarray(inputs, "float32")
     os.makedirs(output_dir, exist_ok=True)
-    saved_model_dir = export_saved_model(
-        fold_normalization(model), os.path.join(output_dir, "saved_model")
-    )
+    saved_model_dir = export_saved_model(fold(model), os.path.join(output_dir, "saved_model"))
     tflite_path = convert_tflite(saved_model_dir, os.path.join(output_dir, "model.tflite"))
     mixed = model.predict(inputs, verbose=0) if is_mixed_precision(model) else None
     if mixed is not None:
@@ -93,13 +83,13 @@ def export_and_check(model, output_dir, inputs, tolerance=DEFAULT_TOLERANCE):
         "tflite": tflite_path,
         "num_inputs": len(inputs),
         "tolerance": tolerance,
-        "saved_model_max_abs_diff": _max_abs_diff(
+        "saved_model_max_abs_diff": max_abs_diff(
             run_saved_model(saved_model_dir, inputs), expected
         ),
-        "tflite_max_abs_diff": _max_abs_diff(run_tflite(tflite_path, inputs), expected),
+        "tflite_max_abs_diff": max_abs_diff(run_tflite(tflite_path, inputs), expected),
     }
     if mixed is not None:
-        report["mixed_precision_max_abs_diff"] = _max_abs_diff(mixed, expected)
+        report["mixed_precision_max_abs_diff"] = max_abs_diff(mixed, expected)
     with open(os.path.join(output_dir, "parity.json"), "w") as f:
         json.dump(report, f, indent=2)
     worst = max(report["saved_model_max_abs_diff"], report["tflite_max_abs_diff"])

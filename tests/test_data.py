@@ -4,11 +4,12 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
-from training import data
+from keras_norms import datasets
+from keras_norms.training import data
 
 
 def test_digits_split_is_fixed_stratified_and_resized():
-    splits = data.load("digits", image_size=16, seed=0)
+    splits = datasets.load("digits", image_size=16, seed=0)
     assert splits.x_train.shape == (1437, 16, 16, 1)
     assert splits.x_test.shape == (360, 16, 16, 1)
     assert splits.x_train.dtype == np.float32 and splits.num_classes == 10
@@ -16,10 +17,10 @@ def test_digits_split_is_fixed_stratified_and_resized():
     # Stratified: each class has 20 % of its examples in the test split.
     all_counts = np.bincount(np.concatenate([splits.y_train, splits.y_test]))
     assert np.all(np.abs(np.bincount(splits.y_test) - 0.2 * all_counts) <= 1)
-    again = data.load("digits", image_size=16, seed=0)
+    again = datasets.load("digits", image_size=16, seed=0)
     np.testing.assert_array_equal(splits.y_test, again.y_test)
     np.testing.assert_array_equal(splits.x_test, again.x_test)
-    other = data.load("digits", image_size=16, seed=1)
+    other = datasets.load("digits", image_size=16, seed=1)
     assert not np.array_equal(splits.y_test, other.y_test)
 
 
@@ -29,7 +30,7 @@ def test_digits_resize_keeps_the_images():
 
     digits = load_digits()
     originals = digits.images.reshape(len(digits.images), -1)
-    splits = data.load("digits", image_size=16, seed=0)
+    splits = datasets.load("digits", image_size=16, seed=0)
     small = splits.x_train[:20].reshape(-1, 8, 2, 8, 2).mean(axis=(2, 4)).reshape(20, -1)
     for image, label in zip(small, splits.y_train[:20]):
         distances = np.abs(originals - image).mean(axis=1)
@@ -52,32 +53,51 @@ def test_standardizer_uses_training_statistics_per_channel():
     np.testing.assert_allclose(standardized.std(axis=(0, 1, 2)), 1.0, atol=1e-4)
 
 
-def test_pipeline_batches_every_example_once_per_epoch():
+def _epoch_labels(batches):
+    return [np.asarray(y) for _, y in batches]
+
+
+@pytest.mark.parametrize("make", [data.make_pipeline, data.ArrayBatches])
+def test_pipeline_batches_every_example_once_per_epoch(make):
+    """The tf.data pipeline and the any-backend `ArrayBatches` batch alike."""
     images = np.arange(10, dtype="float32").reshape(10, 1, 1, 1)
     labels = np.arange(10, dtype="int32")
-    dataset = data.make_pipeline(images, labels, batch_size=4, shuffle=True, seed=0)
-    batches = [y.numpy() for _, y in dataset]
+    batches = _epoch_labels(make(images, labels, batch_size=4, shuffle=True, seed=0))
     assert [len(b) for b in batches] == [4, 4, 2]
     assert sorted(np.concatenate(batches).tolist()) == list(range(10))
-    unshuffled = data.make_pipeline(images, labels, batch_size=4, shuffle=False)
-    assert np.concatenate([y.numpy() for _, y in unshuffled]).tolist() == list(range(10))
+    assert np.concatenate(batches).tolist() != list(range(10))  # shuffled
+    unshuffled = make(images, labels, batch_size=4, shuffle=False)
+    assert np.concatenate(_epoch_labels(unshuffled)).tolist() == list(range(10))
+
+
+def test_array_batches_reshuffle_every_epoch():
+    images = np.arange(20, dtype="float32").reshape(20, 1)
+    batches = data.ArrayBatches(images, np.arange(20), batch_size=20, shuffle=True, seed=0)
+    first = np.asarray(batches[0][1]).tolist()
+    batches.on_epoch_end()
+    assert (
+        sorted(first) == sorted(np.asarray(batches[0][1]).tolist())
+        and first != batches[0][1].tolist()
+    )
 
 
 def test_tfds_datasets_load_under_mock_data():
     with tfds.testing.mock_data(num_examples=12):
-        splits = data.load("cifar10")
+        splits = datasets.load("cifar10")
     assert splits.x_train.shape == (12, 32, 32, 3)
     assert splits.num_classes == 10
     with tfds.testing.mock_data(num_examples=6):
-        resized = data.load("svhn_cropped", image_size=16)
+        resized = datasets.load("svhn_cropped", image_size=16)
     assert resized.x_test.shape == (6, 16, 16, 3)
 
 
 def test_missing_tfds_data_raises_a_helpful_error(tmp_path):
-    with pytest.raises(data.DataUnavailableError, match=r"tfds build cifar100 --data_dir DIR"):
-        data.load("cifar100", data_dir=str(tmp_path), download=False)
+    with pytest.raises(datasets.DataUnavailableError, match=r"tfds build cifar100 --data_dir DIR"):
+        datasets.load("cifar100", data_dir=str(tmp_path), download=False)
 
 
 def test_unknown_dataset_lists_the_choices():
-    with pytest.raises(ValueError, match=r"Expected one of \('digits', 'cifar10'.*Received: 'mnist'"):
-        data.load("mnist")
+    with pytest.raises(
+        ValueError, match=r"Expected one of \('digits', 'cifar10'.*Received: 'mnist'"
+    ):
+        datasets.load("mnist")

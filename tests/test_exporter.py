@@ -6,12 +6,13 @@ import os
 import numpy as np
 import pytest
 
-from export import cli, exporter
 from keras_norms import data_dependent_init
+from keras_norms.export import cli, exporter
+from keras_norms.export.parity import ParityError
 from keras_norms.models import all_cnn_c, convpool_cnn_c, nin, resnet18
-from tests.models.test_convpool_cnn_c import PARAMS_32x32x3
-from tests.test_fold import _perturb_statistics
-from training import data
+from keras_norms.models.convpool_cnn_c import NORMS as CONVPOOL_NORMS
+from keras_norms.training import data
+from tests.layer_test_helper import perturb_statistics
 
 
 def _initialized_model(norm, seed=0):
@@ -19,12 +20,12 @@ def _initialized_model(norm, seed=0):
     model = convpool_cnn_c((16, 16, 1), 10, norm)
     x = rng.normal(size=(64, 16, 16, 1)).astype("float32")
     data_dependent_init(model, x)
-    _perturb_statistics(model, rng)
+    perturb_statistics(model, rng)
     return model, x
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("norm", sorted(PARAMS_32x32x3))
+@pytest.mark.parametrize("norm", CONVPOOL_NORMS)
 def test_saved_model_and_tflite_match_keras(norm, tmp_path):
     model, x = _initialized_model(norm)
     report = exporter.export_and_check(model, str(tmp_path), x)
@@ -75,7 +76,9 @@ def test_parity_failure_raises(tmp_path, monkeypatch):
     model, x = _initialized_model("wn_mobn")
     broken = exporter.run_tflite
     monkeypatch.setattr(exporter, "run_tflite", lambda path, inputs: broken(path, inputs) + 1e-3)
-    with pytest.raises(exporter.ParityError, match=r"max \|logit difference\| 1\.0\d*e-03 > tolerance 1\.0e-04"):
+    with pytest.raises(
+        ParityError, match=r"max \|logit difference\| 1\.0\d*e-03 > tolerance 1\.0e-04"
+    ):
         exporter.export_and_check(model, str(tmp_path), x[:8])
 
 

@@ -15,8 +15,11 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
-from export.fold import is_mixed_precision
-from training import cli
+from keras_norms.folding import is_mixed_precision
+from keras_norms.graph import iter_layers
+from keras_norms.layers import WeightNormalization
+from keras_norms.models import BUILDERS
+from keras_norms.training import cli
 
 FAST = ["--image-size", "12", "--batch-size", "200", "--verbose", "0"]
 
@@ -45,7 +48,11 @@ def test_tiny_digits_run_writes_the_run_directory_and_exports(tmp_path, capsys):
     assert _history_epochs(run_dir) == [0]
     model = keras.saving.load_model(os.path.join(run_dir, "model.keras"))
     assert model.input_shape == (None, 12, 12, 1)
-    assert all(layer.initialized.numpy() for layer in model.layers[-1].layers if hasattr(layer, "initialized"))
+    weight_normalized = [
+        layer for layer in iter_layers(model) if isinstance(layer, WeightNormalization)
+    ]
+    assert len(weight_normalized) == 10  # nine convolutions and the logits
+    assert all(bool(keras.ops.convert_to_numpy(layer.initialized)) for layer in weight_normalized)
     out = capsys.readouterr().out
     assert "test accuracy:" in out and "export parity" in out
 
@@ -74,9 +81,9 @@ def test_killed_run_resumes_where_it_stopped(tmp_path, monkeypatch):
 def _train_on_mock_cifar10(run_dir, num_examples, *args):
     """One epoch on `num_examples` tfds mock CIFAR-10 images; the exit status."""
     with tfds.testing.mock_data(num_examples=num_examples):
-        return cli.main([
-            "--dataset", "cifar10", "--epochs", "1", "--output", run_dir, "--verbose", "0", *args
-        ])
+        return cli.main(
+            ["--dataset", "cifar10", "--epochs", "1", "--output", run_dir, "--verbose", "0", *args]
+        )
 
 
 @pytest.mark.slow
@@ -89,7 +96,9 @@ def test_tfds_dataset_trains_under_mock_data(tmp_path):
 @pytest.mark.slow
 def test_nin_trains_at_batch_size_one_with_global_data_normalization(tmp_path):
     run_dir = str(tmp_path / "run")
-    status = _train_on_mock_cifar10(run_dir, 12, "--model", "nin", "--norm", "normprop", "--batch-size", "1")
+    status = _train_on_mock_cifar10(
+        run_dir, 12, "--model", "nin", "--norm", "normprop", "--batch-size", "1"
+    )
     assert status == 0
     assert _metrics(run_dir)["batch_size"] == 1
     model = keras.saving.load_model(os.path.join(run_dir, "model.keras"))
@@ -99,10 +108,25 @@ def test_nin_trains_at_batch_size_one_with_global_data_normalization(tmp_path):
 @pytest.mark.slow
 def test_nin_on_digits_resizes_to_32_and_uses_the_papers_recipe(tmp_path):
     run_dir = str(tmp_path / "run")
-    assert cli.main([
-        "--model", "nin", "--norm", "bn", "--data-normalization", "batch", "--epochs", "1",
-        "--output", run_dir, "--verbose", "0",
-    ]) == 0
+    assert (
+        cli.main(
+            [
+                "--model",
+                "nin",
+                "--norm",
+                "bn",
+                "--data-normalization",
+                "batch",
+                "--epochs",
+                "1",
+                "--output",
+                run_dir,
+                "--verbose",
+                "0",
+            ]
+        )
+        == 0
+    )
     model = keras.saving.load_model(os.path.join(run_dir, "model.keras"))
     assert model.input_shape == (None, 32, 32, 1)
     assert model.get_layer("batch_data_normalization") is not None
@@ -114,7 +138,12 @@ def test_nin_on_digits_resizes_to_32_and_uses_the_papers_recipe(tmp_path):
 @pytest.mark.slow
 def test_all_cnn_c_with_dwck_trains_under_mock_data(tmp_path):
     run_dir = str(tmp_path / "run")
-    assert _train_on_mock_cifar10(run_dir, 16, "--model", "all_cnn_c", "--norm", "dwck", "--batch-size", "8") == 0
+    assert (
+        _train_on_mock_cifar10(
+            run_dir, 16, "--model", "all_cnn_c", "--norm", "dwck", "--batch-size", "8"
+        )
+        == 0
+    )
     model = keras.saving.load_model(os.path.join(run_dir, "model.keras"))
     assert model.layers[-1].get_layer("conv1_dwck").kernel_sizes == [(4, 4), (2, 2), (2, 2), (2, 2)]
 
@@ -128,10 +157,17 @@ def test_resnet18_with_normalized_convolution_trains_at_batch_size_two(tmp_path)
 
 
 def test_missing_data_exits_2_with_instructions(tmp_path, capsys):
-    status = cli.main([
-        "--dataset", "svhn_cropped", "--data-dir", str(tmp_path / "tfds"), "--no-download",
-        "--output", str(tmp_path / "run"),
-    ])
+    status = cli.main(
+        [
+            "--dataset",
+            "svhn_cropped",
+            "--data-dir",
+            str(tmp_path / "tfds"),
+            "--no-download",
+            "--output",
+            str(tmp_path / "run"),
+        ]
+    )
     assert status == 2
     err = capsys.readouterr().err
     assert "tfds build svhn_cropped --data_dir DIR" in err
@@ -141,9 +177,19 @@ def test_missing_data_exits_2_with_instructions(tmp_path, capsys):
 @pytest.mark.parametrize(
     "argv, message",
     [
-        (["--model", "vgg"], "invalid choice: 'vgg' (choose from all_cnn_c, convpool_cnn_c, nin, resnet18)"),
-        (["--norm", "gn"], "invalid choice: 'gn' for --model convpool_cnn_c (choose from none, wn, mobn, bn, wn_mobn)"),
-        (["--dataset", "mnist"], "invalid choice: 'mnist' (choose from digits, cifar10, cifar100, svhn_cropped)"),
+        (
+            ["--model", "vgg"],
+            "invalid choice: 'vgg' (choose from all_cnn_c, convpool_cnn_c, nin, resnet18)",
+        ),
+        (
+            ["--norm", "gn"],
+            "invalid choice: 'gn' for --model convpool_cnn_c "
+            "(choose from none, wn, mobn, bn, wn_mobn)",
+        ),
+        (
+            ["--dataset", "mnist"],
+            "invalid choice: 'mnist' (choose from digits, cifar10, cifar100, svhn_cropped)",
+        ),
         (["--epochs", "0"], "argument --epochs: expected a positive integer, got 0"),
         (["--batch-size", "-4"], "argument --batch-size: expected a positive integer, got -4"),
         (["--learning-rate", "0"], "argument --learning-rate: expected a positive number, got 0"),
@@ -155,6 +201,24 @@ def test_bad_arguments_are_argparse_errors(argv, message, capsys):
     assert exit_info.value.code == 2
     # argparse quotes the choices in some Python versions only.
     assert message.replace("'", "") in capsys.readouterr().err.replace("'", "")
+
+
+def test_help_lists_every_registered_builder_with_its_norms(capsys):
+    with pytest.raises(SystemExit):
+        cli.main(["--help"])
+    out = capsys.readouterr().out
+    for name, builder in BUILDERS.items():
+        (line,) = [line for line in out.splitlines() if line.strip().startswith(f"{name}:")]
+        assert f"--norm {builder.default_norm}|" in line
+        assert all(norm in line for norm in builder.norms)
+        assert f"batch {builder.recipe.batch_size}," in line
+
+
+def test_norm_defaults_to_the_models_default(tmp_path, monkeypatch):
+    seen = {}
+    monkeypatch.setattr(cli, "train", lambda args: seen.update(norm=args.norm))
+    assert cli.main(["--model", "resnet18", "--output", str(tmp_path)]) == 0
+    assert seen["norm"] == "bn"
 
 
 def test_unwritable_output_directory_is_a_one_line_error(tmp_path, capsys):
@@ -182,9 +246,9 @@ def test_unreadable_checkpoint_is_a_one_line_error(tmp_path, capsys):
 @pytest.mark.parametrize(
     "command, expected",
     [
-        ([sys.executable, "-m", "training"], "--init-batch-size"),
+        ([sys.executable, "-m", "keras_norms.training"], "--init-batch-size"),
         (["keras-norms-train"], "--init-batch-size"),
-        ([sys.executable, "-m", "export"], "--tolerance"),
+        ([sys.executable, "-m", "keras_norms.export"], "--tolerance"),
         (["keras-norms-export"], "--tolerance"),
     ],
 )
@@ -208,7 +272,7 @@ def _free_ports(count):
 
 
 def _train_command(*args):
-    return [sys.executable, "-m", "training", "--verbose", "0", *args]
+    return [sys.executable, "-m", "keras_norms.training", "--verbose", "0", *args]
 
 
 def _environment(**extra):
@@ -219,7 +283,9 @@ def _environment(**extra):
 
 
 def _tf_config(addresses, index):
-    return json.dumps({"cluster": {"worker": addresses}, "task": {"type": "worker", "index": index}})
+    return json.dumps(
+        {"cluster": {"worker": addresses}, "task": {"type": "worker", "index": index}}
+    )
 
 
 @pytest.mark.slow
@@ -227,12 +293,27 @@ def test_two_workers_train_one_epoch_to_identical_weights(tmp_path):
     addresses = [f"127.0.0.1:{port}" for port in _free_ports(2)]
     run_dir = str(tmp_path / "run")
     command = _train_command(
-        "--strategy", "multi_worker", "--connect-timeout", "120", "--epochs", "1",
-        "--image-size", "12", "--batch-size", "100", "--output", run_dir,
+        "--strategy",
+        "multi_worker",
+        "--connect-timeout",
+        "120",
+        "--epochs",
+        "1",
+        "--image-size",
+        "12",
+        "--batch-size",
+        "100",
+        "--output",
+        run_dir,
     )
     workers = [
-        subprocess.Popen(command, env=_environment(TF_CONFIG=_tf_config(addresses, index)),
-                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        subprocess.Popen(
+            command,
+            env=_environment(TF_CONFIG=_tf_config(addresses, index)),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
         for index in range(2)
     ]
     try:
@@ -255,8 +336,10 @@ def test_two_workers_train_one_epoch_to_identical_weights(tmp_path):
     [
         (None, "needs the TF_CONFIG environment variable"),
         ("{not json", "TF_CONFIG must be JSON with 'cluster' and 'task'"),
-        ('{"cluster": {"worker": ["127.0.0.1:1"]}, "task": {"type": "worker", "index": 3}}',
-         "task index 3 is not one of the 'worker' addresses"),
+        (
+            '{"cluster": {"worker": ["127.0.0.1:1"]}, "task": {"type": "worker", "index": 3}}',
+            "task index 3 is not one of the 'worker' addresses",
+        ),
     ],
 )
 def test_bad_tf_config_is_a_one_line_error(tf_config, message, tmp_path, monkeypatch, capsys):
@@ -272,11 +355,17 @@ def test_bad_tf_config_is_a_one_line_error(tf_config, message, tmp_path, monkeyp
 @pytest.mark.slow
 def test_unreachable_worker_exits_within_the_connect_timeout(tmp_path):
     addresses = [f"127.0.0.1:{port}" for port in _free_ports(2)]
-    command = _train_command("--strategy", "multi_worker", "--connect-timeout", "5",
-                             "--output", str(tmp_path / "run"))
+    command = _train_command(
+        "--strategy", "multi_worker", "--connect-timeout", "5", "--output", str(tmp_path / "run")
+    )
     start = time.monotonic()
-    result = subprocess.run(command, env=_environment(TF_CONFIG=_tf_config(addresses, 0)),
-                            capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        command,
+        env=_environment(TF_CONFIG=_tf_config(addresses, 0)),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == -signal.SIGKILL
     assert "did not come up within 5 s" in result.stderr
     assert time.monotonic() - start < 60
@@ -297,8 +386,12 @@ def test_run_killed_mid_epoch_resumes_and_matches_an_uninterrupted_run(tmp_path)
     """SIGKILL during epoch 2 of 4; the same command resumes after epoch 1."""
     args = ["--epochs", "4", "--image-size", "12", "--batch-size", "20"]
     killed_dir, clean_dir = str(tmp_path / "killed"), str(tmp_path / "clean")
-    process = subprocess.Popen(_train_command(*args, "--output", killed_dir), env=_environment(),
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(
+        _train_command(*args, "--output", killed_dir),
+        env=_environment(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         _wait_for_epochs(killed_dir, 1, process)
         time.sleep(0.3)  # into the next epoch
@@ -309,8 +402,13 @@ def test_run_killed_mid_epoch_resumes_and_matches_an_uninterrupted_run(tmp_path)
     done = len(_history_epochs(killed_dir))
     assert 1 <= done < 4 and os.path.isdir(os.path.join(killed_dir, "backup"))
     for run_dir in (killed_dir, clean_dir):
-        subprocess.run(_train_command(*args, "--output", run_dir), env=_environment(),
-                       check=True, capture_output=True, timeout=600)
+        subprocess.run(
+            _train_command(*args, "--output", run_dir),
+            env=_environment(),
+            check=True,
+            capture_output=True,
+            timeout=600,
+        )
     assert _history_epochs(killed_dir) == [0, 1, 2, 3]
     resumed, clean = _metrics(killed_dir), _metrics(clean_dir)
     assert abs(resumed["test_accuracy"] - clean["test_accuracy"]) <= 0.05, (resumed, clean)
@@ -319,8 +417,15 @@ def test_run_killed_mid_epoch_resumes_and_matches_an_uninterrupted_run(tmp_path)
 @pytest.mark.slow
 def test_mixed_precision_and_xla_run_exports_a_float32_model(tmp_path):
     run_dir = str(tmp_path / "run")
-    argv = ["--epochs", "1", "--output", run_dir, "--export", "--mixed-precision",
-            "--jit-compile"] + FAST
+    argv = [
+        "--epochs",
+        "1",
+        "--output",
+        run_dir,
+        "--export",
+        "--mixed-precision",
+        "--jit-compile",
+    ] + FAST
     assert cli.main(argv) == 0
     assert keras.config.dtype_policy().name == "float32"  # restored after the run
     metrics = _metrics(run_dir)

@@ -1,5 +1,7 @@
+"""`python -m keras_norms.training`: the `keras-norms-train` command."""
+
 import sys
 
-from training.cli import main
+from keras_norms.training.cli import main
 
 sys.exit(main())

@@ -9,13 +9,19 @@ import time
 import keras
 import numpy as np
 
-from keras_norms import data_dependent_init
-from keras_norms.models import BUILDERS, NORMS
-from keras_norms.policies import dtype_policy
+from keras_norms import data_dependent_init, datasets
+from keras_norms.models import BUILDERS
 from keras_norms.models.nin import DATA_NORMALIZATIONS
-from training import data
-from training.distribution import STRATEGIES, StrategyError, is_chief, make_strategy, worker_directory
-from training.recipes import RECIPES
+from keras_norms.optional import MissingDependencyError
+from keras_norms.policies import dtype_policy
+from keras_norms.training import data
+from keras_norms.training.distribution import (
+    STRATEGIES,
+    StrategyError,
+    is_chief,
+    make_strategy,
+    worker_directory,
+)
 
 DEFAULT_OUTPUT = os.path.join("runs", "{model}_{norm}_{dataset}")
 MIXED_PRECISION_POLICIES = ("mixed_float16", "mixed_bfloat16")
@@ -35,66 +41,102 @@ def _positive_float(text):
     return value
 
 
+def _builders_help():
+    """One line per builder: its norms (default first) and its recipe, from the registry."""
+    lines = []
+    for name, builder in sorted(BUILDERS.items()):
+        recipe = builder.recipe
+        norms = [builder.default_norm] + [n for n in builder.norms if n != builder.default_norm]
+        lines.append(
+            f"  {name}: --norm {'|'.join(norms)}; batch {recipe.batch_size}, "
+            f"learning rate {recipe.learning_rate:g} ({recipe.schedule.__name__}), "
+            f"digits at {recipe.digits_image_size}x{recipe.digits_image_size}"
+        )
+    return "models (norms, the first the default; the paper's recipe):\n" + "\n".join(lines)
+
+
 def build_parser():
     parser = argparse.ArgumentParser(
         prog="keras-norms-train",
         description="Train a keras-norms model with model.fit, with the "
         "optimizer and schedule of its paper.",
+        epilog=_builders_help(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--model", default="convpool_cnn_c", choices=sorted(BUILDERS))
-    parser.add_argument("--norm", default="wn_mobn", help="normalization; see --model")
-    parser.add_argument("--dataset", default=data.DIGITS, choices=data.DATASETS)
+    parser.add_argument(
+        "--norm", default=None, help="normalization (default: the model's); see the list below"
+    )
+    parser.add_argument("--dataset", default=datasets.DIGITS, choices=datasets.DATASETS)
     parser.add_argument("--data-dir", default=None, help="tensorflow-datasets data dir")
     parser.add_argument(
-        "--no-download", dest="download", action="store_false",
+        "--no-download",
+        dest="download",
+        action="store_false",
         help="use only data already in --data-dir (no network access)",
     )
     parser.add_argument(
-        "--image-size", type=_positive_int, default=None,
-        help="resize images to this square size (digits default: 16 for "
-        "convpool_cnn_c, 32 for nin)",
+        "--image-size",
+        type=_positive_int,
+        default=None,
+        help="resize images to this square size (digits default: the model's, see below)",
     )
     parser.add_argument("--epochs", type=_positive_int, default=30)
     parser.add_argument(
-        "--batch-size", type=_positive_int, default=None,
-        help="default: the model's recipe (convpool_cnn_c 100, nin 50)",
+        "--batch-size",
+        type=_positive_int,
+        default=None,
+        help="global batch size (default: the model's recipe, see below)",
     )
     parser.add_argument(
-        "--init-batch-size", type=_positive_int, default=500,
+        "--init-batch-size",
+        type=_positive_int,
+        default=500,
         help="examples for data-dependent initialization (paper: 500)",
     )
     parser.add_argument(
-        "--learning-rate", type=_positive_float, default=None,
-        help="initial learning rate; default: the model's recipe "
-        "(convpool_cnn_c: Adam 0.003, constant then linear to zero; "
-        "nin: SGD momentum 0.9 with 0.05, halved 8 times, weight decay 5e-4)",
+        "--learning-rate",
+        type=_positive_float,
+        default=None,
+        help="initial learning rate (default: the model's recipe, see below)",
     )
     parser.add_argument(
-        "--data-normalization", default="global", choices=DATA_NORMALIZATIONS,
+        "--data-normalization",
+        default="global",
+        choices=DATA_NORMALIZATIONS,
         help="for models that normalize their input (nin): 'global' statistics "
         "of the training images, or 'batch' statistics (section 4.1)",
     )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
-        "--output", default=DEFAULT_OUTPUT,
+        "--output",
+        default=DEFAULT_OUTPUT,
         help="run directory (default: runs/<model>_<norm>_<dataset>)",
     )
     parser.add_argument(
-        "--export", action="store_true",
+        "--export",
+        action="store_true",
         help="export a SavedModel and a TFLite file and check their parity",
     )
     parser.add_argument(
-        "--strategy", default="default", choices=STRATEGIES,
+        "--strategy",
+        default="default",
+        choices=STRATEGIES,
         help="tf.distribute strategy: one device, 'mirrored' (every local GPU) or "
         "'multi_worker' (the cluster in TF_CONFIG); --batch-size is the global batch, "
         "split across replicas, and batch statistics are synchronized",
     )
     parser.add_argument(
-        "--connect-timeout", type=_positive_float, default=120.0,
+        "--connect-timeout",
+        type=_positive_float,
+        default=120.0,
         help="seconds to wait for every multi_worker worker to join before giving up",
     )
     parser.add_argument(
-        "--mixed-precision", nargs="?", const="mixed_float16", default=None,
+        "--mixed-precision",
+        nargs="?",
+        const="mixed_float16",
+        default=None,
         choices=MIXED_PRECISION_POLICIES,
         help="train under this Keras dtype policy (default when given: mixed_float16, "
         "with dynamic loss scaling); variables and statistics stay float32",
@@ -161,7 +203,7 @@ def build_callbacks(args, run_dir):
         ResumableBackup(backup_dir, history_path),
         keras.callbacks.ModelCheckpoint(os.path.join(run_dir, "model.keras")),
         keras.callbacks.LearningRateScheduler(
-            RECIPES[args.model].schedule(args.learning_rate, args.epochs)
+            BUILDERS[args.model].recipe.schedule(args.learning_rate, args.epochs)
         ),
     ]
 
@@ -174,28 +216,28 @@ def build_model(args, splits, synchronized=False):
     get per-channel standardization adapted on the training split.
     `synchronized` all-reduces batch statistics over replicas.
     """
-    recipe = RECIPES[args.model]
+    builder = BUILDERS[args.model]
     kwargs = {}
-    if recipe.owns_data_normalization:
+    if builder.data_normalization:
         kwargs["data_normalization"] = (
             data.standardizer(splits.x_train, elementwise=True)
             if args.data_normalization == "global"
             else "batch"
         )
-    net = BUILDERS[args.model](
+    net = builder.build(
         input_shape=splits.image_shape,
         num_classes=splits.num_classes,
         norm=args.norm,
         synchronized=synchronized,
         **kwargs,
     )
-    if recipe.owns_data_normalization:
+    if builder.data_normalization:
         model = net
     else:
         inputs = keras.Input(shape=splits.image_shape, name="pixels")
         model = keras.Model(inputs, net(data.standardizer(splits.x_train)(inputs)), name=net.name)
     model.compile(
-        optimizer=recipe.optimizer(args.learning_rate),
+        optimizer=builder.recipe.optimizer(args.learning_rate),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         metrics=["accuracy"],
         jit_compile=args.jit_compile,
@@ -227,9 +269,11 @@ def train(args):
     _prepare_run_dir(run_dir)
     keras.utils.set_random_seed(args.seed)
     image_size = args.image_size
-    if image_size is None and args.dataset == data.DIGITS:
-        image_size = RECIPES[args.model].digits_image_size
-    splits = data.load(args.dataset, args.data_dir, image_size, seed=args.seed, download=args.download)
+    if image_size is None and args.dataset == datasets.DIGITS:
+        image_size = BUILDERS[args.model].recipe.digits_image_size
+    splits = datasets.load(
+        args.dataset, args.data_dir, image_size, seed=args.seed, download=args.download
+    )
     with dtype_policy(args.mixed_precision):
         return _fit_and_report(args, strategy, run_dir, splits)
 
@@ -272,37 +316,42 @@ def _fit_and_report(args, strategy, run_dir, splits):
     }
     export = args.export and is_chief(strategy)
     if export:
-        from export.exporter import export_and_check
+        from keras_norms.export.exporter import export_and_check
 
         report = export_and_check(model, os.path.join(run_dir, "export"), splits.x_test)
         metrics["export"] = report
     with open(os.path.join(run_dir, "metrics.json"), "w") as f:
         json.dump(metrics, f, indent=2)
-    print(f"test accuracy: {test_accuracy:.4f}  test loss: {test_loss:.4f}  "
-          f"training time: {wall_time:.1f} s  run directory: {run_dir}")
+    print(
+        f"test accuracy: {test_accuracy:.4f}  test loss: {test_loss:.4f}  "
+        f"training time: {wall_time:.1f} s  run directory: {run_dir}"
+    )
     if export:
-        print(f"export parity (max |logit difference|): "
-              f"SavedModel {report['saved_model_max_abs_diff']:.2e}, "
-              f"TFLite {report['tflite_max_abs_diff']:.2e}")
+        print(
+            f"export parity (max |logit difference|): "
+            f"SavedModel {report['saved_model_max_abs_diff']:.2e}, "
+            f"TFLite {report['tflite_max_abs_diff']:.2e}"
+        )
     return metrics
 
 
 def main(argv=None):
     parser = build_parser()
     args = parser.parse_args(argv)
-    recipe = RECIPES[args.model]
-    args.batch_size = args.batch_size or recipe.batch_size
-    args.learning_rate = args.learning_rate or recipe.learning_rate
-    if args.norm not in NORMS[args.model]:
+    builder = BUILDERS[args.model]
+    args.batch_size = args.batch_size or builder.recipe.batch_size
+    args.learning_rate = args.learning_rate or builder.recipe.learning_rate
+    args.norm = args.norm or builder.default_norm
+    if args.norm not in builder.norms:
         parser.error(
             f"argument --norm: invalid choice: {args.norm!r} for --model "
-            f"{args.model} (choose from {', '.join(NORMS[args.model])})"
+            f"{args.model} (choose from {', '.join(builder.norms)})"
         )
     try:
         train(args)
-    except data.DataUnavailableError as error:
+    except datasets.DataUnavailableError as error:
         return _fail(error, status=2)
-    except (OSError, CheckpointError, StrategyError) as error:
+    except (OSError, CheckpointError, StrategyError, MissingDependencyError) as error:
         return _fail(error)
     return 0
 

@@ -1,133 +1,41 @@
-"""Datasets for training: the offline scikit-learn digits and tfds images."""
-
-import dataclasses
+"""Training inputs: batches for `model.fit` on any backend, and input standardization."""
 
 import keras
 import numpy as np
-import tensorflow as tf
 
-DIGITS = "digits"
-TFDS_DATASETS = ("cifar10", "cifar100", "svhn_cropped")
-DATASETS = (DIGITS,) + TFDS_DATASETS
-# The builders need at least 12x12; the main job trains on 16x16 digits.
-DIGITS_DEFAULT_SIZE = 16
-DIGITS_TEST_FRACTION = 0.2
 # Element-wise variance floor, as a fraction of the mean element variance.
 ELEMENTWISE_VARIANCE_FLOOR = 0.01
 
 
-class DataUnavailableError(RuntimeError):
-    """The dataset is not on disk and could not be downloaded."""
+class ArrayBatches(keras.utils.PyDataset):
+    """Mini-batches of in-memory arrays, reshuffled every epoch with a seeded generator.
 
-
-@dataclasses.dataclass
-class ImageSplits:
-    """Train and test splits as float32 `(N, H, W, C)` images, int labels."""
-
-    x_train: np.ndarray
-    y_train: np.ndarray
-    x_test: np.ndarray
-    y_test: np.ndarray
-    num_classes: int
-
-    @property
-    def image_shape(self):
-        return tuple(self.x_train.shape[1:])
-
-
-def _resize(images, image_size):
-    if image_size is None or images.shape[1:3] == (image_size, image_size):
-        return images.astype("float32")
-    resized = keras.ops.image.resize(
-        images.astype("float32"), (image_size, image_size), interpolation="bilinear"
-    )
-    return keras.ops.convert_to_numpy(resized)
-
-
-def load_digits(image_size=DIGITS_DEFAULT_SIZE, seed=0):
-    """The 1,797 8x8 handwritten digits shipped with scikit-learn.
-
-    A fixed stratified split (20 % test, `seed`), images resized bilinearly
-    to `image_size` x `image_size` with one channel; pixel values in [0, 16].
+    The backend-independent pipeline (JAX, PyTorch, or TensorFlow absent).
     """
-    from sklearn.datasets import load_digits as sklearn_digits
-    from sklearn.model_selection import train_test_split
 
-    digits = sklearn_digits()
-    images = digits.images[..., None]
-    x_train, x_test, y_train, y_test = train_test_split(
-        images,
-        digits.target,
-        test_size=DIGITS_TEST_FRACTION,
-        stratify=digits.target,
-        random_state=seed,
-    )
-    size = image_size or DIGITS_DEFAULT_SIZE
-    return ImageSplits(
-        _resize(x_train, size),
-        y_train.astype("int32"),
-        _resize(x_test, size),
-        y_test.astype("int32"),
-        num_classes=10,
-    )
+    def __init__(self, images, labels, batch_size, shuffle, seed=0):
+        super().__init__()
+        self.images, self.labels = np.asarray(images, "float32"), labels
+        self.batch_size = batch_size
+        self.rng = np.random.default_rng(seed) if shuffle else None
+        self.order = np.arange(len(images))
+        self.on_epoch_end()
 
+    def __len__(self):
+        return -(-len(self.images) // self.batch_size)
 
-def _to_numpy(dataset, batch_size=4096):
-    """All (image, label) pairs of a `tf.data` dataset as two numpy arrays."""
-    batches = list(dataset.batch(batch_size).as_numpy_iterator())
-    return np.concatenate([b[0] for b in batches]), np.concatenate([b[1] for b in batches])
+    def __getitem__(self, index):
+        rows = self.order[index * self.batch_size : (index + 1) * self.batch_size]
+        return self.images[rows], self.labels[rows]
+
+    def on_epoch_end(self):
+        if self.rng is not None:
+            self.order = self.rng.permutation(len(self.images))
 
 
-def load_tfds(name, data_dir=None, image_size=None, download=True):
-    """A tensorflow-datasets image dataset's train and test splits in memory.
+def _tf_data_pipeline(images, labels, batch_size, shuffle, seed):
+    import tensorflow as tf
 
-    Raises:
-        DataUnavailableError: if the data is not in `data_dir` and cannot be
-            downloaded (no network, or `download=False`).
-    """
-    import tensorflow_datasets as tfds
-
-    try:
-        train, test = tfds.load(
-            name,
-            split=["train", "test"],
-            data_dir=data_dir,
-            as_supervised=True,
-            download=download,
-        )
-        builder = tfds.builder(name, data_dir=data_dir)
-    except Exception as error:  # tfds raises many types for missing data.
-        raise DataUnavailableError(
-            f"dataset {name!r} is not in --data-dir "
-            f"{data_dir or tfds.core.constants.DATA_DIR!r} and could not be "
-            f"downloaded ({type(error).__name__}: {str(error).splitlines()[0]}). "
-            f"On a machine with network access run `tfds build {name} "
-            "--data_dir DIR`, copy DIR here and pass --data-dir DIR, or use "
-            f"--dataset {DIGITS}, which needs no network."
-        ) from None
-    num_classes = builder.info.features["label"].num_classes
-    x_train, y_train = _to_numpy(train)
-    x_test, y_test = _to_numpy(test)
-    return ImageSplits(
-        _resize(x_train, image_size),
-        y_train.astype("int32"),
-        _resize(x_test, image_size),
-        y_test.astype("int32"),
-        num_classes=num_classes,
-    )
-
-
-def load(name, data_dir=None, image_size=None, seed=0, download=True):
-    """Load dataset `name` (one of `DATASETS`) as `ImageSplits`."""
-    if name == DIGITS:
-        return load_digits(image_size or DIGITS_DEFAULT_SIZE, seed=seed)
-    if name in TFDS_DATASETS:
-        return load_tfds(name, data_dir, image_size, download=download)
-    raise ValueError(f"Unknown dataset. Expected one of {DATASETS}. Received: {name!r}")
-
-
-def make_pipeline(images, labels, batch_size, shuffle, seed=0):
-    """A `tf.data` pipeline: map (AUTOTUNE), cache, shuffle, batch, prefetch."""
     dataset = tf.data.Dataset.from_tensor_slices((images, labels))
     dataset = dataset.map(
         lambda x, y: (tf.cast(x, tf.float32), y), num_parallel_calls=tf.data.AUTOTUNE
@@ -141,14 +49,25 @@ def make_pipeline(images, labels, batch_size, shuffle, seed=0):
     return dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE).with_options(options)
 
 
+def make_pipeline(images, labels, batch_size, shuffle, seed=0):
+    """Batches of `(images, labels)` for `model.fit` / `evaluate`.
+
+    On the TensorFlow backend a `tf.data` pipeline (map with AUTOTUNE, cache,
+    shuffle, batch, prefetch; sharded by data under multi-worker strategies);
+    on JAX and PyTorch an `ArrayBatches` over the numpy arrays.
+    """
+    if keras.backend.backend() == "tensorflow":
+        return _tf_data_pipeline(images, labels, batch_size, shuffle, seed)
+    return ArrayBatches(images, labels, batch_size, shuffle, seed)
+
+
 def standardizer(x_train, elementwise=False):
     """Keras `Normalization` adapted on the training images only.
 
     Per channel by default, `(x - mean_c) / sqrt(var_c)` with the statistics
-    of eq. 1.13-1.16 of
-    `../shared/papers/initialization-and-batch-normalization-notes.md`;
-    with `elementwise`, per pixel and channel (NormProp's global data
-    normalization, section 4.1).
+    of the initialization-and-batch-normalization notes (eq. 1.13-1.16); with
+    `elementwise`, per pixel and channel (NormProp's global data
+    normalization, arXiv:1603.01431 section 4.1).
     """
     if elementwise:
         return keras.layers.Normalization(

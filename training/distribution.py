@@ -1,4 +1,9 @@
-"""`--strategy`: one device, `MirroredStrategy` or `MultiWorkerMirroredStrategy`."""
+"""`--strategy`: one device, `MirroredStrategy` or `MultiWorkerMirroredStrategy`.
+
+tf.distribute needs the TensorFlow backend; on JAX and PyTorch the only
+strategy is one device (`SingleDevice`), and asking for another is a
+`StrategyError`.
+"""
 
 import contextlib
 import json
@@ -6,13 +11,22 @@ import os
 import subprocess
 import sys
 
-import tensorflow as tf
+import keras
 
 STRATEGIES = ("default", "mirrored", "multi_worker")
 
 
 class StrategyError(RuntimeError):
     """The requested distribution strategy cannot start."""
+
+
+class SingleDevice:
+    """One device without tf.distribute: the default strategy off TensorFlow."""
+
+    num_replicas_in_sync = 1
+
+    def scope(self):
+        return contextlib.nullcontext()
 
 
 def read_tf_config(environ=None):
@@ -68,8 +82,14 @@ def exit_after(seconds, message):
     message and sends SIGKILL (exit status 137 in a shell).
     """
     watchdog = subprocess.Popen(
-        [sys.executable, "-c", _WATCHDOG, str(os.getpid()), str(seconds),
-         f"keras-norms-train: error: {message}"]
+        [
+            sys.executable,
+            "-c",
+            _WATCHDOG,
+            str(os.getpid()),
+            str(seconds),
+            f"keras-norms-train: error: {message}",
+        ]
     )
     try:
         yield
@@ -78,7 +98,7 @@ def exit_after(seconds, message):
         watchdog.wait()
 
 
-class _MultiWorkerMirroredStrategy(tf.distribute.MultiWorkerMirroredStrategy):
+def _multi_worker_strategy(tf, connect_timeout):
     """`MultiWorkerMirroredStrategy` whose `reduce` takes what Keras 3 gives it.
 
     Keras 3's `fit` reduces a whole `(x, y)` batch in one call, and scalar
@@ -87,14 +107,18 @@ class _MultiWorkerMirroredStrategy(tf.distribute.MultiWorkerMirroredStrategy):
     across replicas only.
     """
 
-    def reduce(self, reduce_op, value, axis=None):
-        reduce_one = super().reduce
+    class Strategy(tf.distribute.MultiWorkerMirroredStrategy):
+        def reduce(self, reduce_op, value, axis=None):
+            reduce_one = super().reduce
 
-        def reduce_tensor(v):
-            local = self.experimental_local_results(v)[0]
-            return reduce_one(reduce_op, v, axis if local.shape.rank else None)
+            def reduce_tensor(v):
+                local = self.experimental_local_results(v)[0]
+                return reduce_one(reduce_op, v, axis if local.shape.rank else None)
 
-        return tf.nest.map_structure(reduce_tensor, value)
+            return tf.nest.map_structure(reduce_tensor, value)
+
+    options = tf.distribute.experimental.CommunicationOptions(timeout_seconds=connect_timeout)
+    return Strategy(communication_options=options)
 
 
 def make_strategy(name, connect_timeout=120.0):
@@ -109,12 +133,21 @@ def make_strategy(name, connect_timeout=120.0):
     Raises:
         StrategyError: for an unknown name or a malformed `TF_CONFIG`.
     """
+    if name not in STRATEGIES:
+        raise StrategyError(f"unknown strategy {name!r}; choose from {', '.join(STRATEGIES)}")
+    if keras.backend.backend() != "tensorflow":
+        if name == "default":
+            return SingleDevice()
+        raise StrategyError(
+            f"--strategy {name} uses tf.distribute and needs the TensorFlow backend "
+            f"(KERAS_BACKEND=tensorflow); the backend is {keras.backend.backend()!r}"
+        )
+    import tensorflow as tf
+
     if name == "default":
         return tf.distribute.get_strategy()
     if name == "mirrored":
         return tf.distribute.MirroredStrategy()
-    if name != "multi_worker":
-        raise StrategyError(f"unknown strategy {name!r}; choose from {', '.join(STRATEGIES)}")
     config = read_tf_config()
     workers = config["cluster"][config["task"]["type"]]
     message = (
@@ -122,18 +155,14 @@ def make_strategy(name, connect_timeout=120.0):
         f"(workers {', '.join(workers)}); check TF_CONFIG and that every worker is started"
     )
     with exit_after(connect_timeout, message):
-        strategy = _MultiWorkerMirroredStrategy(
-            communication_options=tf.distribute.experimental.CommunicationOptions(
-                timeout_seconds=connect_timeout
-            )
-        )
+        strategy = _multi_worker_strategy(tf, connect_timeout)
         strategy.reduce("SUM", strategy.run(lambda: tf.constant(1.0)), axis=None)
     return strategy
 
 
 def is_chief(strategy):
     """Whether this process writes the run's shared outputs (model, export)."""
-    return strategy.extended.should_checkpoint
+    return isinstance(strategy, SingleDevice) or strategy.extended.should_checkpoint
 
 
 def worker_directory(run_dir, strategy):
