@@ -14,9 +14,10 @@ import platform
 
 import keras
 import numpy as np
-from measure import in_fresh_process, median_step_times, peak_training_memory_mib
 
 from keras_norms.layers import NormalizedConv2D
+
+from measure import in_fresh_process, median_step_times, peak_training_memory_mib
 
 SHAPE = (32, 32, 32, 64)
 VARIANTS = ("fast", "im2col", "conv2d")
@@ -38,7 +39,7 @@ def _data():
 
 
 def peak_memory_mib(variant, steps):
-    """Peak resident memory (MiB) added by building and training `variant`; run in a fresh process."""
+    """Peak resident memory (MiB) added by building and training `variant` (in a fresh process)."""
     return peak_training_memory_mib(lambda: build(variant), _data(), steps)
 
 
@@ -50,12 +51,16 @@ def main(argv=None):
     models = {variant: build(variant) for variant in VARIANTS}
     medians = median_step_times(models, _data(), args.rounds, args.steps, warmup=1)
     memory = {v: in_fresh_process("normalized_conv", "peak_memory_mib", v, 3) for v in VARIANTS}
-    print(f"3x3x64 layer on {SHAPE}, training step ({platform.machine()}, "
-          f"{keras.backend.backend()} backend)")
+    print(
+        f"3x3x64 layer on {SHAPE}, training step ({platform.machine()}, "
+        f"{keras.backend.backend()} backend)"
+    )
     print(f"{'variant':<10}{'ms/step':>10}{'time ratio':>12}{'peak MiB':>10}{'memory ratio':>14}")
     for v in VARIANTS:
-        print(f"{v:<10}{1000 * medians[v]:>10.1f}{medians[v] / medians['conv2d']:>12.2f}"
-              f"{memory[v]:>10.0f}{memory[v] / memory['conv2d']:>14.2f}")
+        print(
+            f"{v:<10}{1000 * medians[v]:>10.1f}{medians[v] / medians['conv2d']:>12.2f}"
+            f"{memory[v]:>10.0f}{memory[v] / memory['conv2d']:>14.2f}"
+        )
     print(f"fast path vs im2col: {medians['im2col'] / medians['fast']:.1f}x faster")
     return medians, memory
 

@@ -24,19 +24,26 @@ import tempfile
 
 import keras
 import numpy as np
-from measure import in_fresh_process, median_step_times, median_times, peak_training_memory_mib
 
-from export.exporter import convert_tflite, export_saved_model
-from export.fold import fold_normalization
 from keras_norms import layers as kn
-from keras_norms.models import BUILDERS, NORMS
+from keras_norms.export.exporter import convert_tflite, export_saved_model
+from keras_norms.folding import fold
+from keras_norms.models import BUILDERS
+
+from measure import in_fresh_process, median_step_times, median_times, peak_training_memory_mib
 
 LAYER_SHAPE = (32, 16, 16, 32)
 FILTERS = 32
 BUILDER_BATCH = 32
-BUILDER_INPUT = {
-    "all_cnn_c": (16, 16, 1), "convpool_cnn_c": (16, 16, 1), "nin": (32, 32, 1), "resnet18": (16, 16, 1),
-}
+BUILDER_SIDE = 16
+
+
+def builder_input(builder):
+    """`(side, side, 1)`: 16, or the smallest power of two above it that `builder` accepts."""
+    side = BUILDER_SIDE
+    while side < BUILDERS[builder].min_input_size:
+        side *= 2
+    return (side, side, 1)
 
 
 def _conv(use_bias=True):
@@ -68,7 +75,7 @@ def _layer_batch():
 
 
 def layer_peak_memory_mib(name, steps=3):
-    """Peak resident memory (MiB) added by building and training layer `name`; run in a fresh process."""
+    """Peak resident memory (MiB) added by building and training layer `name` (fresh process)."""
     return peak_training_memory_mib(lambda: _layer_model(name), _layer_batch(), steps)
 
 
@@ -91,7 +98,7 @@ def layer_table(rounds, steps):
 
 def _builder_model(builder, norm):
     keras.utils.set_random_seed(0)
-    model = BUILDERS[builder](BUILDER_INPUT[builder], 10, norm)
+    model = BUILDERS[builder].build(builder_input(builder), 10, norm)
     model.compile(
         optimizer=keras.optimizers.SGD(0.01),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
@@ -101,7 +108,7 @@ def _builder_model(builder, norm):
 
 def _builder_batch(builder):
     rng = np.random.default_rng(0)
-    x = rng.normal(size=(BUILDER_BATCH,) + BUILDER_INPUT[builder]).astype("float32")
+    x = rng.normal(size=(BUILDER_BATCH,) + builder_input(builder)).astype("float32")
     return x, rng.integers(0, 10, size=BUILDER_BATCH)
 
 
@@ -109,13 +116,15 @@ def builder_table(models, rounds, steps):
     rows = []
     for builder in models:
         times = median_step_times(models[builder], _builder_batch(builder), rounds, steps)
-        for norm in NORMS[builder]:
-            rows.append({
-                "builder": builder,
-                "norm": norm,
-                "images_per_s": BUILDER_BATCH / times[norm],
-                "throughput_vs_bn": times["bn"] / times[norm],
-            })
+        for norm in BUILDERS[builder].norms:
+            rows.append(
+                {
+                    "builder": builder,
+                    "norm": norm,
+                    "images_per_s": BUILDER_BATCH / times[norm],
+                    "throughput_vs_bn": times["bn"] / times[norm],
+                }
+            )
     return rows
 
 
@@ -136,20 +145,22 @@ def export_table(models, rounds, repeats, workdir):
         x = _builder_batch(builder)[0][:1]
         runs = {}
         for norm, model in models[builder].items():
-            saved = export_saved_model(fold_normalization(model), os.path.join(workdir, builder, norm))
+            saved = export_saved_model(fold(model), os.path.join(workdir, builder, norm))
             tflite = convert_tflite(saved, os.path.join(workdir, builder, f"{norm}.tflite"))
             runs[("tflite", norm)] = _tflite_runner(tflite, x)
             runs[("keras", norm)] = lambda m=model: m(x, training=False)
         latency = median_times(runs, rounds, repeats)
-        for norm in NORMS[builder]:
+        for norm in BUILDERS[builder].norms:
             tflite_s, keras_s = latency[("tflite", norm)], latency[("keras", norm)]
-            rows.append({
-                "builder": builder,
-                "norm": norm,
-                "tflite_ms": 1000 * tflite_s,
-                "tflite_vs_keras": tflite_s / keras_s,
-                "tflite_vs_none_export": tflite_s / latency[("tflite", "none")],
-            })
+            rows.append(
+                {
+                    "builder": builder,
+                    "norm": norm,
+                    "tflite_ms": 1000 * tflite_s,
+                    "tflite_vs_keras": tflite_s / keras_s,
+                    "tflite_vs_none_export": tflite_s / latency[("tflite", "none")],
+                }
+            )
     return rows
 
 
@@ -166,13 +177,17 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--steps", type=int, default=5, help="timed steps per round and variant")
-    parser.add_argument("--repeats", type=int, default=20, help="timed inferences per round and export")
+    parser.add_argument(
+        "--repeats", type=int, default=20, help="timed inferences per round and export"
+    )
     parser.add_argument("--builders", default=",".join(sorted(BUILDERS)), help="comma-separated")
     parser.add_argument("--json", default=None, help="also write the report here")
     args = parser.parse_args(argv)
     keras.utils.set_random_seed(0)
     layers = layer_table(args.rounds, args.steps)
-    models = {b: {n: _builder_model(b, n) for n in NORMS[b]} for b in args.builders.split(",")}
+    models = {
+        b: {n: _builder_model(b, n) for n in BUILDERS[b].norms} for b in args.builders.split(",")
+    }
     builders = builder_table(models, args.rounds, args.steps)
     with tempfile.TemporaryDirectory() as workdir:
         exports = export_table(models, args.rounds, args.repeats, workdir)
@@ -181,12 +196,26 @@ def main(argv=None):
     _print_table(
         f"Layers: training step on {LAYER_SHAPE}, {FILTERS} filters 3x3",
         layers,
-        ["layer", "ms_per_step", "time_vs_conv2d", "time_vs_bn", "peak_mib", "memory_vs_conv2d", "memory_vs_bn"],
+        [
+            "layer",
+            "ms_per_step",
+            "time_vs_conv2d",
+            "time_vs_bn",
+            "peak_mib",
+            "memory_vs_conv2d",
+            "memory_vs_bn",
+        ],
     )
-    _print_table(f"Builders: training throughput, batch {BUILDER_BATCH}", builders,
-                 ["builder", "norm", "images_per_s", "throughput_vs_bn"])
-    _print_table("Export: batch-1 TFLite latency", exports,
-                 ["builder", "norm", "tflite_ms", "tflite_vs_keras", "tflite_vs_none_export"])
+    _print_table(
+        f"Builders: training throughput, batch {BUILDER_BATCH}",
+        builders,
+        ["builder", "norm", "images_per_s", "throughput_vs_bn"],
+    )
+    _print_table(
+        "Export: batch-1 TFLite latency",
+        exports,
+        ["builder", "norm", "tflite_ms", "tflite_vs_keras", "tflite_vs_none_export"],
+    )
     report = {"machine": machine, "layers": layers, "builders": builders, "exports": exports}
     if args.json:
         with open(args.json, "w") as f:

@@ -16,17 +16,16 @@ import time
 
 import keras
 
+from keras_norms import datasets
 from keras_norms.models import BUILDERS
-from training import data
-from training.recipes import RECIPES
 
 
 def build(model_name, norm, image_shape, num_classes):
-    recipe = RECIPES[model_name]
-    kwargs = {"data_normalization": "batch"} if recipe.owns_data_normalization else {}
-    model = BUILDERS[model_name](image_shape, num_classes, norm, **kwargs)
+    builder = BUILDERS[model_name]
+    kwargs = {"data_normalization": "batch"} if builder.data_normalization else {}
+    model = builder.build(image_shape, num_classes, norm, **kwargs)
     model.compile(
-        optimizer=recipe.optimizer(recipe.learning_rate),
+        optimizer=builder.recipe.optimizer(builder.recipe.learning_rate),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
     )
     return model
@@ -44,22 +43,26 @@ def time_steps(model, batches):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="nin", choices=sorted(BUILDERS))
-    parser.add_argument("--norms", default="normprop,bn", help="comma-separated; the last is the baseline")
+    parser.add_argument(
+        "--norms", default="normprop,bn", help="comma-separated; the last is the baseline"
+    )
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--steps", type=int, default=10, help="timed steps per round and norm")
     parser.add_argument("--batch-size", type=int, default=None, help="default: the recipe's")
     args = parser.parse_args(argv)
     norms = args.norms.split(",")
-    recipe = RECIPES[args.model]
+    recipe = BUILDERS[args.model].recipe
     n = args.batch_size or recipe.batch_size
 
     keras.utils.set_random_seed(0)
-    splits = data.load("digits", image_size=recipe.digits_image_size)
+    splits = datasets.load("digits", image_size=recipe.digits_image_size)
     batches = [
-        (splits.x_train[i * n:(i + 1) * n], splits.y_train[i * n:(i + 1) * n])
+        (splits.x_train[i * n : (i + 1) * n], splits.y_train[i * n : (i + 1) * n])
         for i in range(args.steps)
     ]
-    models = {norm: build(args.model, norm, splits.image_shape, splits.num_classes) for norm in norms}
+    models = {
+        norm: build(args.model, norm, splits.image_shape, splits.num_classes) for norm in norms
+    }
     for model in models.values():  # warm-up: tracing and first allocations
         time_steps(model, batches[:3])
     step_times = {norm: [] for norm in norms}
@@ -70,9 +73,11 @@ def main(argv=None):
     baseline = norms[-1]
     ratios = {norm: medians[norm] / medians[baseline] for norm in norms}
 
-    print(f"{args.model} training step, batch {n}, {splits.image_shape}, "
-          f"{args.rounds * args.steps} steps each ({platform.machine()}, "
-          f"{keras.backend.backend()} backend)")
+    print(
+        f"{args.model} training step, batch {n}, {splits.image_shape}, "
+        f"{args.rounds * args.steps} steps each ({platform.machine()}, "
+        f"{keras.backend.backend()} backend)"
+    )
     print(f"{'norm':<10}{'median ms/step':>16}{'ratio to ' + baseline:>16}")
     for norm in norms:
         print(f"{norm:<10}{1000 * medians[norm]:>16.1f}{ratios[norm]:>16.3f}")

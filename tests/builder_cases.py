@@ -1,23 +1,21 @@
-"""Every (builder, norm) pair of the package, with a small input for each."""
+"""Every (builder, norm) pair of the builder registry, with a small input for each."""
 
 import keras
 
-from keras_norms.data_init import iter_layers
-from keras_norms.models import BUILDERS, NORMS
+from keras_norms.graph import iter_layers
+from keras_norms.models import BUILDERS
 
-# The smallest convenient input per builder (NIN needs 29, ConvPool-CNN-C 12).
-SMALL_INPUT_SHAPE = {
-    "all_cnn_c": (8, 8, 1),
-    "convpool_cnn_c": (12, 12, 1),
-    "nin": (29, 29, 1),
-    "resnet18": (8, 8, 1),
-}
-CASES = [(builder, norm) for builder in sorted(BUILDERS) for norm in NORMS[builder]]
+CASES = [(name, norm) for name in sorted(BUILDERS) for norm in BUILDERS[name].norms]
+
+
+def small_input_shape(builder):
+    """The registry's small test input of `builder`, one channel."""
+    return BUILDERS[builder].small_input_shape()
 
 
 def build_small(builder, norm, num_classes=3, **kwargs):
     """`builder` with `norm` on its small input."""
-    return BUILDERS[builder](SMALL_INPUT_SHAPE[builder], num_classes, norm, **kwargs)
+    return BUILDERS[builder].build(small_input_shape(builder), num_classes, norm, **kwargs)
 
 
 def switch_off_noise(model):

@@ -1,46 +1,90 @@
-"""The benchmark script runs end to end (its figures are reported, not asserted)."""
+"""The benchmark scripts run end to end and their ratios are what their tables say.
+
+Their figures are reported, not asserted: these tests check that each ratio
+is the quotient of the measurements it is printed beside.
+"""
 
 import importlib.util
+import math
 import pathlib
 import sys
 
 import pytest
 
-SCRIPT = pathlib.Path(__file__).resolve().parent.parent / "benchmarks" / "train_step.py"
+from keras_norms.models import BUILDERS
+
+BENCHMARKS = pathlib.Path(__file__).resolve().parent.parent / "benchmarks"
 # The scripts import their shared `measure` module as a sibling, as `python3 benchmarks/x.py` does.
-sys.path.insert(0, str(SCRIPT.parent))
+sys.path.insert(0, str(BENCHMARKS))
+
+
+def _load(name):
+    spec = importlib.util.spec_from_file_location(name, BENCHMARKS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _printed_rows(out, first_cells):
+    """The printed table rows (cells) whose first cell is in `first_cells`."""
+    rows = [line.split() for line in out.splitlines() if line.split()]
+    return {cells[0]: cells for cells in rows if cells[0] in first_cells}
 
 
 @pytest.mark.parametrize("model, norms", [("nin", "normprop,bn"), ("all_cnn_c", "dwck,learned,bn")])
-def test_train_step_benchmark_runs(model, norms, capsys):
-    spec = importlib.util.spec_from_file_location("train_step", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    ratios = module.main(["--model", model, "--norms", norms, "--rounds", "1", "--steps", "1", "--batch-size", "4"])
-    assert set(ratios) == set(norms.split(",")) and ratios["bn"] == 1.0
-    assert "ratio to bn" in capsys.readouterr().out
+def test_train_step_benchmark_prints_the_ratios_of_its_medians(model, norms, capsys):
+    argv = [
+        "--model",
+        model,
+        "--norms",
+        norms,
+        "--rounds",
+        "1",
+        "--steps",
+        "1",
+        "--batch-size",
+        "4",
+    ]
+    ratios = _load("train_step").main(argv)
+    rows = _printed_rows(capsys.readouterr().out, set(ratios))
+    for norm, ratio in ratios.items():
+        assert math.isfinite(ratio) and ratio > 0
+        milliseconds, printed_ratio = float(rows[norm][1]), float(rows[norm][2])
+        baseline_ms = float(rows[norms.split(",")[-1]][1])
+        assert printed_ratio == pytest.approx(ratio, abs=5e-4)
+        # The printed milliseconds are rounded to 0.05 ms.
+        rounding = 0.05 / milliseconds + 0.05 / baseline_ms
+        assert ratio == pytest.approx(milliseconds / baseline_ms, rel=rounding + 1e-6)
 
 
 def test_normalized_conv_benchmark_runs(capsys):
-    path = SCRIPT.parent / "normalized_conv.py"
-    spec = importlib.util.spec_from_file_location("normalized_conv", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    medians, memory = module.main(["--rounds", "1", "--steps", "1"])
+    medians, memory = _load("normalized_conv").main(["--rounds", "1", "--steps", "1"])
     assert set(medians) == set(memory) == {"fast", "im2col", "conv2d"}
+    assert all(t > 0 for t in medians.values())
     assert "fast path vs im2col" in capsys.readouterr().out
 
 
-def test_run_all_prints_one_report(capsys):
-    path = SCRIPT.parent / "run_all.py"
-    spec = importlib.util.spec_from_file_location("run_all", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+def test_run_all_ratios_are_quotients_of_its_measurements(capsys):
     argv = ["--rounds", "1", "--steps", "1", "--repeats", "1", "--builders", "convpool_cnn_c"]
+    module = _load("run_all")
     report = module.main(argv)
-    assert [row["layer"] for row in report["layers"]] == list(module.LAYERS)
-    assert {row["norm"] for row in report["builders"]} == {"none", "wn", "mobn", "bn", "wn_mobn"}
-    assert all(row["tflite_ms"] > 0 for row in report["exports"])
-    none = next(row for row in report["exports"] if row["norm"] == "none")
-    assert none["tflite_vs_none_export"] == 1.0
+    layers = {row["layer"]: row for row in report["layers"]}
+    assert list(layers) == list(module.LAYERS)
+    for row in layers.values():
+        assert row["time_vs_bn"] == pytest.approx(
+            row["ms_per_step"] / layers["conv2d+bn"]["ms_per_step"]
+        )
+        assert row["memory_vs_conv2d"] == pytest.approx(
+            row["peak_mib"] / layers["conv2d"]["peak_mib"]
+        )
+    builders = {row["norm"]: row for row in report["builders"]}
+    assert set(builders) == set(BUILDERS["convpool_cnn_c"].norms)
+    for row in builders.values():
+        expected = row["images_per_s"] / builders["bn"]["images_per_s"]
+        assert row["throughput_vs_bn"] == pytest.approx(expected)
+    exports = {row["norm"]: row for row in report["exports"]}
+    for row in exports.values():
+        assert row["tflite_ms"] > 0
+        expected = row["tflite_ms"] / exports["none"]["tflite_ms"]
+        assert row["tflite_vs_none_export"] == pytest.approx(expected)
     assert "Export: batch-1 TFLite latency" in capsys.readouterr().out

@@ -19,7 +19,7 @@ if keras.backend.backend() != "tensorflow":
 
 from keras_norms import data_dependent_init  # noqa: E402
 from keras_norms.layers import MeanOnlyBatchNormalization, WeightNormalization  # noqa: E402
-from tests.builder_cases import CASES, SMALL_INPUT_SHAPE, build_small, switch_off_noise  # noqa: E402
+from tests.builder_cases import CASES, build_small, small_input_shape, switch_off_noise  # noqa: E402
 
 GLOBAL_BATCH = 8
 STEPS = 3
@@ -38,6 +38,7 @@ TOLERANCE = {
     ("resnet18", "nc"): 4e-4,
 }
 
+
 @functools.cache
 def _mirrored():
     """One strategy for the whole session: a second MirroredStrategy in one
@@ -47,7 +48,7 @@ def _mirrored():
 
 def _data(builder):
     rng = np.random.default_rng(0)
-    x = rng.normal(size=(GLOBAL_BATCH * STEPS,) + SMALL_INPUT_SHAPE[builder]).astype("float32")
+    x = rng.normal(size=(GLOBAL_BATCH * STEPS,) + small_input_shape(builder)).astype("float32")
     # The replicas' halves differ in mean, so unsynchronized statistics would show.
     x[GLOBAL_BATCH // 2 :: 2] += 2.0
     return x, rng.integers(0, 3, size=len(x))
@@ -89,6 +90,7 @@ def test_two_replicas_agree_with_each_other_and_with_one_replica(builder, norm):
             atol=tolerance,
             err_msg=variable.path,
         )
+
 
 def _wn_mobn_model():
     inputs = keras.Input((4,))

@@ -1,25 +1,20 @@
-"""Model builders for the papers' networks."""
+"""Model builders for the papers' networks, and the builder registry.
 
-from keras_norms.models import all_cnn_c as _all_cnn_c
-from keras_norms.models import convpool_cnn_c as _convpool_cnn_c
-from keras_norms.models import nin as _nin
-from keras_norms.models import resnet18 as _resnet18
-from keras_norms.models.all_cnn_c import all_cnn_c
-from keras_norms.models.convpool_cnn_c import convpool_cnn_c
-from keras_norms.models.nin import nin
-from keras_norms.models.resnet18 import resnet18
+Every module in this package but the registry's own is a builder that
+registers itself on import; `BUILDERS` maps each name to its `Builder`
+entry (norms, minimum input size, recipe) and each builder function is
+available here by name, e.g. `keras_norms.models.convpool_cnn_c`.
+"""
 
-BUILDERS = {
-    "all_cnn_c": all_cnn_c,
-    "convpool_cnn_c": convpool_cnn_c,
-    "nin": nin,
-    "resnet18": resnet18,
-}
-NORMS = {
-    "all_cnn_c": _all_cnn_c.NORMS,
-    "convpool_cnn_c": _convpool_cnn_c.NORMS,
-    "nin": _nin.NORMS,
-    "resnet18": _resnet18.NORMS,
-}
+import importlib
+import pkgutil
 
-__all__ = ["BUILDERS", "NORMS", "all_cnn_c", "convpool_cnn_c", "nin", "resnet18"]
+from keras_norms.models.registry import BUILDERS, Builder, get_builder, register_builder
+
+_SUPPORT_MODULES = {"arguments", "recipes", "registry"}
+for _module in pkgutil.iter_modules(__path__):
+    if _module.name not in _SUPPORT_MODULES:
+        importlib.import_module(f"{__name__}.{_module.name}")
+globals().update({name: builder.build for name, builder in BUILDERS.items()})
+
+__all__ = ["BUILDERS", "Builder", "get_builder", "register_builder", *sorted(BUILDERS)]

@@ -2,9 +2,10 @@
 
 import keras
 
-from keras_norms.layers.dwck import DWCKNormalization
-from keras_norms.layers.learned_statistics import LearnedStatisticsNormalization
 from keras_norms.models.arguments import check_builder_arguments
+from keras_norms.models.recipes import Recipe, halving
+from keras_norms.models.registry import Builder, register_builder
+from keras_norms.norms import create_norm_layer
 
 NORMS = ("none", "bn", "dwck", "learned")
 # Running-average momentum of BN, DWCK and learned statistics. Keras' 0.99 leaves ~10 % of the
@@ -27,18 +28,17 @@ ARCHITECTURE = (
 )
 
 
-def _normalization(norm, index, table_stack, name, synchronized):
-    common = {"momentum": MOMENTUM, "synchronized": synchronized, "name": name}
-    if norm == "bn":
-        return keras.layers.BatchNormalization(**common)
-    if norm == "dwck":
-        return DWCKNormalization(kernel_sizes=table_stack, **common)
-    return LearnedStatisticsNormalization(network="first" if index == 0 else "other", **common)
+def _normalization(norm, index, filters, table_stack, name, synchronized):
+    options = {
+        "dwck": {"kernel_sizes": table_stack},
+        "learned": {"network": "first" if index == 0 else "other"},
+    }.get(norm, {})
+    return create_norm_layer(
+        norm, filters, synchronized=synchronized, momentum=MOMENTUM, name=name, **options
+    )
 
 
-def all_cnn_c(
-    input_shape=(32, 32, 3), num_classes=10, norm="dwck", name=None, synchronized=False
-):
+def all_cnn_c(input_shape=(32, 32, 3), num_classes=10, norm="dwck", name=None, synchronized=False):
     """Build ALL-CNN-C with one of the DWCK paper's normalizations.
 
     (96, 3x3), (96, 3x3), (96, 3x3, stride 2), (192, 3x3), (192, 3x3),
@@ -74,7 +74,7 @@ def all_cnn_c(
             bad `num_classes`.
 
     Reference:
-        Esposito & Ganaba (`../shared/papers/convolutional-normalization-dwck.md`),
+        Esposito & Ganaba, "Convolutional Normalization" (arXiv:2102.09685),
         section 4 table and section 5.1; Springenberg et al., "Striving for
         Simplicity: The All Convolutional Net", ICLR 2015 workshop.
     """
@@ -89,7 +89,28 @@ def all_cnn_c(
         )(x)
         if norm != "none":
             stack = stack if table else None
-            x = _normalization(norm, index, stack, f"{layer_name}_{norm}", synchronized)(x)
+            name_ = f"{layer_name}_{norm}"
+            x = _normalization(norm, index, filters, stack, name_, synchronized)(x)
     x = keras.layers.Conv2D(num_classes, 1, name="conv9")(x)
     outputs = keras.layers.GlobalAveragePooling2D(name="logits")(x)
     return keras.Model(inputs, outputs, name=name or f"all_cnn_c_{norm}")
+
+
+register_builder(
+    Builder(
+        name="all_cnn_c",
+        build=all_cnn_c,
+        norms=NORMS,
+        min_input_size=1,
+        # Esposito & Ganaba, section 4: SGD at learning rates 0.001-0.1 over
+        # batch sizes 16-256; 0.01 with momentum 0.9 at batch 64 here, the
+        # learning rate halved as for NIN; 32x32 inputs, the table's stack sizes.
+        recipe=Recipe(
+            batch_size=64,
+            learning_rate=0.01,
+            digits_image_size=32,
+            optimizer=lambda lr: keras.optimizers.SGD(lr, momentum=0.9),
+            schedule=halving,
+        ),
+    )
+)

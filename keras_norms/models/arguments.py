@@ -24,6 +24,7 @@ def check_builder_arguments(builder, input_shape, num_classes, norm, norms, min_
         )
     if not isinstance(num_classes, int) or num_classes < 1:
         raise ValueError(
-            f"{builder} expects a positive integer num_classes. Received: num_classes={num_classes!r}"
+            f"{builder} expects a positive integer num_classes. "
+            f"Received: num_classes={num_classes!r}"
         )
     return input_shape

@@ -2,16 +2,18 @@
 
 import keras
 
-from keras_norms.layers.mean_only_bn import MeanOnlyBatchNormalization
 from keras_norms.layers.weight_norm import WeightNormalization
 from keras_norms.models.arguments import check_builder_arguments
+from keras_norms.models.recipes import Recipe, constant_then_linear
+from keras_norms.models.registry import Builder, register_builder
+from keras_norms.norms import create_norm_layer
 
 NORMS = ("none", "wn", "mobn", "bn", "wn_mobn")
 
 NOISE_STDDEV = 0.15
 LEAKY_RELU_SLOPE = 0.1
 DROPOUT_RATE = 0.5
-# Figure 8 of ../shared/papers/weight-normalization-convpool-cnn-c.md:
+# Figure 8 of Liao & Gong's replication of Salimans & Kingma (Columbia University):
 # ("conv", filters, kernel size, padding) | ("pool",) | ("dropout",).
 ARCHITECTURE = (
     ("conv", 96, 3, "same"),
@@ -37,10 +39,13 @@ def _normalized_linear(x, linear, norm, name, synchronized):
     if norm in ("wn", "wn_mobn"):
         linear = WeightNormalization(linear, name=f"{name}_wn")
     x = linear(x)
-    if norm in ("mobn", "wn_mobn"):
-        x = MeanOnlyBatchNormalization(synchronized=synchronized, name=f"{name}_mobn")(x)
-    elif norm == "bn":
-        x = keras.layers.BatchNormalization(synchronized=synchronized, name=f"{name}_bn")(x)
+    batch_norm = {"mobn": "mobn", "wn_mobn": "mobn", "bn": "bn"}.get(norm)
+    if batch_norm is not None:
+        channels = x.shape[-1]
+        layer = create_norm_layer(
+            batch_norm, channels, synchronized=synchronized, name=f"{name}_{batch_norm}"
+        )
+        x = layer(x)
     return x
 
 
@@ -53,8 +58,8 @@ def convpool_cnn_c(
     3 x conv 3x3 192, max-pool 2, dropout 0.5, conv 3x3 192 (valid),
     2 x conv 1x1 192, global average pooling, dense `num_classes` (logits);
     every convolution is followed by leaky ReLU (slope 0.1)
-    (`../shared/papers/weight-normalization-convpool-cnn-c.md`, section 6J,
-    Figure 8; Salimans & Kingma 2016, section 5.1).
+    (Liao & Gong's replication, section 6J, Figure 8; Salimans & Kingma 2016,
+    arXiv:1602.07868, section 5.1).
 
     `norm` selects the configuration (paper section 7, Figure 9):
     `"none"`: plain convolutions with biases; `"wn"`: every convolution and
@@ -110,3 +115,22 @@ def convpool_cnn_c(
         dense = WeightNormalization(dense, name="logits_wn")
     outputs = dense(x)
     return keras.Model(inputs, outputs, name=name or f"convpool_cnn_c_{norm}")
+
+
+register_builder(
+    Builder(
+        name="convpool_cnn_c",
+        build=convpool_cnn_c,
+        norms=NORMS,
+        min_input_size=MIN_SPATIAL_SIZE,
+        # Salimans & Kingma 2016, section 5.1: Adam, lr 0.003, batch 100,
+        # constant for half the run, then linearly to zero.
+        recipe=Recipe(
+            batch_size=100,
+            learning_rate=0.003,
+            digits_image_size=16,
+            optimizer=lambda lr: keras.optimizers.Adam(lr),
+            schedule=constant_then_linear,
+        ),
+    )
+)

@@ -4,10 +4,13 @@ import keras
 
 from keras_norms.layers.normprop import NormPropConv2D
 from keras_norms.models.arguments import check_builder_arguments
+from keras_norms.models.recipes import Recipe, halving
+from keras_norms.models.registry import Builder, register_builder
+from keras_norms.norms import create_norm_layer
 
 NORMS = ("normprop", "bn", "none")
 DATA_NORMALIZATIONS = ("global", "batch")
-# Section 5 protocol of ../shared/papers/normalization-propagation.md, one
+# Section 5 protocol of Arpit et al. 2016 (arXiv:1603.01431), one
 # row per C(filters, size, stride, padding) or P(size, stride, padding, mode):
 # (kind, filters, size, stride, padding, pooling mode). The last
 # convolution's filters (None) are the number of classes.
@@ -94,7 +97,7 @@ def _conv(x, filters, size, stride, padding, norm, last, name, synchronized):
             filters, size, stride, padding=mode, activation=activation, name=name
         )(x)
     x = keras.layers.Conv2D(filters, size, stride, padding=mode, use_bias=False, name=name)(x)
-    x = keras.layers.BatchNormalization(synchronized=synchronized, name=f"{name}_bn")(x)
+    x = create_norm_layer("bn", filters, synchronized=synchronized, name=f"{name}_bn")(x)
     return keras.layers.ReLU(name=f"{name}_relu")(x)
 
 
@@ -187,3 +190,23 @@ def nin(
             x = _conv(x, filters, size, stride, padding, norm, last, layer_name, synchronized)
     outputs = keras.layers.GlobalAveragePooling2D(name="logits")(x)
     return keras.Model(inputs, outputs, name=name or f"nin_{norm}")
+
+
+register_builder(
+    Builder(
+        name="nin",
+        build=nin,
+        norms=NORMS,
+        min_input_size=MIN_SPATIAL_SIZE,
+        # Arpit et al. 2016, sections 4.4 and 5: SGD with momentum 0.9, lr 0.05
+        # at batch 50, weight decay 5e-4, no dropout; 32x32 inputs.
+        recipe=Recipe(
+            batch_size=50,
+            learning_rate=0.05,
+            digits_image_size=32,
+            optimizer=lambda lr: keras.optimizers.SGD(lr, momentum=0.9, weight_decay=5e-4),
+            schedule=halving,
+        ),
+        data_normalization=True,
+    )
+)

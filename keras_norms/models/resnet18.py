@@ -4,6 +4,9 @@ import keras
 
 from keras_norms.layers.normalized_conv import NormalizedConv2D
 from keras_norms.models.arguments import check_builder_arguments
+from keras_norms.models.recipes import Recipe, constant
+from keras_norms.models.registry import Builder, register_builder
+from keras_norms.norms import create_norm_layer
 
 NORMS = ("bn", "gn", "nc", "none")
 ACTIVATIONS = ("relu", "selu")
@@ -11,12 +14,6 @@ ACTIVATIONS = ("relu", "selu")
 STAGES = ((64, 1), (128, 2), (256, 2), (512, 2))
 # Inputs up to this side use the CIFAR stem (3x3 conv, no max-pool).
 CIFAR_STEM_MAX_SIZE = 64
-MAX_GROUPS = 32
-
-
-def groups_for(channels):
-    """32 groups, or the largest count below that divides `channels`."""
-    return next(g for g in range(min(MAX_GROUPS, channels), 0, -1) if channels % g == 0)
 
 
 def _conv_norm(x, filters, size, stride, norm, activation, name, synchronized):
@@ -27,10 +24,11 @@ def _conv_norm(x, filters, size, stride, norm, activation, name, synchronized):
         x = keras.layers.Conv2D(
             filters, size, stride, padding="same", use_bias=norm == "none", name=name
         )(x)
-        if norm == "bn":
-            x = keras.layers.BatchNormalization(synchronized=synchronized, name=f"{name}_bn")(x)
-        elif norm == "gn":
-            x = keras.layers.GroupNormalization(groups_for(filters), name=f"{name}_gn")(x)
+        if norm != "none":
+            layer = create_norm_layer(
+                norm, filters, synchronized=synchronized, name=f"{name}_{norm}"
+            )
+            x = layer(x)
     if activation is not None:
         x = keras.layers.Activation(activation, name=f"{name}_{activation}")(x)
     return x
@@ -106,3 +104,23 @@ def resnet18(
     x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
     outputs = keras.layers.Dense(num_classes, name="logits")(x)
     return keras.Model(inputs, outputs, name=name or f"resnet18_{norm}")
+
+
+register_builder(
+    Builder(
+        name="resnet18",
+        build=resnet18,
+        norms=NORMS,
+        min_input_size=1,
+        # Kim et al. 2020, section 3: SGD without momentum or weight decay at
+        # batch size 2 (micro-batch); the paper gives no learning rate: 0.01,
+        # constant. Digits at 16x16 (the CIFAR stem).
+        recipe=Recipe(
+            batch_size=2,
+            learning_rate=0.01,
+            digits_image_size=16,
+            optimizer=lambda lr: keras.optimizers.SGD(lr),
+            schedule=constant,
+        ),
+    )
+)

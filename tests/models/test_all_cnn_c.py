@@ -18,8 +18,17 @@ PARAMS_32x32x3 = {"none": 1_369_738, "bn": 1_374_730, "dwck": 1_395_466, "learne
 
 
 def test_hand_counts():
-    convs = [(3, 3, 96), (3, 96, 96), (3, 96, 96), (3, 96, 192), (3, 192, 192), (3, 192, 192),
-             (3, 192, 192), (1, 192, 192), (1, 192, 10)]
+    convs = [
+        (3, 3, 96),
+        (3, 96, 96),
+        (3, 96, 96),
+        (3, 96, 192),
+        (3, 192, 192),
+        (3, 192, 192),
+        (3, 192, 192),
+        (1, 192, 192),
+        (1, 192, 10),
+    ]
     plain = sum(k * k * cin * cout + cout for k, cin, cout in convs)
     assert plain == PARAMS_32x32x3["none"]
     assert PARAMS_32x32x3["bn"] == plain + 4 * 1248
@@ -36,12 +45,19 @@ def test_parameter_count_of_each_variant(norm, count):
 
 
 def test_dwck_stacks_follow_the_table_at_32x32_and_are_derived_otherwise():
-    table = [layer.kernel_sizes for layer in all_cnn_c((32, 32, 3), 10, "dwck").layers
-             if isinstance(layer, DWCKNormalization)]
+    table = [
+        layer.kernel_sizes
+        for layer in all_cnn_c((32, 32, 3), 10, "dwck").layers
+        if isinstance(layer, DWCKNormalization)
+    ]
     assert table == [[(4, 4), (2, 2), (2, 2), (2, 2)]] * 2 + [[(4, 4), (2, 2), (2, 2)]] * 3 + [
-        [(2, 2), (2, 2)]] * 2 + [[(2, 2)]]
-    derived = [layer.kernel_sizes for layer in all_cnn_c((16, 16, 1), 10, "dwck").layers
-               if isinstance(layer, DWCKNormalization)]
+        [(2, 2), (2, 2)]
+    ] * 2 + [[(2, 2)]]
+    derived = [
+        layer.kernel_sizes
+        for layer in all_cnn_c((16, 16, 1), 10, "dwck").layers
+        if isinstance(layer, DWCKNormalization)
+    ]
     assert derived == [[(4, 4), (2, 2), (2, 2)]] * 2 + [[(4, 4), (2, 2)]] * 3 + [[(4, 4)]] * 3
 
 
@@ -50,7 +66,9 @@ def test_normalization_follows_the_relu():
     names = [layer.name for layer in model.layers]
     assert names[1:4] == ["conv1", "conv1_learned", "conv2"]
     assert model.get_layer("conv1").activation is keras.activations.relu
-    networks = [layer.network for layer in model.layers if isinstance(layer, LearnedStatisticsNormalization)]
+    networks = [
+        layer.network for layer in model.layers if isinstance(layer, LearnedStatisticsNormalization)
+    ]
     assert networks == ["first"] + ["other"] * 7
     assert model.get_layer("conv3").strides == (2, 2)
 

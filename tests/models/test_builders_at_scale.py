@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from keras_norms import data_dependent_init
-from tests.builder_cases import CASES, SMALL_INPUT_SHAPE, build_small, switch_off_noise
+from tests.builder_cases import CASES, build_small, small_input_shape, switch_off_noise
 from tests.layer_test_helper import MIXED_PRECISION_POLICIES, assert_allclose, dtype_policy
 
 BATCH = 8
@@ -25,7 +25,7 @@ XLA_TOLERANCE_EXCEPTIONS = {
 
 def _data(builder):
     rng = np.random.default_rng(0)
-    x = rng.normal(size=(BATCH * STEPS,) + SMALL_INPUT_SHAPE[builder]).astype("float32")
+    x = rng.normal(size=(BATCH * STEPS,) + small_input_shape(builder)).astype("float32")
     return x, rng.integers(0, 3, size=len(x))
 
 
@@ -51,7 +51,7 @@ def test_mixed_precision_training_is_finite_with_float32_variables(builder, norm
         model, loss = _fit(builder, norm, x, y)
     assert np.isfinite(loss)
     outputs = model(x[:BATCH], training=False)
-    assert keras.backend.standardize_dtype(outputs.dtype) == policy[len("mixed_"):]
+    assert keras.backend.standardize_dtype(outputs.dtype) == policy[len("mixed_") :]
     for variable in model.weights:
         if variable.dtype != "bool":
             assert variable.dtype == "float32", variable.path

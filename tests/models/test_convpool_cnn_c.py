@@ -24,8 +24,17 @@ PARAMS_32x32x3 = {
 
 
 def test_hand_count_of_the_plain_network():
-    convs = [(3, 3, 96), (3, 96, 96), (3, 96, 96), (3, 96, 192), (3, 192, 192),
-             (3, 192, 192), (3, 192, 192), (1, 192, 192), (1, 192, 192)]
+    convs = [
+        (3, 3, 96),
+        (3, 96, 96),
+        (3, 96, 96),
+        (3, 96, 192),
+        (3, 192, 192),
+        (3, 192, 192),
+        (3, 192, 192),
+        (1, 192, 192),
+        (1, 192, 192),
+    ]
     total = sum(k * k * cin * cout + cout for k, cin, cout in convs) + 192 * 10 + 10
     assert total == PARAMS_32x32x3["none"]
 
@@ -40,8 +49,14 @@ def test_parameter_count_of_each_variant(norm, count):
 def test_wn_mobn_structure():
     model = convpool_cnn_c((16, 16, 1), 10, "wn_mobn")
     kinds = [type(layer).__name__ for layer in model.layers]
-    assert kinds[:6] == ["InputLayer", "GaussianNoise", "WeightNormalization",
-                         "MeanOnlyBatchNormalization", "LeakyReLU", "WeightNormalization"]
+    assert kinds[:6] == [
+        "InputLayer",
+        "GaussianNoise",
+        "WeightNormalization",
+        "MeanOnlyBatchNormalization",
+        "LeakyReLU",
+        "WeightNormalization",
+    ]
     assert kinds.count("MaxPooling2D") == 2 and kinds.count("Dropout") == 2
     wn_layers = [layer for layer in model.layers if isinstance(layer, WeightNormalization)]
     assert len(wn_layers) == 10  # 9 convolutions and the dense layer
@@ -61,7 +76,9 @@ def test_accepts_inputs_from_12x12_up(shape):
 
 
 def test_rejects_an_unknown_norm():
-    with pytest.raises(ValueError, match=r"norm in \('none', 'wn', 'mobn', 'bn', 'wn_mobn'\)\. Received: norm='gn'"):
+    with pytest.raises(
+        ValueError, match=r"norm in \('none', 'wn', 'mobn', 'bn', 'wn_mobn'\)\. Received: norm='gn'"
+    ):
         convpool_cnn_c(norm="gn")
 
 

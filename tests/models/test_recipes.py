@@ -1,8 +1,8 @@
-"""The training recipes' learning-rate schedules."""
+"""The training recipes' learning-rate schedules and each builder's registered recipe."""
 
 import pytest
 
-from training import recipes
+from keras_norms.models import BUILDERS, recipes
 
 
 def test_constant_then_linear_to_zero():
@@ -22,16 +22,16 @@ def test_halving_scaled_to_the_run():
 
 
 def test_recipes_follow_the_papers():
-    nin = recipes.RECIPES["nin"]
+    nin = BUILDERS["nin"].recipe
     sgd = nin.optimizer(nin.learning_rate)
     assert (nin.batch_size, nin.learning_rate) == (50, 0.05)
     assert sgd.momentum == 0.9 and sgd.weight_decay == 5e-4
-    convpool = recipes.RECIPES["convpool_cnn_c"]
+    convpool = BUILDERS["convpool_cnn_c"].recipe
     assert (convpool.batch_size, convpool.learning_rate) == (100, 0.003)
 
 
 def test_resnet18_recipe_is_micro_batch_sgd():
-    recipe = recipes.RECIPES["resnet18"]
+    recipe = BUILDERS["resnet18"].recipe
     sgd = recipe.optimizer(recipe.learning_rate)
     assert recipe.batch_size == 2 and sgd.momentum == 0.0 and sgd.weight_decay is None
     assert recipe.schedule(0.01, 10)(9) == 0.01
