@@ -7,9 +7,10 @@ repo="$(cd "$(dirname "$0")/.." && pwd)"
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
 python3 -m venv "$work/venv"
-"$work/venv/bin/python" -m pip install --quiet "$repo" jax
+"$work/venv/bin/python" -m pip install --quiet "$repo"
+echo "pip install . (keras, numpy): site-packages $(du -sh "$work"/venv/lib/python3*/site-packages | cut -f1)"
+"$work/venv/bin/python" -m pip install --quiet jax
 cd "$work"  # away from the checkout, so the installed package is the one imported
-echo "light install site-packages: $(du -sh "$work"/venv/lib/python3*/site-packages | cut -f1)"
 KERAS_BACKEND=jax PATH="$work/venv/bin:$PATH" "$work/venv/bin/python" "$repo/.ci/light_install.py"
 # With the `train` extra (scikit-learn, still no TensorFlow): the CLI trains on the digits.
 "$work/venv/bin/python" -m pip install --quiet "$repo[train]"

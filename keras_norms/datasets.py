@@ -55,8 +55,9 @@ def load_digits(image_size=DIGITS_DEFAULT_SIZE, seed=0):
     A fixed stratified split (20 % test, `seed`), images resized bilinearly
     to `image_size` x `image_size` with one channel; pixel values in [0, 16].
     """
-    digits = require("sklearn.datasets", "train", "the digits dataset").load_digits()
-    model_selection = require("sklearn.model_selection", "train", "the digits dataset")
+    sklearn = "scikit-learn"
+    digits = require("sklearn.datasets", "train", "the digits dataset", sklearn).load_digits()
+    model_selection = require("sklearn.model_selection", "train", "the digits dataset", sklearn)
     images = digits.images[..., None]
     x_train, x_test, y_train, y_test = model_selection.train_test_split(
         images,
@@ -88,7 +89,8 @@ def load_tfds(name, data_dir=None, image_size=None, download=True):
         DataUnavailableError: if the data is not in `data_dir` and cannot be
             downloaded (no network, or `download=False`).
     """
-    tfds = require("tensorflow_datasets", "tensorflow", f"the {name} dataset")
+    feature = f"the {name} dataset"
+    tfds = require("tensorflow_datasets", "tensorflow", feature, "tensorflow-datasets")
 
     try:
         train, test = tfds.load(
