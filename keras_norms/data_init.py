@@ -1,6 +1,7 @@
 """Data-dependent initialization of weight-normalized models."""
 
 import contextlib
+import warnings
 
 import keras
 import numpy as np
@@ -13,15 +14,43 @@ from keras_norms.layers.weight_norm import WeightNormalization
 
 @contextlib.contextmanager
 def _initializing(layers, owned, synchronized):
+    """Set the layers' init flags for one pass; on an error, restore what the pass wrote.
+
+    The calls and statistics of an eager pass are checked as each layer
+    initializes (a traced, distributed pass cannot read them).
+    """
+    variables = [v for layer in layers for v in layer.weights if v is not layer.layer.kernel]
+    saved = [ops.convert_to_numpy(v) for v in variables]
     for layer in layers:
         layer._init_center = id(layer) not in owned
         layer._init_synchronized = synchronized
+        layer._init_calls = None if synchronized else 0
     try:
         yield
+    except BaseException:
+        for variable, value in zip(variables, saved):
+            variable.assign(value)
+        raise
     finally:
         for layer in layers:
             layer._init_center = None
             layer._init_synchronized = False
+            layer._init_calls = None
+
+
+def _is_initialized(layer):
+    return layer.built and bool(ops.convert_to_numpy(layer.initialized))
+
+
+def _warn_unreached(layers):
+    if layers:
+        names = ", ".join(layer.name for layer in layers)
+        warnings.warn(
+            f"data_dependent_init: the forward pass did not reach {names} (a branch the "
+            "model's call does not take on this input?); they keep g = ||v|| and stay "
+            "uninitialized.",
+            stacklevel=3,
+        )
 
 
 def _multi_replica_strategy():
@@ -82,10 +111,12 @@ def data_dependent_init(model, x_init, training=True):
     `x_init` under `MultiWorkerMirroredStrategy`.
 
     Args:
-        model: a built `keras.Model` (functional or sequential models are
-            searched recursively for weight-normalized layers and mean-only
-            BN successors; subclassed models are initialized too, but
-            without the mean-only BN detection).
+        model: a `keras.Model` of any kind. Its whole layer tree is searched
+            (`keras_norms.graph.iter_layers`): nested models, wrappers such
+            as `TimeDistributed`, custom layers and subclassed models that
+            hold weight-normalized layers. Mean-only BN successors are found
+            in functional and sequential graphs. A model not yet built is
+            built first by one inference-mode call on `x_init`.
         x_init: the init batch, an array or tensor shaped like the model's
             input, e.g. `(N, H, W, C)` float; the paper uses N = 500,
             independent of the training batch size. Under a strategy it
@@ -97,7 +128,18 @@ def data_dependent_init(model, x_init, training=True):
 
     Raises:
         TypeError: if `model` is not a `keras.Model`.
-        ValueError: if `x_init` holds fewer than 2 examples.
+        ValueError: if `x_init` holds fewer than 2 examples; naming the
+            layer, if a layer's pre-activation on `x_init` is not finite or
+            is constant for some output feature (its `1/std` is undefined).
+            naming the layer, if a weight-normalized layer is called more
+            than once in the pass (shared, or inside `TimeDistributed`).
+            Then nothing is written: every `g`, bias and `initialized` flag
+            keeps its value from before the call.
+
+    Warns:
+        UserWarning: naming the weight-normalized layers with
+            `data_init=True` that the forward pass did not reach (they stay
+            uninitialized, with `g = ||v||`).
 
     Reference:
         Salimans & Kingma, "Weight Normalization: A Simple Reparameterization
@@ -118,12 +160,17 @@ def data_dependent_init(model, x_init, training=True):
     layers = [
         layer
         for layer in iter_layers(model)
-        if isinstance(layer, WeightNormalization)
-        and layer.data_init
-        and not (layer.built and bool(ops.convert_to_numpy(layer.initialized)))
+        if isinstance(layer, WeightNormalization) and layer.data_init and not _is_initialized(layer)
     ]
     if not layers:
         return []
+    if not all(layer.built for layer in layers):
+        # A lazily built model (subclassed, Sequential without Input): build it
+        # first, at inference (no batch-statistics update), so that every
+        # variable the init pass may write exists and can be restored on error.
+        model(x_init, training=False)
+    unbuilt = [layer for layer in layers if not layer.built]
+    layers = [layer for layer in layers if layer.built]
     mean_only = [
         layer for layer in iter_layers(model) if isinstance(layer, MeanOnlyBatchNormalization)
     ]
@@ -134,4 +181,5 @@ def data_dependent_init(model, x_init, training=True):
             model(x_init, training=training)
         else:
             _distributed_pass(strategy, model, x_init, training)
-    return layers
+    _warn_unreached(unbuilt + [layer for layer in layers if not _is_initialized(layer)])
+    return [layer for layer in layers if _is_initialized(layer)]

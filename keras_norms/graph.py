@@ -1,11 +1,13 @@
-"""Graph utilities: walk a model's layers and read its functional graph.
+"""Graph utilities: walk a model's layer tree and read its functional graph.
 
 A functional or sequential `keras.Model` records each layer call as a node
 (the layer, its input tensors, its output tensors). Keras 3 exposes a
 layer's first call only (`layer.input`, `layer.output`) and has no public
 node API, so `_calls` reads the recorded nodes of every layer of the model
-(`layer._inbound_nodes`, the one private Keras attribute this module reads)
-and keeps those on a path from the model's inputs to its outputs. Subclassed
+(`layer._inbound_nodes`) and keeps those on a path from the model's inputs
+to its outputs; `iter_layers` reads the layers a layer holds
+(`layer._flatten_layers`). These two are the private Keras API this module,
+and so the package, reads. Subclassed
 models and sequential models without an input shape have no graph: no
 calls, no producers, no consumers and no pairs (their layers are still
 found by `iter_layers`).
@@ -20,21 +22,39 @@ from keras_norms.layers.linear import channel_axis as linear_channel_axis
 _Call = collections.namedtuple("_Call", ["layer", "inputs", "outputs"])
 
 
-def iter_layers(model):
-    """Yield every layer of `model`, descending into nested models, in order.
+def _sublayers(layer):
+    """The layers `layer` holds directly: a model's layers, a wrapper's or custom layer's."""
+    if isinstance(layer, keras.Model):
+        return layer.layers
+    # Keras 3 tracks the layers a layer holds (attributes, lists, wrappers'
+    # `layer`) and has no public accessor for them.
+    return list(layer._flatten_layers(include_self=False, recursive=False))
 
-    A nested model is yielded, then its own layers, recursively.
+
+def iter_layers(model):
+    """Yield every layer in `model`'s layer tree, depth first, each once.
+
+    A layer is yielded, then the layers it holds, recursively: the layers of
+    nested models, the layer inside a wrapper (`TimeDistributed`,
+    `Bidirectional`, `WeightNormalization`) and the layers a custom layer or
+    a subclassed model holds as attributes.
 
     Args:
-        model: a `keras.Model` (functional, sequential or subclassed).
+        model: a `keras.Model` (functional, sequential or subclassed) or
+            any `keras.layers.Layer`.
 
     Yields:
         `keras.layers.Layer` instances (`InputLayer`s of functional models too).
     """
-    for layer in model.layers:
+    seen = set()
+    pending = list(reversed(_sublayers(model)))
+    while pending:
+        layer = pending.pop()
+        if id(layer) in seen:
+            continue
+        seen.add(id(layer))
         yield layer
-        if isinstance(layer, keras.Model):
-            yield from iter_layers(layer)
+        pending.extend(reversed(_sublayers(layer)))
 
 
 def _graph_tensors(model):

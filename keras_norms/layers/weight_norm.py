@@ -14,6 +14,10 @@ _SQUARED_NORM_FLOOR = 1e-12
 # Added to the variance of the init batch's pre-activation before the square
 # root, as in Salimans & Kingma's reference code.
 _INIT_EPSILON = 1e-10
+# A pre-activation whose variance over the init batch is below this, relative
+# to 1 + mean^2, is constant up to float32 rounding: data_dependent_init
+# refuses it (it would set g near 1e5).
+_CONSTANT_VARIANCE = 1e-12
 
 
 def _check_wrappable(layer):
@@ -126,6 +130,8 @@ class WeightNormalization(keras.layers.Wrapper):
         self.log_scale = bool(log_scale)
         self._init_center = None  # set only by `data_dependent_init`
         self._init_synchronized = False  # all-reduce init statistics (tf.distribute)
+        # Calls so far in an eager init pass, whose statistics are checked; None otherwise.
+        self._init_calls = None
 
     def build(self, input_shape=None):
         super().build(input_shape)
@@ -259,12 +265,40 @@ class WeightNormalization(keras.layers.Wrapper):
         mean = batch_mean(t, axes, self._init_synchronized, keepdims=True)
         variance = batch_mean(ops.square(t - mean), axes, self._init_synchronized)
         mean = ops.reshape(mean, ops.shape(variance))
+        if self._init_calls is not None:
+            self._check_init_call(mean, variance)
         inv_std = ops.rsqrt(variance + _INIT_EPSILON)
         self.g.assign(ops.log(inv_std) if self.log_scale else inv_std)
         bias = self._bias()
         if center and bias is not None:
             bias.assign(-mean * inv_std)
         self.initialized.assign(True)
+
+    def _check_init_call(self, mean, variance):
+        """A ValueError naming this layer for a second call, or a non-finite or constant t."""
+        self._init_calls += 1
+        if self._init_calls > 1:
+            raise ValueError(
+                f"data_dependent_init: {self.name} is called more than once in the model's "
+                "forward pass (a shared layer, or inside TimeDistributed, which calls it once "
+                "per time step), and its statistics would come from one call only; nothing "
+                "was initialized. Pass data_init=False to that layer to initialize the rest."
+            )
+        mean, variance = ops.convert_to_numpy(mean), ops.convert_to_numpy(variance)
+        if not (np.all(np.isfinite(mean)) and np.all(np.isfinite(variance))):
+            raise ValueError(
+                f"data_dependent_init: the pre-activation of {self.name} on the init batch "
+                "is not finite (NaN or inf in x_init, or from the layers before it); "
+                f"nothing was initialized. Received: mean={mean.tolist()[:4]}..."
+            )
+        constant = variance <= _CONSTANT_VARIANCE * (1.0 + np.square(mean))
+        if np.any(constant):
+            raise ValueError(
+                f"data_dependent_init: the pre-activation of {self.name} is constant over "
+                f"the init batch for output features {np.flatnonzero(constant).tolist()[:8]} "
+                "(a constant input or an all-zero kernel), so 1/std is undefined; "
+                f"nothing was initialized. Received: variance={variance.tolist()[:4]}..."
+            )
 
     def plain_layer(self):
         """The wrapped layer's type holding the constant kernel `g * v / ||v||`.

@@ -163,6 +163,120 @@ def test_initializes_inside_nested_models():
     assert data_dependent_init(outer, x) == [wn]
 
 
+def _standardized(t):
+    """Whether `t`'s last-axis features have mean 0 and std 1 over every other axis."""
+    t = numpy(t, "float64")
+    axes = tuple(range(t.ndim - 1))
+    return np.allclose(t.mean(axis=axes), 0.0, atol=1e-4) and np.allclose(
+        t.std(axis=axes), 1.0, atol=1e-4
+    )
+
+
+class _ResidualBlock(keras.layers.Layer):
+    """keras-tcn's shape: two weight-normalized dilated causal Conv1D and a skip."""
+
+    def __init__(self, filters, dilation, **kwargs):
+        super().__init__(**kwargs)
+        self.conv1 = WeightNormalization(self._conv(filters, dilation))
+        self.conv2 = WeightNormalization(self._conv(filters, 1))
+
+    @staticmethod
+    def _conv(filters, dilation):
+        return keras.layers.Conv1D(filters, 3, padding="causal", dilation_rate=dilation)
+
+    def call(self, x):
+        return x + self.conv2(keras.ops.relu(self.conv1(x)))
+
+
+def test_initializes_inside_custom_layers_however_deep():
+    x = _inputs((16, 12, 4), seed=8)
+    blocks = [_ResidualBlock(4, 1, name="block1"), _ResidualBlock(4, 2, name="block2")]
+    model = _model(blocks, (12, 4))
+    initialized = data_dependent_init(model, x)
+    assert initialized == [layer for b in blocks for layer in (b.conv1, b.conv2)]
+    # Each layer's pre-activation on the init batch, fed by the initialized ones before it.
+    h = x
+    for block in blocks:
+        t1 = block.conv1(h)
+        assert _standardized(t1)
+        assert _standardized(block.conv2(keras.ops.relu(t1)))
+        h = block(h)
+
+
+def test_time_distributed_and_shared_layers_are_refused_without_writing():
+    """TimeDistributed calls its layer once per time step: one step's statistics would win."""
+    x = _inputs((10, 5, 6), seed=9)
+    wn = WeightNormalization(keras.layers.Dense(3), name="per_step")
+    model = _model([keras.layers.TimeDistributed(wn)], (5, 6))
+    before = _init_state(model)
+    with pytest.raises(ValueError, match=r"per_step is called more than once .*TimeDistributed"):
+        data_dependent_init(model, x)
+    for old, new in zip(before, _init_state(model)):
+        assert_array_equal(new, old)
+    inputs = keras.Input((6,))
+    shared = WeightNormalization(keras.layers.Dense(6), name="shared")
+    twice = keras.Model(inputs, shared(shared(inputs)))
+    with pytest.raises(ValueError, match=r"shared is called more than once"):
+        data_dependent_init(twice, _inputs((10, 6)))
+
+
+class _TwoBranches(keras.Model):
+    def __init__(self):
+        super().__init__()
+        self.used = WeightNormalization(keras.layers.Dense(3), name="used")
+        self.unused = WeightNormalization(keras.layers.Dense(3), name="unused")
+
+    def call(self, x):
+        return self.used(x)
+
+
+def test_warns_about_layers_the_pass_does_not_reach():
+    model = _TwoBranches()
+    with pytest.warns(UserWarning, match=r"did not reach unused"):
+        initialized = data_dependent_init(model, _inputs((20, 6), seed=10))
+    assert initialized == [model.used]
+    assert not model.unused.built  # never called: g is created at its first call
+
+
+def test_subclassed_model_is_built_then_initialized():
+    class Net(keras.Model):
+        def __init__(self):
+            super().__init__()
+            self.a = WeightNormalization(keras.layers.Dense(5))
+            self.b = WeightNormalization(keras.layers.Dense(3))
+
+        def call(self, x):
+            return self.b(keras.ops.relu(self.a(x)))
+
+    net, x = Net(), _inputs((40, 6), seed=11)
+    assert data_dependent_init(net, x) == [net.a, net.b]
+    assert _standardized(net.a(x)) and _standardized(net(x))
+
+
+def _init_state(model):
+    return [numpy(v) for v in model.weights]
+
+
+@pytest.mark.parametrize(
+    "corrupt, message",
+    [
+        (lambda x: np.where(np.arange(x.size).reshape(x.shape) == 7, np.nan, x), "not finite"),
+        (lambda x: np.ones_like(x), "is constant over the init batch"),
+    ],
+)
+def test_bad_statistics_raise_naming_the_layer_and_write_nothing(corrupt, message):
+    first = WeightNormalization(keras.layers.Dense(4), name="first")
+    second = WeightNormalization(keras.layers.Dense(3), name="second")
+    model = _model([keras.layers.Identity(), first, second], (6,))
+    before = _init_state(model)
+    with pytest.raises(ValueError, match=rf"pre-activation of first .*{message}.*nothing was"):
+        data_dependent_init(model, corrupt(_inputs((20, 6), seed=12)).astype("float32"))
+    for old, new in zip(before, _init_state(model)):
+        assert_array_equal(new, old)
+    # A good batch afterwards initializes both layers.
+    assert data_dependent_init(model, _inputs((20, 6), seed=13)) == [first, second]
+
+
 @pytest.mark.tensorflow_only
 def test_inference_graph_has_no_init_logic():
     wn = WeightNormalization(keras.layers.Dense(3))
