@@ -68,20 +68,56 @@ def _distributed_pass(strategy, model, x_init, training):
     import tensorflow as tf
 
     replicas = strategy.num_replicas_in_sync
-    if len(x_init) < replicas:
+    if _num_examples(x_init) < replicas:
         raise ValueError(
             f"data_dependent_init expects at least one init example per replica "
-            f"({replicas} replicas). Received: x_init with {len(x_init)} examples"
+            f"({replicas} replicas). Received: x_init with {_num_examples(x_init)} examples"
         )
-    shards = np.array_split(np.asarray(x_init), replicas)
+    shards = [
+        keras.tree.map_structure(lambda x: np.array_split(np.asarray(x), replicas)[i], x_init)
+        for i in range(replicas)
+    ]
     values = strategy.experimental_distribute_values_from_function(
-        lambda context: tf.constant(shards[context.replica_id_in_sync_group])
+        lambda context: keras.tree.map_structure(
+            tf.constant, shards[context.replica_id_in_sync_group]
+        )
     )
     # Traced once, while the layers' init flags are set.
     tf.function(lambda x: strategy.run(lambda s: model(s, training=training), args=(x,)))(values)
 
 
-def data_dependent_init(model, x_init, training=True):
+def _is_batches(x):
+    """Whether `x` is an iterable of batches (`tf.data.Dataset`, a generator), not inputs."""
+    structure = (dict, list, tuple, np.ndarray)
+    return not isinstance(x, structure) and not hasattr(x, "shape") and hasattr(x, "__iter__")
+
+
+def _num_examples(x):
+    return len(keras.tree.flatten(x)[0])
+
+
+def _init_batch(x_init, num_examples):
+    """The model inputs to initialize from: `x_init`, or the first examples of its batches.
+
+    Batches that are `(x, y)` or `(x, y, sample_weight)` tuples give their
+    `x`; batches are concatenated leaf by leaf (any input structure) up to
+    `num_examples` examples.
+    """
+    if not _is_batches(x_init):
+        return x_init
+    taken, count = [], 0
+    for batch in x_init:
+        batch = batch[0] if isinstance(batch, tuple) else batch
+        taken.append(keras.tree.map_structure(ops.convert_to_numpy, batch))
+        count += _num_examples(taken[-1])
+        if count >= num_examples:
+            break
+    if not taken:
+        raise ValueError("data_dependent_init expects a non-empty x_init. Received: no batches")
+    return keras.tree.map_structure(lambda *leaves: np.concatenate(leaves)[:num_examples], *taken)
+
+
+def data_dependent_init(model, x_init, training=True, num_examples=500):
     """Initialize every weight-normalized layer of `model` from data, once.
 
     Runs one eager forward pass of `model` on the init batch `x_init`. Each
@@ -117,20 +153,26 @@ def data_dependent_init(model, x_init, training=True):
             hold weight-normalized layers. Mean-only BN successors are found
             in functional and sequential graphs. A model not yet built is
             built first by one inference-mode call on `x_init`.
-        x_init: the init batch, an array or tensor shaped like the model's
-            input, e.g. `(N, H, W, C)` float; the paper uses N = 500,
-            independent of the training batch size. Under a strategy it
-            must hold at least one example per replica.
+        x_init: the init batch in the model's input structure (an array
+            or tensor shaped like the input, e.g. `(N, H, W, C)` float, or a
+            list or dict of them), or an iterable of batches such as a
+            `tf.data.Dataset` (of inputs or `(x, y)` pairs), of which the
+            first `num_examples` examples are used. The paper uses N = 500,
+            independent of the training batch size. Each layer needs at
+            least 2 values per output feature (examples times positions).
+            Under a strategy it must hold at least one example per replica.
         training: the `training` flag of the forward pass.
+        num_examples: how many examples to take from an iterable `x_init`.
 
     Returns:
         The list of layers that were initialized by this call.
 
     Raises:
         TypeError: if `model` is not a `keras.Model`.
-        ValueError: if `x_init` holds fewer than 2 examples; naming the
-            layer, if a layer's pre-activation on `x_init` is not finite or
-            is constant for some output feature (its `1/std` is undefined).
+        ValueError: naming the layer, if a layer's pre-activation on
+            `x_init` has fewer than 2 values per output feature, is not
+            finite, or is constant for some output feature (its `1/std` is
+            undefined);
             naming the layer, if a weight-normalized layer is called more
             than once in the pass (shared, or inside `TimeDistributed`).
             Then nothing is written: every `g`, bias and `initialized` flag
@@ -151,12 +193,7 @@ def data_dependent_init(model, x_init, training=True):
             "data_dependent_init expects a keras.Model. "
             f"Received: model of type {type(model).__name__}"
         )
-    batch = ops.shape(x_init)[0] if ops.ndim(x_init) else 0
-    if batch < 2:
-        raise ValueError(
-            "data_dependent_init expects an init batch of at least 2 examples. "
-            f"Received: x_init with shape {tuple(ops.shape(x_init))}"
-        )
+    x_init = _init_batch(x_init, num_examples)
     layers = [
         layer
         for layer in iter_layers(model)

@@ -266,7 +266,10 @@ class WeightNormalization(keras.layers.Wrapper):
         variance = batch_mean(ops.square(t - mean), axes, self._init_synchronized)
         mean = ops.reshape(mean, ops.shape(variance))
         if self._init_calls is not None:
-            self._check_init_call(mean, variance)
+            values = 1
+            for axis in axes:
+                values *= ops.shape(t)[axis]
+            self._check_init_call(mean, variance, values)
         inv_std = ops.rsqrt(variance + _INIT_EPSILON)
         self.g.assign(ops.log(inv_std) if self.log_scale else inv_std)
         bias = self._bias()
@@ -274,8 +277,11 @@ class WeightNormalization(keras.layers.Wrapper):
             bias.assign(-mean * inv_std)
         self.initialized.assign(True)
 
-    def _check_init_call(self, mean, variance):
-        """A ValueError naming this layer for a second call, or a non-finite or constant t."""
+    def _check_init_call(self, mean, variance, values):
+        """A ValueError naming this layer for a second call, or a degenerate `t`.
+
+        `values` is the number of values of `t` per output feature.
+        """
         self._init_calls += 1
         if self._init_calls > 1:
             raise ValueError(
@@ -283,6 +289,12 @@ class WeightNormalization(keras.layers.Wrapper):
                 "forward pass (a shared layer, or inside TimeDistributed, which calls it once "
                 "per time step), and its statistics would come from one call only; nothing "
                 "was initialized. Pass data_init=False to that layer to initialize the rest."
+            )
+        if values < 2:
+            raise ValueError(
+                f"data_dependent_init: {self.name} needs at least 2 values per output feature "
+                "of its pre-activation to take a standard deviation (examples times positions); "
+                f"nothing was initialized. Received: {values} value per feature"
             )
         mean, variance = ops.convert_to_numpy(mean), ops.convert_to_numpy(variance)
         if not (np.all(np.isfinite(mean)) and np.all(np.isfinite(variance))):

@@ -292,11 +292,49 @@ def test_inference_graph_has_no_init_logic():
     assert not any("Moments" in op.name or "moments" in op.name for op in graph.get_operations())
 
 
-def test_rejects_an_init_batch_of_one():
-    model = _model([WeightNormalization(keras.layers.Dense(3))], (4,))
-    message = r"at least 2 examples.*Received: x_init with shape \(1, 4\)"
-    with pytest.raises(ValueError, match=message):
-        data_dependent_init(model, np.ones((1, 4), "float32"))
+def test_counts_values_per_feature_not_examples():
+    """tensorflow-addons' case: one example of shape (2, 2), two values per feature."""
+    wn = WeightNormalization(keras.layers.Dense(2))
+    model = _model([wn], (2, 2))
+    x = np.array([[[1.0, 2.0], [3.0, 5.0]]], "float32")
+    assert data_dependent_init(model, x) == [wn]
+    assert _standardized(numpy(model(x)).reshape(-1, 2))
+    single = _model([WeightNormalization(keras.layers.Dense(3), name="one_value")], (4,))
+    with pytest.raises(ValueError, match=r"one_value needs at least 2 values per output feature"):
+        data_dependent_init(single, np.ones((1, 4), "float32"))
+
+
+def _two_input_model():
+    a, b = keras.Input((3,), name="a"), keras.Input((2,), name="b")
+    wn = WeightNormalization(keras.layers.Dense(4), name="joined")
+    return keras.Model({"a": a, "b": b}, wn(keras.layers.Concatenate()([a, b]))), wn
+
+
+def test_accepts_dicts_lists_and_iterables_of_batches():
+    rng = np.random.default_rng(14)
+    x = {"a": rng.normal(size=(30, 3)).astype("float32"), "b": rng.normal(size=(30, 2))}
+    x["b"] = (5.0 + x["b"]).astype("float32")
+    model, wn = _two_input_model()
+    model_from_batches, wn_from_batches = _two_input_model()
+    model_from_batches.set_weights(model.get_weights())
+    assert data_dependent_init(model, x) == [wn]
+    # The first 30 examples of a generator of (x, y) batches give the same init.
+    model, expected, wn = model_from_batches, numpy(wn.g), wn_from_batches
+    batches = (
+        ({key: value[i : i + 8] for key, value in x.items()}, np.zeros(8)) for i in range(0, 64, 8)
+    )
+    assert data_dependent_init(model, batches, num_examples=30) == [wn]
+    assert_allclose(wn.g, expected, rtol=1e-5)
+
+
+@pytest.mark.tensorflow_only
+def test_takes_the_first_examples_of_a_tf_data_dataset():
+    x = _inputs((40, 6), seed=15)
+    wn = WeightNormalization(keras.layers.Dense(3))
+    model = _model([wn], (6,))
+    dataset = tf.data.Dataset.from_tensor_slices((x, np.zeros(40))).batch(16)
+    assert data_dependent_init(model, dataset, num_examples=24) == [wn]
+    assert _standardized(model(x[:24]))
 
 
 def test_rejects_a_non_model():
