@@ -1,6 +1,10 @@
 """`keras-norms-export`: a `.keras` model to a SavedModel and a TFLite file."""
 
 import argparse
+import importlib
+import importlib.util
+import os
+import re
 import sys
 
 import keras
@@ -34,7 +38,79 @@ def build_parser():
     parser.add_argument("--num-samples", type=int, default=256)
     parser.add_argument("--tolerance", type=float, default=DEFAULT_TOLERANCE)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--custom-code",
+        action="append",
+        default=[],
+        metavar="FILE.py|MODULE",
+        help="a Python file or importable module that defines the model's own layer or "
+        "model classes (repeatable); its Keras classes are passed to load_model",
+    )
     return parser
+
+
+class UserCodeError(RuntimeError):
+    """The user's code for --custom-code cannot be imported."""
+
+
+def _import_user_code(source):
+    """The module `source` names: a `.py` file's path or an importable module name."""
+    try:
+        if not source.endswith(".py"):
+            return importlib.import_module(source)
+        if not os.path.isfile(source):
+            raise FileNotFoundError(f"no such file: {source}")
+        name = os.path.splitext(os.path.basename(source))[0]
+        spec = importlib.util.spec_from_file_location(name, source)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module  # as an import would, for classes that look themselves up
+        spec.loader.exec_module(module)
+        return module
+    except Exception as error:  # the user's code may raise anything
+        first_line = str(error).splitlines()[0] if str(error) else ""
+        raise UserCodeError(
+            f"cannot import --custom-code {source} ({type(error).__name__}: {first_line})"
+        ) from None
+
+
+def user_objects(sources):
+    """`{name: class}` of the Keras layer and model classes the `sources` define.
+
+    Raises:
+        UserCodeError: if a source cannot be imported.
+    """
+    objects = {}
+    for source in sources:
+        module = _import_user_code(source)
+        objects.update(
+            {
+                name: value
+                for name, value in vars(module).items()
+                if isinstance(value, type) and issubclass(value, keras.layers.Layer)
+            }
+        )
+    return objects
+
+
+def load_model(path, custom_code=()):
+    """`keras.saving.load_model(path)` with the classes of `custom_code`.
+
+    Raises:
+        UserCodeError: if `custom_code` cannot be imported.
+        ValueError: if the file uses a class that is neither registered nor
+            in `custom_code`; the message says how to pass it.
+    """
+    objects = user_objects(custom_code)
+    try:
+        return keras.saving.load_model(path, custom_objects=objects)
+    except TypeError as error:
+        unknown = re.search(r"Could not locate (?:class|function) '([^']+)'", str(error))
+        if unknown is None:
+            raise
+        raise ValueError(
+            f"{path} uses {unknown.group(1)!r}, a class Keras cannot find; pass the code that "
+            f"defines it: --custom-code FILE.py or --custom-code package.module"
+        ) from None
 
 
 def main(argv=None):
@@ -43,7 +119,7 @@ def main(argv=None):
         # Imported here: without TensorFlow it raises a one-line MissingDependencyError.
         from keras_norms.export.exporter import export_and_check
 
-        model = keras.saving.load_model(args.model)
+        model = load_model(args.model, args.custom_code)
         inputs = parity_inputs(
             args.dataset, model.input_shape[1:], args.num_samples, args.seed, args.data_dir
         )
@@ -54,6 +130,7 @@ def main(argv=None):
         ParityError,
         datasets.DataUnavailableError,
         MissingDependencyError,
+        UserCodeError,
     ) as error:
         print(f"keras-norms-export: error: {error}", file=sys.stderr)
         return 1

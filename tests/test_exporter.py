@@ -3,6 +3,7 @@
 import json
 import os
 
+import keras
 import numpy as np
 import pytest
 
@@ -122,3 +123,54 @@ def test_export_cli_reports_a_missing_file(tmp_path, capsys):
     assert cli.main([str(tmp_path / "missing.keras"), "--output", str(tmp_path / "out")]) == 1
     err = capsys.readouterr().err.strip()
     assert err.startswith("keras-norms-export: error:") and len(err.splitlines()) == 1
+
+
+USER_CODE = '''
+import keras
+from keras_norms.layers import WeightNormalization
+
+
+class UserBlock(keras.layers.Layer):
+    """A user's residual block holding a weight-normalized convolution (not registered)."""
+
+    def __init__(self, filters, **kwargs):
+        super().__init__(**kwargs)
+        self.filters = filters
+        self.conv = WeightNormalization(keras.layers.Conv2D(filters, 3, padding="same"))
+
+    def call(self, x):
+        return x + keras.ops.relu(self.conv(x))
+
+    def get_config(self):
+        return {**super().get_config(), "filters": self.filters}
+'''
+
+
+def test_export_cli_takes_the_users_code_for_custom_classes(tmp_path, capsys):
+    code = tmp_path / "user_blocks.py"
+    code.write_text(USER_CODE)
+    user_blocks = cli.user_objects([str(code)])
+    inputs = keras.Input((8, 8, 4))
+    outputs = keras.layers.GlobalAveragePooling2D()(user_blocks["UserBlock"](4)(inputs))
+    model = keras.Model(inputs, keras.layers.Dense(3)(outputs))
+    x = np.random.default_rng(5).normal(size=(16, 8, 8, 4)).astype("float32")
+    data_dependent_init(model, x)
+    path = str(tmp_path / "model.keras")
+    model.save(path)
+    argv = [path, "--output", str(tmp_path / "out"), "--dataset", "random", "--num-samples", "8"]
+    assert cli.main(argv) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "'UserBlock', a class Keras cannot find" in err
+    assert "--custom-code FILE.py" in err
+    assert cli.main(argv + ["--custom-code", str(code)]) == 0
+    assert "parity on 8 inputs" in capsys.readouterr().out
+
+
+def test_export_cli_reports_user_code_that_does_not_import(tmp_path, capsys):
+    broken = tmp_path / "broken.py"
+    broken.write_text("import not_a_module_anywhere\n")
+    argv = [str(tmp_path / "m.keras"), "--output", str(tmp_path / "o"), "--custom-code"]
+    assert cli.main(argv + [str(broken)]) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1
+    assert "cannot import --custom-code" in err and "ModuleNotFoundError" in err
