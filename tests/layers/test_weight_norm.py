@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from keras_norms.graph import iter_layers
 from keras_norms.layers import NormalizedConv2D, NormPropConv2D, WeightNormalization
 from tests.layer_test_helper import assert_allclose, dtype_policy, numpy, run_layer_test
 
@@ -263,23 +264,41 @@ class SubclassedModel(keras.Model):
         return self.wn(x)
 
 
+class CustomLayerWithoutBuild(keras.layers.Layer):
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.wn = WeightNormalization(keras.layers.Dense(3))
+
+    def call(self, x):
+        return self.wn(x)
+
+
+def _weight_normalized(model):
+    (wn,) = [layer for layer in iter_layers(model) if isinstance(layer, WeightNormalization)]
+    return wn
+
+
+@pytest.mark.parametrize("first", ["fit", "eager call"])
 @pytest.mark.parametrize(
     "make_model",
     [
         lambda: keras.Sequential([WeightNormalization(keras.layers.Dense(3))]),  # no Input
         SubclassedModel,
+        lambda: keras.Sequential([CustomLayerWithoutBuild()]),
     ],
-    ids=["sequential-without-input", "subclassed"],
+    ids=["sequential-without-input", "subclassed", "custom-layer-without-build"],
 )
-def test_lazily_built_models_start_with_g_equal_to_the_norm_of_v(make_model):
+def test_lazily_built_models_start_with_g_equal_to_the_norm_of_v(make_model, first):
     """`g` is read from `v` at initialization, not captured from a traced build."""
     keras.utils.set_random_seed(8)
     model = make_model()
     model.compile(keras.optimizers.SGD(0.0), "mse")  # a zero step: weights stay as built
     x = np.random.default_rng(9).normal(size=(8, 4)).astype("float32")
+    if first == "eager call":
+        assert np.all(np.isfinite(numpy(model(x))))
     history = model.fit(x, np.ones((8, 3), "float32"), epochs=1, verbose=0)
     assert np.isfinite(history.history["loss"][0])
-    wn = model.layers[0]
+    wn = _weight_normalized(model)
     assert_allclose(wn.g, np.linalg.norm(numpy(wn.layer.kernel, "float64"), axis=0), rtol=1e-6)
 
 
