@@ -6,6 +6,7 @@ import re
 
 import pytest
 
+from keras_norms import interop
 from keras_norms.layers import (
     dwck,
     learned_statistics,
@@ -29,7 +30,8 @@ def test_readme_usage_example_runs():
 
 
 @pytest.mark.parametrize(
-    "module", [weight_norm, mean_only_bn, normprop, dwck, learned_statistics, normalized_conv]
+    "module",
+    [weight_norm, mean_only_bn, normprop, dwck, learned_statistics, normalized_conv, interop],
 )
 def test_docstring_examples(module):
     failures, tried = doctest.testmod(module, optionflags=doctest.NORMALIZE_WHITESPACE)

@@ -1,0 +1,198 @@
+"""PyTorch weights into Keras models: `load_torch_state_dict`.
+
+A PyTorch model trained with weight normalization (HiFi-GAN, BigVGAN, TCNs)
+stores each normalized weight as a magnitude `g` and a direction `v`, in one
+of two formats: `<module>.weight_g` / `<module>.weight_v`
+(`torch.nn.utils.weight_norm`) or `<module>.parametrizations.weight.original0`
+/ `.original1` (`torch.nn.utils.parametrizations.weight_norm`); plain layers
+store `<module>.weight`. Torch keeps kernels channels first: `Linear`
+`(out, in)`, `Conv{1,2,3}d` `(out, in / groups, *k)`, `ConvTranspose{1,2,3}d`
+`(in, out / groups, *k)`; Keras keeps them channels last: `Dense` `(in, out)`,
+`Conv{1,2,3}D` `(*k, in / groups, out)`, `Conv{1,2,3}DTranspose` `(*k, out, in)`.
+"""
+
+import numpy as np
+
+from keras_norms.graph import iter_layers
+from keras_norms.layers.linear import is_plain_linear, kernel_output_axis
+from keras_norms.layers.weight_norm import WeightNormalization
+
+_FORMATS = (
+    # (suffix of g, suffix of v): the two weight-norm formats of PyTorch.
+    ("parametrizations.weight.original0", "parametrizations.weight.original1"),
+    ("weight_g", "weight_v"),
+)
+
+
+def _array(value):
+    """A torch tensor (any device) or array-like as a float64 numpy array."""
+    if hasattr(value, "detach"):
+        value = value.detach().cpu().numpy()
+    return np.asarray(value, "float64")
+
+
+def _torch_modules(state_dict):
+    """`[(prefix, weight entries)]` in the state_dict's order, one per module with a weight.
+
+    Weight entries: `{"g": ..., "v": ...}` (weight-normalized) or
+    `{"weight": ...}`, and `"bias"` where the module has one. Modules whose
+    weight has one axis (BatchNorm, LayerNorm scales) are left out.
+    """
+    modules = {}
+    for key, value in state_dict.items():
+        for name in ("weight", "bias") + tuple(s for pair in _FORMATS for s in pair):
+            if key == name or key.endswith("." + name):
+                prefix = key[: -len(name)].rstrip(".")
+                entry = modules.setdefault(prefix, {})
+                role = {"weight": "weight", "bias": "bias"}.get(name)
+                if role is None:
+                    role = "g" if any(name == g for g, _ in _FORMATS) else "v"
+                entry[role] = _array(value)
+                break
+    # Kernels have two axes or more; 1-D weights are norm layers' scales.
+    return [
+        (prefix, entry)
+        for prefix, entry in modules.items()
+        if "v" in entry or ("weight" in entry and entry["weight"].ndim >= 2)
+    ]
+
+
+def _torch_dim(g, v):
+    """The axis of `v` that torch's weight norm kept (`dim`), or `None` for a whole-tensor norm."""
+    kept = [axis for axis, size in enumerate(g.shape) if size != 1]
+    if g.ndim == v.ndim and len(kept) == 1 and g.shape[kept[0]] == v.shape[kept[0]]:
+        return kept[0]
+    return None
+
+
+def _effective_weight(entry):
+    """The weight the torch module computes: `g * v / ||v||` (norm over all axes but `dim`)."""
+    if "weight" in entry:
+        return entry["weight"]
+    g, v = entry["g"], entry["v"]
+    dim = _torch_dim(g, v)
+    axes = tuple(a for a in range(v.ndim) if a != dim)
+    return (
+        np.reshape(g, [-1 if a == dim else 1 for a in range(v.ndim)])
+        * v
+        / np.sqrt(np.sum(np.square(v), axis=axes, keepdims=True))
+    )
+
+
+def _to_keras_layout(weight):
+    """Torch `(a, b, *k)` to Keras `(*k, b, a)`: every linear layer's permutation."""
+    return np.transpose(weight, tuple(range(2, weight.ndim)) + (1, 0))
+
+
+def _keras_linears(model):
+    """The linear layers of `model` in order: weight-normalized ones and plain ones."""
+    wrapped = set()
+    linears = []
+    for layer in iter_layers(model):
+        if isinstance(layer, WeightNormalization):
+            wrapped.add(id(layer.layer))
+            linears.append(layer)
+        elif is_plain_linear(layer) and id(layer) not in wrapped:
+            linears.append(layer)
+    return linears
+
+
+def _assign_kernel(layer, prefix, entry):
+    core = layer.layer if isinstance(layer, WeightNormalization) else layer
+    weight = _effective_weight(entry)
+    kernel = _to_keras_layout(weight)
+    expected = tuple(core.kernel.shape)
+    if kernel.shape != expected:
+        raise ValueError(
+            f"load_torch_state_dict: {prefix!r} of shape {weight.shape} does not fit "
+            f"{layer.name} (a {type(core).__name__} with kernel {expected}). "
+            f"Received: torch weight shape {weight.shape}"
+        )
+    if not isinstance(layer, WeightNormalization):
+        core.kernel.assign(kernel)
+        return
+    out_axis = kernel_output_axis(core) % kernel.ndim
+    norm_axes = tuple(a for a in range(kernel.ndim) if a != out_axis)
+    # Torch's dim over the output feature keeps its v; any other dim loads the weight it
+    # computes, as v with g = ||v|| (the same function, our per-output-feature norm).
+    torch_out_axis = 1 if out_axis == kernel.ndim - 2 else 0
+    if "v" in entry and _torch_dim(entry["g"], entry["v"]) == torch_out_axis:
+        v = _to_keras_layout(entry["v"])
+        g = np.reshape(entry["g"], (-1,))
+    else:
+        v, g = kernel, np.sqrt(np.sum(np.square(kernel), axis=norm_axes))
+    core.kernel.assign(v)
+    layer.g.assign(np.log(g) if layer.log_scale else g)
+
+
+def _assign_bias(layer, prefix, entry):
+    core = layer.layer if isinstance(layer, WeightNormalization) else layer
+    if ("bias" in entry) != bool(core.use_bias):
+        raise ValueError(
+            f"load_torch_state_dict: {prefix!r} {'has' if 'bias' in entry else 'has no'} bias "
+            f"but {layer.name} {'has none' if 'bias' in entry else 'has one'}. "
+            f"Received: keys for {prefix!r} with{'' if 'bias' in entry else 'out'} bias"
+        )
+    if "bias" in entry:
+        core.bias.assign(entry["bias"])
+
+
+def load_torch_state_dict(model, state_dict):
+    """Load a PyTorch state_dict's linear weights into `model`'s linear layers, in order.
+
+    The i-th torch module with a weight (in the state_dict's order) goes
+    into the i-th linear layer of `model` (in `keras_norms.graph.iter_layers`
+    order): a `WeightNormalization` or a plain `Dense`, `Conv1D/2D/3D` or
+    `Conv1D/2D/3DTranspose`, grouped ones included. Kernels are transposed
+    from torch's layout to Keras' (see the module docstring); biases are
+    copied. A weight-normalized torch module (either format) whose norm is
+    per output feature (`dim=0`, or `dim=1` for a transposed convolution)
+    gives the Keras layer its `g` and `v`; any other `dim` (torch's default
+    `dim=0` on a transposed convolution is per input channel) loads the
+    weight it computes, `w = g v / ||v||`, as `v` with `g = ||w||`: the same
+    function. A plain Keras layer gets `w`. The model must be built.
+
+    Args:
+        model: a built `keras.Model` (any kind) with the same linear layers,
+            in the same order, as the torch model.
+        state_dict: `torch.nn.Module.state_dict()`, or any mapping of the
+            same keys to arrays. Entries that are not kernels or their
+            biases (norm layers' scales, running statistics) are ignored.
+
+    Returns:
+        The list of `(torch module name, Keras layer)` pairs loaded.
+
+    Raises:
+        ValueError: if the counts of linear layers differ, or a weight's
+            shape or a bias's presence does not fit its Keras layer (naming
+            both).
+
+    Example:
+
+    >>> import numpy as np, keras
+    >>> from keras_norms.interop import load_torch_state_dict
+    >>> model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+    >>> weights = {"fc.weight": np.arange(6.0).reshape(2, 3), "fc.bias": np.ones(2)}
+    >>> [name for name, _ in load_torch_state_dict(model, weights)]
+    ['fc']
+    >>> np.asarray(model.layers[0].kernel).tolist()
+    [[0.0, 3.0], [1.0, 4.0], [2.0, 5.0]]
+    """
+    modules = _torch_modules(state_dict)
+    layers = _keras_linears(model)
+    if len(modules) != len(layers):
+        raise ValueError(
+            f"load_torch_state_dict: the state_dict has {len(modules)} modules with weights "
+            f"({', '.join(p for p, _ in modules[:6])}{', ...' if len(modules) > 6 else ''}), "
+            f"the model {len(layers)} linear layers. Received: {len(modules)} modules"
+        )
+    for layer in layers:
+        if not layer.built:
+            raise ValueError(
+                f"load_torch_state_dict expects a built model; {layer.name} is not built. "
+                "Received: an unbuilt layer (call the model once first)"
+            )
+    for (prefix, entry), layer in zip(modules, layers):
+        _assign_kernel(layer, prefix, entry)
+        _assign_bias(layer, prefix, entry)
+    return [(prefix, layer) for (prefix, _), layer in zip(modules, layers)]

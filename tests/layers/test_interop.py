@@ -1,0 +1,82 @@
+"""`load_torch_state_dict`: a PyTorch model's weights in the same Keras model give its outputs."""
+
+import warnings
+
+import keras
+import numpy as np
+import pytest
+
+from keras_norms.interop import load_torch_state_dict
+from keras_norms.layers import WeightNormalization
+from tests.layer_test_helper import numpy
+
+torch = pytest.importorskip("torch")
+LENGTH = 9
+
+
+class _TorchNet(torch.nn.Module):
+    """Both weight-norm formats, a ConvTranspose normalized per input channel, a grouped conv."""
+
+    def __init__(self):
+        super().__init__()
+        parametrized = torch.nn.utils.parametrizations.weight_norm
+        self.pre = parametrized(torch.nn.Conv1d(4, 6, 3))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch.nn.utils.weight_norm is deprecated
+            self.up = torch.nn.utils.weight_norm(torch.nn.ConvTranspose1d(6, 4, 4, stride=2))
+        self.norm = torch.nn.BatchNorm1d(4)  # a 1-D weight: not a kernel
+        self.post = torch.nn.Conv1d(4, 2, 3, groups=2)
+        self.head = parametrized(torch.nn.Linear(2, 3))
+
+    def forward(self, x):
+        h = torch.nn.functional.leaky_relu(self.pre(x), 0.1)
+        h = self.norm(torch.nn.functional.leaky_relu(self.up(h), 0.1))
+        return self.head(self.post(h).transpose(1, 2))
+
+
+def _keras_net():
+    inputs = keras.Input((LENGTH, 4))
+    h = WeightNormalization(keras.layers.Conv1D(6, 3), name="pre")(inputs)
+    h = keras.layers.LeakyReLU(0.1)(h)
+    h = WeightNormalization(keras.layers.Conv1DTranspose(4, 4, strides=2), name="up")(h)
+    h = keras.layers.LeakyReLU(0.1)(h)
+    h = keras.layers.Conv1D(2, 3, groups=2, name="post")(h)
+    return keras.Model(inputs, WeightNormalization(keras.layers.Dense(3), name="head")(h))
+
+
+def test_torch_weights_give_the_torch_outputs():
+    torch.manual_seed(0)
+    net = _TorchNet().eval()
+    with torch.no_grad():  # g away from ||v||, so that g and v both matter
+        for module in (net.pre, net.head):
+            module.parametrizations.weight.original0.mul_(1.7)
+        net.up.weight_g.mul_(0.6)
+        net.norm.running_var.fill_(1.0 - net.norm.eps)  # the identity at inference
+    x = np.random.default_rng(0).normal(size=(5, 4, LENGTH)).astype("float32")
+    with torch.no_grad():
+        expected = net(torch.from_numpy(x)).numpy()
+    model = _keras_net()
+    loaded = load_torch_state_dict(model, net.state_dict())  # BatchNorm's entries are ignored
+    assert [(name, layer.name) for name, layer in loaded] == [
+        ("pre", "pre"),
+        ("up", "up"),
+        ("post", "post"),
+        ("head", "head"),
+    ]
+    actual = numpy(model(np.moveaxis(x, 1, -1)))
+    np.testing.assert_allclose(actual, expected, rtol=1e-5, atol=1e-5)
+    # A per-output-feature torch norm keeps its g (and v) in Keras.
+    torch_g = net.pre.parametrizations.weight.original0.detach().numpy().reshape(-1)
+    np.testing.assert_allclose(numpy(model.get_layer("pre").g), torch_g, rtol=1e-6)
+
+
+def test_mismatched_models_are_value_errors_naming_both_sides():
+    net = _TorchNet()
+    model = _keras_net()
+    state = {k: v for k, v in net.state_dict().items() if not k.startswith("head.")}
+    with pytest.raises(ValueError, match=r"3 modules with weights \(pre, up, post\).*4 linear"):
+        load_torch_state_dict(model, state)
+    wrong = dict(net.state_dict())
+    wrong["post.weight"] = torch.zeros(2, 4, 3)
+    with pytest.raises(ValueError, match=r"'post' of shape \(2, 4, 3\) does not fit post"):
+        load_torch_state_dict(model, wrong)
