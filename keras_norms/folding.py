@@ -19,7 +19,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from keras_norms.graph import iter_layers, normalization_pairs
+from keras_norms.graph import is_model, iter_layers, normalization_pairs
 from keras_norms.layers.linear import channel_axis, is_plain_linear, kernel_output_axis
 from keras_norms.policies import dtype_policy
 
@@ -249,7 +249,8 @@ def fold(model):
         raise TypeError(
             f"fold expects a keras.Model. Received: model of type {type(model).__name__}"
         )
-    layers = list(iter_layers(model))
+    # The layers clone_model visits; those inside custom layers are copied with them.
+    layers = list(iter_layers(model, descend=is_model))
     with dtype_policy("float32"):
         plain = {
             id(layer): layer.plain_layer()

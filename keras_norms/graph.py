@@ -31,7 +31,13 @@ def _sublayers(layer):
     return list(layer._flatten_layers(include_self=False, recursive=False))
 
 
-def iter_layers(model):
+def is_model(layer):
+    """Whether `layer` is a `keras.Model`: `iter_layers(..., descend=is_model)` walks what
+    `keras.models.clone_model(recursive=True)` and the functional graphs see."""
+    return isinstance(layer, keras.Model)
+
+
+def iter_layers(model, descend=None):
     """Yield every layer in `model`'s layer tree, depth first, each once.
 
     A layer is yielded, then the layers it holds, recursively: the layers of
@@ -42,6 +48,9 @@ def iter_layers(model):
     Args:
         model: a `keras.Model` (functional, sequential or subclassed) or
             any `keras.layers.Layer`.
+        descend: optional predicate: the walk goes into a layer's own
+            layers only where `descend(layer)` is true (`is_model`: nested
+            models only). Defaults to every layer.
 
     Yields:
         `keras.layers.Layer` instances (`InputLayer`s of functional models too).
@@ -54,7 +63,8 @@ def iter_layers(model):
             continue
         seen.add(id(layer))
         yield layer
-        pending.extend(reversed(_sublayers(layer)))
+        if descend is None or descend(layer):
+            pending.extend(reversed(_sublayers(layer)))
 
 
 def _graph_tensors(model):
@@ -226,7 +236,7 @@ def normalization_pairs(model, linears, norms, channel_axis=None):
     linears = {id(layer): layer for layer in linears}
     norms = list(norms)
     pairs = {}
-    nested = [layer for layer in iter_layers(model) if isinstance(layer, keras.Model)]
+    nested = [layer for layer in iter_layers(model, descend=is_model) if is_model(layer)]
     for graph_model in [model] + nested:
         graph = _Graph(graph_model)
         for norm in norms:

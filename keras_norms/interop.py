@@ -14,6 +14,7 @@ store `<module>.weight`. Torch keeps kernels channels first: `Linear`
 import numpy as np
 
 from keras_norms.graph import iter_layers
+from keras_norms.layers.batch_statistics import BatchStatisticsNormalization
 from keras_norms.layers.linear import is_plain_linear, kernel_output_axis
 from keras_norms.layers.weight_norm import WeightNormalization
 
@@ -84,17 +85,18 @@ def _to_keras_layout(weight):
     return np.transpose(weight, tuple(range(2, weight.ndim)) + (1, 0))
 
 
+def _holds_no_user_kernels(layer):
+    """Our layers whose sublayers are theirs: WN's wrapped layer, learned statistics' Conv1D."""
+    return isinstance(layer, (WeightNormalization, BatchStatisticsNormalization))
+
+
 def _keras_linears(model):
     """The linear layers of `model` in order: weight-normalized ones and plain ones."""
-    wrapped = set()
-    linears = []
-    for layer in iter_layers(model):
-        if isinstance(layer, WeightNormalization):
-            wrapped.add(id(layer.layer))
-            linears.append(layer)
-        elif is_plain_linear(layer) and id(layer) not in wrapped:
-            linears.append(layer)
-    return linears
+    return [
+        layer
+        for layer in iter_layers(model, descend=lambda layer: not _holds_no_user_kernels(layer))
+        if isinstance(layer, WeightNormalization) or is_plain_linear(layer)
+    ]
 
 
 def _assign_kernel(layer, prefix, entry):

@@ -280,3 +280,24 @@ def test_mixed_precision_model_folds_to_float32():
     np.testing.assert_allclose(_predict(folded, x), _predict(reference, x), rtol=1e-4, atol=1e-4)
     # float16 compute is close to, but not exactly, the float32 reference.
     np.testing.assert_allclose(_predict(model, x), _predict(reference, x), rtol=0.05, atol=0.05)
+
+
+@keras.saving.register_keras_serializable(package="keras_norms_tests")
+class _BlockWithAnUnusedBranch(keras.layers.Layer):
+    """A custom layer holding two WN layers, one never called (so never built)."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.used = WeightNormalization(keras.layers.Dense(4))
+        self.unused = WeightNormalization(keras.layers.Dense(4))
+
+    def call(self, x):
+        return self.used(x)
+
+
+def test_fold_copies_custom_layers_without_asking_their_sublayers():
+    """Fold walks what clone_model clones; a custom layer is copied whole, WN inside it too."""
+    inputs = keras.Input((4,))
+    model = keras.Model(inputs, _BlockWithAnUnusedBranch()(inputs))
+    x = np.random.default_rng(6).normal(size=(5, 4)).astype("float32")
+    np.testing.assert_allclose(_predict(fold(model), x), _predict(model, x), rtol=1e-6)

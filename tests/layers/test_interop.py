@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from keras_norms.interop import load_torch_state_dict
-from keras_norms.layers import WeightNormalization
+from keras_norms.layers import LearnedStatisticsNormalization, WeightNormalization
 from tests.layer_test_helper import numpy
 
 torch = pytest.importorskip("torch")
@@ -80,3 +80,21 @@ def test_mismatched_models_are_value_errors_naming_both_sides():
     wrong["post.weight"] = torch.zeros(2, 4, 3)
     with pytest.raises(ValueError, match=r"'post' of shape \(2, 4, 3\) does not fit post"):
         load_torch_state_dict(model, wrong)
+
+
+def test_layers_inside_our_normalizations_are_not_torch_targets():
+    """Learned statistics' Conv1D networks are its own, not the user's linear layers."""
+    inputs = keras.Input((6, 6, 2))
+    h = keras.layers.Conv2D(3, 3, name="conv")(inputs)
+    h = LearnedStatisticsNormalization()(h)
+    model = keras.Model(inputs, keras.layers.Dense(2, name="fc")(keras.layers.Flatten()(h)))
+    rng = np.random.default_rng(1)
+    state = {
+        "conv.weight": rng.normal(size=(3, 2, 3, 3)),
+        "conv.bias": rng.normal(size=3),
+        "fc.weight": rng.normal(size=(2, 48)),
+        "fc.bias": rng.normal(size=2),
+    }
+    loaded = load_torch_state_dict(model, state)
+    assert [(name, layer.name) for name, layer in loaded] == [("conv", "conv"), ("fc", "fc")]
+    np.testing.assert_allclose(numpy(model.get_layer("fc").kernel), state["fc.weight"].T, 1e-6)
