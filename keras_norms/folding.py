@@ -20,6 +20,7 @@ import numpy as np
 from keras import ops
 
 from keras_norms.graph import is_model, iter_layers, normalization_pairs
+from keras_norms.layers.batch_statistics import affine_from_statistics
 from keras_norms.layers.linear import channel_axis, is_plain_linear, kernel_output_axis
 from keras_norms.policies import dtype_policy
 
@@ -65,14 +66,13 @@ def batch_normalization_affine(layer):
         Two float64 numpy arrays of shape `(C,)`: the inference output is
         `x * scale + shift` along `layer.axis`.
     """
-    mean = _numpy(layer.moving_mean)
-    scale = 1.0 / np.sqrt(_numpy(layer.moving_variance) + layer.epsilon)
-    if layer.scale:
-        scale = scale * _numpy(layer.gamma)
-    shift = -mean * scale
-    if layer.center:
-        shift = shift + _numpy(layer.beta)
-    return scale, shift
+    return affine_from_statistics(
+        layer.moving_mean,
+        layer.moving_variance,
+        layer.epsilon,
+        layer.gamma if layer.scale else None,
+        layer.beta if layer.center else None,
+    )
 
 
 def has_inference_affine(layer):
@@ -125,16 +125,16 @@ def is_mixed_precision(model):
     Returns:
         A bool.
     """
-    return any(
-        layer.dtype_policy.compute_dtype != layer.dtype_policy.variable_dtype
-        for layer in iter_layers(model)
-    )
+    return any(_computes_in_another_dtype(layer) for layer in iter_layers(model))
+
+
+def _computes_in_another_dtype(layer):
+    return layer.dtype_policy.compute_dtype != layer.dtype_policy.variable_dtype
 
 
 def _layer_is_mixed(layer):
-    if isinstance(layer, keras.Model):
-        return is_mixed_precision(layer)
-    return layer.dtype_policy.compute_dtype != layer.dtype_policy.variable_dtype
+    """Whether `layer` or any layer it holds computes in another dtype than its variables."""
+    return _computes_in_another_dtype(layer) or is_mixed_precision(layer)
 
 
 def _float32_config(config):

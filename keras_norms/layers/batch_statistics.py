@@ -62,6 +62,32 @@ def _numpy64(variable):
     return np.asarray(ops.convert_to_numpy(variable), "float64")
 
 
+def affine_from_statistics(mean, variance, epsilon, gamma=None, beta=None):
+    """`(scale, shift)` with `gamma (x - mean) / sqrt(variance + epsilon) + beta = x scale + shift`.
+
+    Args:
+        mean: the per-channel mean, `(C,)` (a variable, tensor or array).
+        variance: the per-channel variance, `(C,)`, or `None` for a
+            mean-only normalization (no division).
+        epsilon: float added to the variance.
+        gamma: the per-channel scale, `(C,)`, or `None` for 1.
+        beta: the per-channel offset, `(C,)`, or `None` for 0.
+
+    Returns:
+        Two float64 numpy arrays of shape `(C,)`.
+    """
+    mean = _numpy64(mean)
+    scale = np.ones_like(mean)
+    if variance is not None:
+        scale = scale / np.sqrt(_numpy64(variance) + epsilon)
+    if gamma is not None:
+        scale = scale * _numpy64(gamma)
+    shift = -mean * scale
+    if beta is not None:
+        shift = shift + _numpy64(beta)
+    return scale, shift
+
+
 @keras.saving.register_keras_serializable(package="keras_norms")
 class BatchStatisticsNormalization(Float32Variables, keras.layers.Layer):
     """Base class: normalization with batch statistics in training, running averages after.
@@ -279,14 +305,9 @@ class BatchStatisticsNormalization(Float32Variables, keras.layers.Layer):
                 f"{type(self).__name__}.inference_affine needs a built layer. "
                 f"Received: built={self.built}"
             )
-        mean = _numpy64(self.moving_mean)
-        scale = np.ones_like(mean)
-        if self.moving_variance is not None:
-            scale = scale / np.sqrt(_numpy64(self.moving_variance) + self.epsilon)
-        if self.gamma is not None:
-            scale = scale * _numpy64(self.gamma)
-        beta = np.zeros_like(mean) if self.beta is None else _numpy64(self.beta)
-        return scale, beta - mean * scale
+        return affine_from_statistics(
+            self.moving_mean, self.moving_variance, self.epsilon, self.gamma, self.beta
+        )
 
     def compute_output_shape(self, input_shape):
         return input_shape
