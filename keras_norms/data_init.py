@@ -19,7 +19,7 @@ def _initializing(layers, owned, synchronized):
     The calls and statistics of an eager pass are checked as each layer
     initializes (a traced, distributed pass cannot read them).
     """
-    variables = [v for layer in layers for v in layer.weights if v is not layer.layer.kernel]
+    variables = [v for layer in layers for v in layer._init_variables()]
     saved = [ops.convert_to_numpy(v) for v in variables]
     for layer in layers:
         layer._init_center = id(layer) not in owned

@@ -1,11 +1,22 @@
 """Weight normalization (Salimans & Kingma 2016, arXiv:1602.07868) as a Keras 3 wrapper."""
 
+import types
+
 import keras
 import numpy as np
 from keras import ops
 
 from keras_norms.layers.batch_statistics import batch_mean
-from keras_norms.layers.linear import channel_axis, is_plain_linear, kernel_output_axis
+from keras_norms.layers.kernels import (
+    is_known,
+    is_recurrent,
+    kernel_owner,
+    kernel_variables,
+    output_axes,
+    output_feature_axes,
+    output_kernel,
+)
+from keras_norms.layers.linear import NormalizedLinear
 from keras_norms.policies import dtype_policy
 
 # Floor on the squared norm of v, so that an all-zero direction gives a zero
@@ -20,94 +31,153 @@ _INIT_EPSILON = 1e-10
 _CONSTANT_VARIANCE = 1e-12
 
 
-def _check_wrappable(layer):
+def _check_wrappable(layer, kernel_names):
     if not isinstance(layer, keras.layers.Layer):
         raise TypeError(
             "WeightNormalization expects a Keras layer to wrap. "
             f"Received: layer={layer!r} of type {type(layer).__name__}"
         )
-    if is_plain_linear(layer):
-        return
-    if not hasattr(type(layer), "kernel"):
+    if isinstance(kernel_owner(layer), NormalizedLinear):
         raise ValueError(
-            "WeightNormalization can only wrap a layer that has a kernel "
-            "(Dense, Conv1D/2D/3D, Conv1D/2D/3DTranspose); "
-            f"{type(layer).__name__} has no kernel. Received: layer={layer.name}"
+            "WeightNormalization cannot wrap a layer that already normalizes its kernel or "
+            f"its inputs. Received: layer={layer.name} of type {type(layer).__name__}"
         )
-    raise ValueError(
-        "WeightNormalization supports Dense, Conv1D/2D/3D and "
-        "Conv1D/2D/3DTranspose layers. "
-        f"Received: layer={layer.name} of type {type(layer).__name__}"
+    if kernel_names is None and not is_known(layer):
+        raise ValueError(
+            "WeightNormalization wraps Dense, EinsumDense, Conv1D/2D/3D, "
+            "Conv1D/2D/3DTranspose, DepthwiseConv1D/2D, SeparableConv1D/2D, Embedding, "
+            "SimpleRNN/LSTM/GRU and their cells; for any other layer with a kernel, name "
+            "its kernel variables with kernel_names=(...). "
+            f"Received: layer={layer.name} of type {type(layer).__name__}"
+        )
+    if hasattr(layer, "state_size") and not isinstance(layer, keras.layers.RNN):
+        if getattr(layer, "dropout", 0) or getattr(layer, "recurrent_dropout", 0):
+            raise ValueError(
+                "WeightNormalization cannot wrap a recurrent cell with dropout (the RNN "
+                "layer resets a cell's dropout masks only when it holds the cell itself); "
+                "wrap the RNN layer instead, e.g. WeightNormalization(keras.layers.LSTM(...)). "
+                f"Received: layer={layer.name} with dropout={layer.dropout}, "
+                f"recurrent_dropout={layer.recurrent_dropout}"
+            )
+
+
+def _check_axis(axis):
+    if axis is None or axis == "output":
+        return axis
+    axes = (axis,) if isinstance(axis, int) and not isinstance(axis, bool) else axis
+    if not isinstance(axes, (tuple, list)) or not all(
+        isinstance(a, int) and not isinstance(a, bool) for a in axes
+    ):
+        raise TypeError(
+            'WeightNormalization expects axis to be "output", None, an int or a tuple of '
+            f"ints. Received: axis={axis!r}"
+        )
+    return tuple(axes)
+
+
+def _data_init_defined(layer, axis, kernel_names):
+    return (
+        not is_recurrent(layer)
+        and axis == "output"
+        and (kernel_names is None or len(kernel_names) == 1)
     )
 
 
 @keras.saving.register_keras_serializable(package="keras_norms")
 class WeightNormalization(keras.layers.Wrapper):
-    """Weight normalization wrapper: `w = g * v / ||v||`.
+    """Weight normalization wrapper: each kernel `w` of the wrapped layer is `g * v / ||v||`.
 
-    Reparameterizes the kernel of the wrapped layer so that its norm `g` and
-    its direction `v / ||v||` are learned separately (Salimans & Kingma
-    2016, eq. 2). The norm is taken, for each output feature, over every
-    other kernel axis: the input axis of a `Dense` kernel
-    `(in, units)`, the spatial and input axes of a convolution kernel
-    `(*kernel_size, in / groups, filters)`, and the spatial and input axes of
-    a transposed-convolution kernel `(*kernel_size, filters, in)`, whose
-    output axis is the second to last (`keras_norms.layers.linear`).
-    Gradients reach both `g` and `v` (paper eq. 3).
+    Reparameterizes the kernels of the wrapped layer so that their norms `g`
+    and directions `v / ||v||` are learned separately (Salimans & Kingma
+    2016, eq. 2). By default (`axis="output"`) the norm is the paper's: one
+    per output feature, over every other kernel axis: the input axis of a
+    `Dense` kernel `(in, units)`, the spatial and input axes of a
+    convolution kernel `(*kernel_size, in / groups, filters)` or of a
+    transposed-convolution kernel `(*kernel_size, filters, in)`, the spatial
+    axes of a depthwise kernel `(*kernel_size, in, multiplier)`
+    (`keras_norms.layers.kernels` lists every layer type). Gradients reach
+    both `g` and `v` (paper eq. 3).
 
-    The wrapped layer keeps `v` as its own `kernel` variable, and its bias
-    and activation; this wrapper adds `g` (one per output feature) and
-    computes the kernel itself (Keras 3 kernels are read-only properties).
-    With `log_scale=True` the trainable variable is `s` with `g = exp(s)`
+    Any layer with a kernel can be wrapped: `Dense`, `EinsumDense`,
+    `Conv1D/2D/3D` (grouped too), `Conv1D/2D/3DTranspose`,
+    `DepthwiseConv1D/2D`, `SeparableConv1D/2D` (both kernels), `Embedding`,
+    `SimpleRNN`/`LSTM`/`GRU` (kernel and recurrent kernel) and their cells
+    (inside `keras.layers.RNN`), and a user layer whose kernel variables are
+    named by `kernel_names`. Each kernel gets its own `g`. The wrapped
+    layer keeps `v` as its own kernel variables, its bias, activation and
+    everything else; this wrapper runs the wrapped layer's own call with
+    its kernel variables read as `g * v / ||v||` (a `keras.StatelessScope`),
+    and passes on the updates of any other state (e.g. dropout seeds).
+    With `log_scale=True` the trainable variables are `s` with `g = exp(s)`
     (paper section 2).
 
     Data-dependent initialization (paper section 3) is done once for a
     whole model by `keras_norms.data_dependent_init(model, x_init)`, which
     sets `g = 1 / std(t)` and `b = -mean(t) / std(t)` from the init batch's
-    pre-activation `t = x . v / ||v||`. Until then (and always with
+    pre-activation `t`: the wrapped layer's output without bias and
+    activation, with its output kernel (a separable convolution's pointwise
+    kernel) at `v / ||v||`. It is defined for feed-forward layers with the
+    per-output-feature norm only. Until then (and always with
     `data_init=False`), `g` starts at `||v||`, so wrapping leaves the wrapped
-    layer's output unchanged. The non-trainable boolean `initialized` records
-    that initialization happened; it is saved with the model, so a reloaded
-    model is never initialized again. `call` holds no initialization logic.
+    layer's output unchanged. The non-trainable boolean `initialized`
+    records that initialization happened; it is saved with the model, so a
+    reloaded model is never initialized again. `call` holds no
+    initialization logic.
 
     For deployment, `plain_layer()` returns the wrapped layer's type holding
-    the constant kernel `g * v / ||v||` (as tensorflow-addons' `remove()` or
+    the constant kernels `g * v / ||v||` (as tensorflow-addons' `remove()` or
     torch's `remove_parametrizations`).
 
     Variables are float32; `g` is read with `autocast=False` (Keras
     `BatchNormalization`'s convention), and under a mixed-precision policy
-    the kernel's norm and `g * v / ||v||` are computed in float32 and cast
-    to the compute dtype. `v` is the wrapped layer's own kernel variable,
-    which Keras creates with autocast: with the layer's default
-    `autocast=True` it is read in the compute dtype, as Keras' own `Dense`
-    and `Conv2D` read it, before its norm is taken in float32; pass
-    `autocast=False` to read it (and the inputs) in float32.
+    the kernels' norms and `g * v / ||v||` are computed in float32; the
+    wrapped layer reads them in its compute dtype, as its own kernels. `v`
+    is read as the wrapped layer reads its kernel (in the compute dtype with
+    Keras' default `autocast=True`) before its norm is taken in float32.
 
     Args:
-        layer: the layer to wrap: `keras.layers.Dense`, `Conv1D`, `Conv2D`,
-            `Conv3D`, `Conv1DTranspose`, `Conv2DTranspose` or
-            `Conv3DTranspose` (or a subclass that is not
-            `keras_norms.layers.linear.NormalizedLinear`, e.g. not
-            `NormPropConv2D` or `NormalizedConv2D`).
+        layer: the layer to wrap (see above); not one that normalizes its
+            kernel or inputs itself (`NormPropConv2D`, `NormalizedConv2D`).
         data_init: whether `keras_norms.data_dependent_init` initializes this
-            layer from data. Defaults to `True`.
+            layer from data. Defaults to `True` where data-dependent
+            initialization is defined (a feed-forward layer with
+            `axis="output"` and one output kernel), else `False`.
         log_scale: if `True`, learn `s = log(g)` instead of `g`.
             Defaults to `False`.
+        axis: the kernel axes that keep their own `g`; the norm is taken
+            over the others. `"output"` (default): the output features of
+            each kernel (the paper). `None`: one norm for the whole kernel.
+            An int or a tuple of ints: those axes of every kernel, e.g.
+            `axis=-1` on a `Conv1DTranspose` for torch's default `dim=0`
+            (per input channel), or `axis=0` on a `Conv1D` for
+            wav2vec2's `dim=2` (per kernel position).
+        kernel_names: the names (`variable.name`) of the kernel variables
+            to normalize. Defaults to those of `keras_norms.layers.kernels`;
+            needed for a user layer, whose output features are taken to lie
+            along the kernels' last axis.
         **kwargs: base layer keyword arguments, such as `name` and `dtype`.
 
     Raises:
-        TypeError: if `layer` is not a Keras layer.
-        ValueError: if `layer` has no kernel or is not a supported type.
+        TypeError: if `layer` is not a Keras layer, or `axis` is not
+            `"output"`, `None`, an int or a tuple of ints.
+        ValueError: if `layer` is not a supported type and no `kernel_names`
+            is given; if it normalizes its own kernel; if it is a recurrent
+            cell with dropout (wrap the RNN layer); if `data_init=True`
+            where data-dependent initialization is not defined; at build, if
+            a kernel named is missing or an axis is out of range.
 
     Call arguments:
         inputs: the wrapped layer's input, e.g. `(batch, ..., in)` for
             `Dense` or `(batch, H, W, C)` for `Conv2D` (channels last).
+        *args, training, **kwargs: passed on to the wrapped layer (e.g.
+            an RNN cell's `states`). As with tensorflow-addons' wrapper, a
+            Keras mask is not passed on by itself: pass `mask=` explicitly.
 
     Input shape:
         Whatever the wrapped layer accepts.
 
     Output shape:
-        The wrapped layer's output shape, in the layer's compute dtype.
+        The wrapped layer's output, in the layer's compute dtype.
 
     Examples:
 
@@ -116,6 +186,10 @@ class WeightNormalization(keras.layers.Wrapper):
     >>> y = wn(np.ones((2, 3), "float32"))
     >>> tuple(y.shape), tuple(wn.g.shape)
     ((2, 4), (4,))
+    >>> lstm = keras_norms.layers.WeightNormalization(keras.layers.LSTM(3))
+    >>> _ = lstm(np.ones((2, 5, 4), "float32"))
+    >>> {name: tuple(g.shape) for name, g in lstm.scales.items()}
+    {'kernel': (12,), 'recurrent_kernel': (12,)}
 
     Reference:
         Salimans & Kingma, "Weight Normalization: A Simple Reparameterization
@@ -123,11 +197,24 @@ class WeightNormalization(keras.layers.Wrapper):
         (arXiv:1602.07868), eq. 2-3 and section 3.
     """
 
-    def __init__(self, layer, data_init=True, log_scale=False, **kwargs):
-        _check_wrappable(layer)
+    def __init__(
+        self, layer, data_init=None, log_scale=False, axis="output", kernel_names=None, **kwargs
+    ):
+        kernel_names = None if kernel_names is None else tuple(kernel_names)
+        _check_wrappable(layer, kernel_names)
         super().__init__(layer, **kwargs)
-        self.data_init = bool(data_init)
+        self.axis = _check_axis(axis)
+        self.kernel_names = kernel_names
         self.log_scale = bool(log_scale)
+        defined = _data_init_defined(layer, self.axis, kernel_names)
+        if data_init and not defined:
+            raise ValueError(
+                "WeightNormalization: data-dependent initialization (Salimans & Kingma, "
+                "section 3) is defined for a feed-forward layer with one output kernel and "
+                f'axis="output"; pass data_init=False. Received: layer={layer.name} of type '
+                f"{type(layer).__name__}, axis={axis!r}, data_init={data_init!r}"
+            )
+        self.data_init = defined if data_init is None else bool(data_init)
         self._init_center = None  # set only by `data_dependent_init`
         self._init_synchronized = False  # all-reduce init statistics (tf.distribute)
         # Calls so far in an eager init pass, whose statistics are checked; None otherwise.
@@ -137,19 +224,13 @@ class WeightNormalization(keras.layers.Wrapper):
         super().build(input_shape)
         self._built_input_shape = None if input_shape is None else tuple(input_shape)
         self.input_spec = self.layer.input_spec
-        self._channel_axis = channel_axis(self.layer)
-        kernel_shape = tuple(self.layer.kernel.shape)
-        rank = len(kernel_shape)
-        out_axis = rank + kernel_output_axis(self.layer)
-        self._norm_axes = tuple(a for a in range(rank) if a != out_axis)
-        self._scale_shape = (kernel_shape[out_axis],) + (1,) * (rank - 1 - out_axis)
-        self.g = self.add_weight(
-            name="s" if self.log_scale else "g",
-            shape=(kernel_shape[out_axis],),
-            initializer=self._initial_scale,
-            trainable=True,
-            autocast=False,
-        )
+        # A read-only mapping, not a dict: Keras would track the wrapped layer's
+        # variables as this wrapper's own.
+        self._kernels = types.MappingProxyType(kernel_variables(self.layer, self.kernel_names))
+        self._norm_axes = {name: self._axes_to_norm(name) for name in self._kernels}
+        self._scale_variables = [self._add_scale(name) for name in self._kernels]
+        self._output_kernel = output_kernel(list(self._kernels))
+        self.g = self.scales[self._output_kernel]
         self.initialized = self.add_weight(
             name="initialized",
             shape=(),
@@ -159,122 +240,164 @@ class WeightNormalization(keras.layers.Wrapper):
             autocast=False,
         )
 
-    def _initial_scale(self, shape, dtype=None):
-        """`||v||` (or its log) per output feature, read from `v` when `g` is initialized.
+    def _axes_to_norm(self, name):
+        rank = len(self._kernels[name].shape)
+        if self.axis == "output":
+            kept = output_axes(self.layer, name)
+        else:
+            kept = () if self.axis is None else self.axis
+        if any(not -rank <= a < rank for a in kept):
+            raise ValueError(
+                f"WeightNormalization {self.name}: axis out of range for {name} of rank {rank}. "
+                f"Received: axis={self.axis!r}"
+            )
+        kept = {a % rank for a in kept}
+        return tuple(a for a in range(rank) if a not in kept)
+
+    def _add_scale(self, name):
+        kernel_shape = self._kernels[name].shape
+        shape = tuple(n for a, n in enumerate(kernel_shape) if a not in self._norm_axes[name])
+        symbol = "s" if self.log_scale else "g"
+        return self.add_weight(
+            name=symbol if name == "kernel" else f"{name}_{symbol}",
+            shape=shape,
+            initializer=lambda shape, dtype=None: self._initial_scale(name, shape, dtype),
+            trainable=True,
+            autocast=False,
+        )
+
+    @property
+    def scales(self):
+        """The `g` (or `s`) variable of each kernel, by kernel name, float32."""
+        return dict(zip(self._kernels, self._scale_variables))
+
+    def _initial_scale(self, name, shape, dtype=None):
+        """`||v||` (or its log) of kernel `name`, read from `v` when `g` is initialized.
 
         Read at initialization rather than captured at build: a build inside
         a traced function (a lazily built model) must not leak a tensor
         into the variable's initializer.
         """
-        norm = ops.reshape(ops.sqrt(self._squared_norm()), shape)
+        norm = ops.reshape(ops.sqrt(self._squared_norm(name)), shape)
         return ops.cast(ops.log(norm) if self.log_scale else norm, dtype)
 
-    def _squared_norm(self):
-        v = ops.cast(self.layer.kernel, "float32")
-        squared = ops.sum(ops.square(v), axis=self._norm_axes, keepdims=True)
+    def _squared_norm(self, name):
+        v = ops.cast(self._kernels[name], "float32")
+        squared = ops.sum(ops.square(v), axis=self._norm_axes[name], keepdims=True)
         return ops.maximum(squared, _SQUARED_NORM_FLOOR)
 
-    def direction(self):
-        """Unit-norm direction `v / ||v||`, float32, the kernel's shape."""
-        return ops.cast(self.layer.kernel, "float32") * ops.rsqrt(self._squared_norm())
+    def direction(self, name=None):
+        """Unit-norm direction `v / ||v||` of kernel `name` (the output kernel's by default).
+
+        Float32, the kernel's shape.
+        """
+        name = self._output_kernel if name is None else name
+        return ops.cast(self._kernels[name], "float32") * ops.rsqrt(self._squared_norm(name))
+
+    def _scale(self, name):
+        g = self.scales[name]
+        return ops.exp(g) if self.log_scale else ops.convert_to_tensor(g)
 
     @property
     def scale(self):
-        """The norm `g` of each output feature's weights, float32, `(units,)`."""
-        return ops.exp(self.g) if self.log_scale else ops.convert_to_tensor(self.g)
+        """The norm `g` of the output kernel, float32, its `g` variable's shape."""
+        return self._scale(self._output_kernel)
+
+    def effective_kernel(self, name=None):
+        """The kernel `g * v / ||v||` of kernel `name` (the output kernel's by default), float32."""
+        name = self._output_kernel if name is None else name
+        kernel = self.direction(name)
+        return kernel * ops.reshape(self._scale(name), ops.shape(self._squared_norm(name)))
 
     @property
     def kernel(self):
-        """The effective kernel `g * v / ||v||`, float32, the kernel's shape."""
-        return self.direction() * ops.reshape(self.scale, self._scale_shape)
+        """The effective output kernel `g * v / ||v||`, float32, the kernel's shape."""
+        return self.effective_kernel()
 
-    def _linear(self, inputs, kernel, bias):
-        layer = self.layer
-        if isinstance(layer, keras.layers.Dense):
-            outputs = ops.matmul(inputs, kernel)
-        elif kernel_output_axis(layer) == -2:  # a transposed convolution
-            outputs = ops.conv_transpose(
-                inputs,
-                kernel,
-                strides=layer.strides,
-                padding=layer.padding,
-                output_padding=layer.output_padding,
-                data_format=layer.data_format,
-                dilation_rate=layer.dilation_rate,
-            )
-        else:
-            padding = layer.padding
-            if padding == "causal":
-                inputs = ops.pad(inputs, self._causal_padding())
-                padding = "valid"
-            outputs = ops.conv(
-                inputs,
-                kernel,
-                strides=layer.strides,
-                padding=padding,
-                data_format=layer.data_format,
-                dilation_rate=layer.dilation_rate,
-            )
-        if bias is not None:
-            outputs = outputs + self._per_channel(bias, ops.ndim(outputs))
+    def _call_with_kernels(self, values, inputs, *args, **kwargs):
+        """The wrapped layer's own call, with its variables in `values` (by id) read as given.
+
+        Every other variable of the wrapped layer keeps its value, and what
+        the call assigns to it (e.g. a dropout seed) is assigned after.
+        """
+        mapping = [(v, values.get(id(v), v.value)) for v in self.layer.variables]
+        with keras.StatelessScope(mapping) as scope:
+            before = [scope.get_current_value(v) for v, _ in mapping]
+            outputs = self.layer(inputs, *args, **kwargs)
+        for (variable, _), value in zip(mapping, before):
+            updated = scope.get_current_value(variable)
+            if updated is not value:
+                variable.assign(updated)
         return outputs
 
-    def _causal_padding(self):
-        layer = self.layer
-        left = layer.dilation_rate[0] * (layer.kernel_size[0] - 1)
-        time_axis = 1 if layer.data_format == "channels_last" else 2
-        padding = [[0, 0], [0, 0], [0, 0]]
-        padding[time_axis] = [left, 0]
-        return padding
+    def _effective_kernels(self):
+        return {id(v): self.effective_kernel(name) for name, v in self._kernels.items()}
 
-    def _per_channel(self, vector, ndim):
-        shape = [1] * ndim
-        shape[self._channel_axis] = -1
-        return ops.reshape(vector, shape)
+    def call(self, inputs, *args, training=None, **kwargs):
+        if training is not None:
+            kwargs["training"] = training
+        if self._init_center is not None:
+            self._initialize(inputs, *args, center=self._init_center, **kwargs)
+        return self._call_with_kernels(self._effective_kernels(), inputs, *args, **kwargs)
+
+    def _pre_activation(self, inputs, *args, **kwargs):
+        """`t`: the wrapped layer's output with no bias or activation, its output kernel `v/||v||`.
+
+        Float32; the narrow path of data-dependent initialization. The
+        wrapped layer's `activation` is set to `None` for this one call.
+        """
+        values = self._effective_kernels()
+        values[id(self._kernels[self._output_kernel])] = self.direction()
+        bias = self._bias()
+        if bias is not None:
+            values[id(bias)] = ops.zeros(bias.shape, bias.dtype)
+        activation = getattr(self.layer, "activation", None)
+        if activation is not None:
+            self.layer.activation = None
+        try:
+            t = self._call_with_kernels(values, inputs, *args, **kwargs)
+        finally:
+            if activation is not None:
+                self.layer.activation = activation
+        return ops.cast(t, "float32")
+
+    def _init_variables(self):
+        """The variables data-dependent initialization may write: the `g`s, bias, `initialized`."""
+        bias = self._bias()
+        return self._scale_variables + ([] if bias is None else [bias]) + [self.initialized]
 
     def _bias(self):
-        return self.layer.bias if self.layer.use_bias else None
+        return getattr(self.layer, "bias", None) if getattr(self.layer, "use_bias", True) else None
 
-    def call(self, inputs):
-        if self._init_center is not None:
-            self._initialize(inputs, center=self._init_center)
-        dtype = self.compute_dtype
-        bias = self._bias()
-        outputs = self._linear(
-            ops.cast(inputs, dtype),
-            ops.cast(self.kernel, dtype),
-            None if bias is None else ops.cast(bias, dtype),
-        )
-        if self.layer.activation is not None:
-            outputs = self.layer.activation(outputs)
-        return outputs
+    def _features_first(self, t):
+        """`t` as `(values, features)`: the output kernel's features last, in its order."""
+        features = output_feature_axes(self.layer, ops.ndim(t))
+        others = [a for a in range(ops.ndim(t)) if a not in features]
+        t = ops.transpose(t, others + list(features))
+        return ops.reshape(t, (-1, int(np.prod(self.g.shape))))
 
-    def _initialize(self, inputs, center):
+    def _initialize(self, inputs, *args, center, **kwargs):
         """Data-dependent init (paper section 3), only in `data_dependent_init`'s pass.
 
         Sets `g = 1 / std(t)` and, with `center`, `b = -mean(t) / std(t)`,
-        from `t = x . v / ||v||` over every axis but the channel axis,
+        from the pre-activation `t` over every axis but its features,
         all-reduced over `tf.distribute` replicas when `data_dependent_init`
         runs under a multi-replica strategy.
         """
-        t = self._linear(ops.cast(inputs, "float32"), self.direction(), None)
-        channel = self._channel_axis % ops.ndim(t)
-        axes = [a for a in range(ops.ndim(t)) if a != channel]
+        t = self._features_first(self._pre_activation(inputs, *args, **kwargs))
         # Two passes (mean, then mean squared deviation), each all-reduced
         # if synchronized: E[t^2] - E[t]^2 would cancel in float32.
-        mean = batch_mean(t, axes, self._init_synchronized, keepdims=True)
-        variance = batch_mean(ops.square(t - mean), axes, self._init_synchronized)
+        mean = batch_mean(t, [0], self._init_synchronized, keepdims=True)
+        variance = batch_mean(ops.square(t - mean), [0], self._init_synchronized)
         mean = ops.reshape(mean, ops.shape(variance))
         if self._init_calls is not None:
-            values = 1
-            for axis in axes:
-                values *= ops.shape(t)[axis]
-            self._check_init_call(mean, variance, values)
+            self._check_init_call(mean, variance, ops.shape(t)[0])
         inv_std = ops.rsqrt(variance + _INIT_EPSILON)
-        self.g.assign(ops.log(inv_std) if self.log_scale else inv_std)
+        scale = ops.log(inv_std) if self.log_scale else inv_std
+        self.g.assign(ops.reshape(scale, self.g.shape))
         bias = self._bias()
         if center and bias is not None:
-            bias.assign(-mean * inv_std)
+            bias.assign(ops.reshape(-mean * inv_std, bias.shape))
         self.initialized.assign(True)
 
     def _check_init_call(self, mean, variance, values):
@@ -313,43 +436,77 @@ class WeightNormalization(keras.layers.Wrapper):
             )
 
     def plain_layer(self):
-        """The wrapped layer's type holding the constant kernel `g * v / ||v||`.
+        """The wrapped layer's type holding the constant kernels `g * v / ||v||`.
 
         The deployment form of this layer (as tensorflow-addons'
         `WeightNormalization.remove()` or torch's
         `remove_parametrizations`): a new layer built from the wrapped
-        layer's config with `use_bias=True`, this wrapper's name and dtype
-        float32, holding the kernel `g * v / ||v||` (computed in float32) and
-        the wrapped layer's bias (zeros if it had none). Its output equals
-        this layer's, float32 rounding aside.
+        layer's config, with this wrapper's name, dtype float32 and, where the
+        config has `use_bias`, `use_bias=True` (so that a following affine
+        map can be folded into it). It holds the kernels `g * v / ||v||`
+        (computed in float32), the wrapped layer's other variables, and a
+        zero bias if the wrapped layer had none. Its output equals this
+        layer's, float32 rounding aside.
 
         Returns:
-            A new, built `Dense`, `Conv1D/2D/3D` or `Conv1D/2D/3DTranspose`
-            (the wrapped layer's type) with float32 variables.
+            A new, built layer of the wrapped layer's type with float32
+            variables.
 
         Raises:
-            ValueError: if the wrapper is not built.
+            ValueError: if the wrapper is not built on an input shape.
         """
         if not self.built or self._built_input_shape is None:
             raise ValueError(
                 "WeightNormalization.plain_layer needs a layer built on an input shape. "
                 f"Received: built={self.built}"
             )
-        kernel = np.asarray(ops.convert_to_numpy(self.kernel), "float32")
-        units = kernel.shape[kernel_output_axis(self.layer)]
-        bias = self._bias()
-        bias = np.zeros(units, "float32") if bias is None else ops.convert_to_numpy(bias)
         config = self.layer.get_config()
-        config.update(name=self.name, use_bias=True, dtype="float32")
+        config.update(name=self.name, dtype="float32")
+        if "use_bias" in config:
+            config["use_bias"] = True
         with dtype_policy("float32"):
             plain = type(self.layer).from_config(config)
             plain.build(self._built_input_shape)
-        plain.set_weights([kernel, np.asarray(bias, "float32")])
+        values = {v.name: v for v in self.layer.weights}
+        values.update({name: self.effective_kernel(name) for name in self._kernels})
+        plain.set_weights(
+            [
+                np.asarray(ops.convert_to_numpy(values[v.name]), "float32")
+                if v.name in values
+                else np.zeros(v.shape, "float32")
+                for v in plain.weights
+            ]
+        )
         return plain
 
-    def compute_output_shape(self, input_shape):
-        return self.layer.compute_output_shape(input_shape)
+    def compute_output_shape(self, input_shape, *args, **kwargs):
+        return self.layer.compute_output_shape(input_shape, *args, **kwargs)
+
+    def compute_output_spec(self, *args, **kwargs):
+        return self.layer.compute_output_spec(*args, **kwargs)
+
+    def compute_mask(self, inputs, mask=None):
+        return self.layer.compute_mask(inputs, mask)
+
+    @property
+    def state_size(self):
+        """A wrapped recurrent cell's `state_size`, so that `keras.layers.RNN` can hold this."""
+        return self.layer.state_size
+
+    @property
+    def output_size(self):
+        """A wrapped recurrent cell's `output_size`."""
+        return self.layer.output_size
+
+    def get_initial_state(self, batch_size=None):
+        """A wrapped recurrent cell's initial state."""
+        return self.layer.get_initial_state(batch_size)
 
     def get_config(self):
-        config = {"data_init": self.data_init, "log_scale": self.log_scale}
+        config = {
+            "data_init": self.data_init,
+            "log_scale": self.log_scale,
+            "axis": list(self.axis) if isinstance(self.axis, tuple) else self.axis,
+            "kernel_names": None if self.kernel_names is None else list(self.kernel_names),
+        }
         return {**super().get_config(), **config}
