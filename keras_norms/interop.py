@@ -15,7 +15,7 @@ import numpy as np
 
 from keras_norms.graph import iter_layers
 from keras_norms.layers.batch_statistics import BatchStatisticsNormalization
-from keras_norms.layers.linear import is_plain_linear, kernel_output_axis
+from keras_norms.layers.linear import is_plain_linear
 from keras_norms.layers.weight_norm import WeightNormalization
 
 _FORMATS = (
@@ -113,18 +113,24 @@ def _assign_kernel(layer, prefix, entry):
     if not isinstance(layer, WeightNormalization):
         core.kernel.assign(kernel)
         return
-    out_axis = kernel_output_axis(core) % kernel.ndim
-    norm_axes = tuple(a for a in range(kernel.ndim) if a != out_axis)
-    # Torch's dim over the output feature keeps its v; any other dim loads the weight it
-    # computes, as v with g = ||v|| (the same function, our per-output-feature norm).
-    torch_out_axis = 1 if out_axis == kernel.ndim - 2 else 0
-    if "v" in entry and _torch_dim(entry["g"], entry["v"]) == torch_out_axis:
-        v = _to_keras_layout(entry["v"])
-        g = np.reshape(entry["g"], (-1,))
+    norm_axes = layer.norm_axes()
+    # Torch's norm over the same axes keeps its g and v; any other dim loads the weight it
+    # computes, as v with g = ||v|| over our axes (the same function).
+    if "v" in entry and _keras_norm_axes(entry) == norm_axes:
+        v, g = _to_keras_layout(entry["v"]), entry["g"]
     else:
         v, g = kernel, np.sqrt(np.sum(np.square(kernel), axis=norm_axes))
     core.kernel.assign(v)
+    g = np.reshape(g, layer.g.shape)
     layer.g.assign(np.log(g) if layer.log_scale else g)
+
+
+def _keras_norm_axes(entry):
+    """The Keras kernel axes that torch's weight norm of `entry` normalizes over."""
+    ndim = entry["v"].ndim
+    dim = _torch_dim(entry["g"], entry["v"])
+    kept = () if dim is None else ({0: ndim - 1, 1: ndim - 2}.get(dim, dim - 2),)
+    return tuple(a for a in range(ndim) if a not in kept)
 
 
 def _assign_bias(layer, prefix, entry):
@@ -147,12 +153,16 @@ def load_torch_state_dict(model, state_dict):
     order): a `WeightNormalization` or a plain `Dense`, `Conv1D/2D/3D` or
     `Conv1D/2D/3DTranspose`, grouped ones included. Kernels are transposed
     from torch's layout to Keras' (see the module docstring); biases are
-    copied. A weight-normalized torch module (either format) whose norm is
-    per output feature (`dim=0`, or `dim=1` for a transposed convolution)
-    gives the Keras layer its `g` and `v`; any other `dim` (torch's default
-    `dim=0` on a transposed convolution is per input channel) loads the
-    weight it computes, `w = g v / ||v||`, as `v` with `g = ||w||`: the same
-    function. A plain Keras layer gets `w`. The model must be built.
+    copied. A weight-normalized torch module (either format) whose `dim`
+    matches the `WeightNormalization`'s `axis` gives the Keras layer its `g`
+    and `v`: per output feature is torch's `dim=0` (`dim=1` for a
+    transposed convolution) and our default `axis="output"`; torch's
+    default `dim=0` on a transposed convolution (per input channel) is our
+    `axis=-1`, its `dim=2` on a `Conv1d` (wav2vec2) our `axis=0`, `dim=None`
+    our `axis=None`. Any other pairing loads the weight torch computes,
+    `w = g v / ||v||`, as `v` with `g = ||w||` under our axis: the same
+    function, another parametrization. A plain Keras layer gets `w`. The
+    model must be built.
 
     Args:
         model: a built `keras.Model` (any kind) with the same linear layers,

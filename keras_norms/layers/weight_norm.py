@@ -266,6 +266,10 @@ class WeightNormalization(keras.layers.Wrapper):
             autocast=False,
         )
 
+    def norm_axes(self, name=None):
+        """The axes of kernel `name` (the output kernel by default) that its norm is taken over."""
+        return self._norm_axes[self._output_kernel if name is None else name]
+
     @property
     def scales(self):
         """The `g` (or `s`) variable of each kernel, by kernel name, float32."""

@@ -34,17 +34,20 @@ class _TorchNet(torch.nn.Module):
         return self.head(self.post(h).transpose(1, 2))
 
 
-def _keras_net():
+def _keras_net(up_axis="output"):
     inputs = keras.Input((LENGTH, 4))
     h = WeightNormalization(keras.layers.Conv1D(6, 3), name="pre")(inputs)
     h = keras.layers.LeakyReLU(0.1)(h)
-    h = WeightNormalization(keras.layers.Conv1DTranspose(4, 4, strides=2), name="up")(h)
+    up = keras.layers.Conv1DTranspose(4, 4, strides=2)
+    h = WeightNormalization(up, axis=up_axis, data_init=False, name="up")(h)
     h = keras.layers.LeakyReLU(0.1)(h)
     h = keras.layers.Conv1D(2, 3, groups=2, name="post")(h)
     return keras.Model(inputs, WeightNormalization(keras.layers.Dense(3), name="head")(h))
 
 
-def test_torch_weights_give_the_torch_outputs():
+@pytest.mark.parametrize("up_axis", ["output", -1])
+def test_torch_weights_give_the_torch_outputs(up_axis):
+    """`up`: torch's per-input-channel norm, loaded as its weight or, with axis=-1, as g and v."""
     torch.manual_seed(0)
     net = _TorchNet().eval()
     with torch.no_grad():  # g away from ||v||, so that g and v both matter
@@ -55,7 +58,7 @@ def test_torch_weights_give_the_torch_outputs():
     x = np.random.default_rng(0).normal(size=(5, 4, LENGTH)).astype("float32")
     with torch.no_grad():
         expected = net(torch.from_numpy(x)).numpy()
-    model = _keras_net()
+    model = _keras_net(up_axis)
     loaded = load_torch_state_dict(model, net.state_dict())  # BatchNorm's entries are ignored
     assert [(name, layer.name) for name, layer in loaded] == [
         ("pre", "pre"),
@@ -68,6 +71,12 @@ def test_torch_weights_give_the_torch_outputs():
     # A per-output-feature torch norm keeps its g (and v) in Keras.
     torch_g = net.pre.parametrizations.weight.original0.detach().numpy().reshape(-1)
     np.testing.assert_allclose(numpy(model.get_layer("pre").g), torch_g, rtol=1e-6)
+    up_g = numpy(model.get_layer("up").g)
+    if up_axis == -1:  # the same norm as torch's: its g, one per input channel
+        np.testing.assert_allclose(up_g, net.up.weight_g.detach().numpy().reshape(-1), rtol=1e-6)
+    else:  # ||w|| per output feature of the weight torch computes
+        w = np.transpose(numpy(net.up.weight), (2, 1, 0))
+        np.testing.assert_allclose(up_g, np.linalg.norm(w, axis=(0, 2)), rtol=1e-5)
 
 
 def test_mismatched_models_are_value_errors_naming_both_sides():
