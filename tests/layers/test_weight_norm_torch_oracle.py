@@ -7,15 +7,16 @@ channels first in torch), with the same g, v and bias: dense, convolutions
 convolutions (torch: grouped convolutions), embeddings, SimpleRNN and LSTM
 (each kernel with its own g) and an LSTM cell inside `keras.layers.RNN`; and
 torch's `dim` against our `axis` (`None`, per input channel of a transposed
-convolution, per kernel position as wav2vec2's `dim=2`, per token). Gradients on the Keras side come from one
-`train_on_batch` step of plain SGD with learning rate 1 on the loss
-`mean_n sum(output * r)`: each variable moves by minus its gradient, on any
-backend. Runs wherever torch is installed (.ci/run installs it), on the JAX
-and PyTorch backends: under TensorFlow, in a process that had exported a
-SavedModel and TFLite file before, the Keras step after torch's backward pass
-was seen to give a wrong gradient of v in about 1 run in 7 (never without
-torch in the process), so the TensorFlow backend is left to the numpy-reference
-tests of test_weight_norm.py.
+convolution, per kernel position as wav2vec2's `dim=2`, per token).
+Gradients on the Keras side come from one `train_on_batch` step of plain SGD
+with learning rate 1 on the loss `mean_n sum(output * r)`: each variable moves
+by minus its gradient, on any backend. Runs wherever torch is installed
+(.ci/run installs it), on the JAX and PyTorch backends: under TensorFlow, in a
+process that had exported a SavedModel and TFLite file before, the Keras step
+after torch's backward pass was seen to give a wrong gradient of v in about 1
+run in 7 (never without torch in the process), so the TensorFlow backend is
+left to the numpy-reference tests of test_weight_norm.py and
+test_weight_norm_any_layer.py.
 """
 
 import keras
