@@ -1,12 +1,13 @@
 """SavedModel and TFLite export with a parity check against the Keras model."""
 
+import collections
 import json
 import os
 
 import numpy as np
 
 from keras_norms.export.parity import DEFAULT_TOLERANCE, ParityError, max_abs_diff
-from keras_norms.folding import as_float32, fold, is_mixed_precision
+from keras_norms.folding import as_float32, deployment_form, is_mixed_precision
 from keras_norms.optional import require
 
 tf = require("tensorflow", "export", "keras-norms-export")
@@ -34,6 +35,19 @@ def run_saved_model(path, inputs):
     return outputs.numpy()
 
 
+def saved_model_op_counts(path):
+    """How many nodes of each op type the `serving_default` graph of a SavedModel has.
+
+    Counts the signature's graph and the functions of its library, e.g.
+    `{"Conv2D": 9, "Rsqrt": 0, ...}` (a `collections.Counter`): a folded
+    model computes no `Rsqrt` or `Square` for its weight normalization.
+    """
+    signature = tf.saved_model.load(path).signatures["serving_default"]
+    graph = signature.graph.as_graph_def()
+    nodes = list(graph.node) + [node for f in graph.library.function for node in f.node_def]
+    return collections.Counter(node.op for node in nodes)
+
+
 def run_tflite(path, inputs):
     """Outputs of a TFLite file on `inputs`, run with `ai_edge_litert`.
 
@@ -54,7 +68,9 @@ def run_tflite(path, inputs):
 def export_and_check(model, output_dir, inputs, tolerance=DEFAULT_TOLERANCE):
     """Fold, export and check a Keras model; returns the parity report.
 
-    Writes `output_dir/saved_model/` (from the folded model), then
+    Writes `output_dir/saved_model/` (from the folded model:
+    `keras_norms.folding.deployment_form`, which folds a subclassed model's
+    weight normalization in place), then
     `output_dir/model.tflite` converted from it, runs the Keras model, the
     reloaded SavedModel and the TFLite file on the same `inputs` (float32,
     the model's input shape with a batch axis) and reports the maximum
@@ -72,7 +88,8 @@ def export_and_check(model, output_dir, inputs, tolerance=DEFAULT_TOLERANCE):
     """
     inputs = np.asarray(inputs, "float32")
     os.makedirs(output_dir, exist_ok=True)
-    saved_model_dir = export_saved_model(fold(model), os.path.join(output_dir, "saved_model"))
+    with deployment_form(model) as deployable:
+        saved_model_dir = export_saved_model(deployable, os.path.join(output_dir, "saved_model"))
     tflite_path = convert_tflite(saved_model_dir, os.path.join(output_dir, "model.tflite"))
     mixed = model.predict(inputs, verbose=0) if is_mixed_precision(model) else None
     if mixed is not None:

@@ -15,6 +15,8 @@ was trained under (mixed precision keeps its variables in float32, so
 nothing is lost).
 """
 
+import contextlib
+
 import keras
 import numpy as np
 from keras import ops
@@ -241,9 +243,14 @@ def fold(model):
         (float32 rounding aside; those of `as_float32(model)` for a model
         trained under mixed precision).
 
+    Layers that `clone_model` copies whole (custom layers) are copied with
+    their weights, and each layer inside them that can fold in place
+    (`WeightNormalization.fold_in_place`) is folded there.
+
     Raises:
         TypeError: if `model` is not a `keras.Model`.
-        ValueError: from `keras.models.clone_model`, for a subclassed model.
+        ValueError: from `keras.models.clone_model`, for a subclassed model
+            (export one through `deployment_form`).
     """
     if not isinstance(model, keras.Model):
         raise TypeError(
@@ -293,4 +300,53 @@ def fold(model):
             _copy_weights(form, new)
         else:
             new.set_weights(_folded_weights(form, inference_affine(norm)))
+    _fold_in_place(folded)  # the layers inside the custom layers it copied
     return folded
+
+
+def _fold_in_place(model):
+    """Fold every built layer of `model`'s tree that folds in place; returns `[(layer, previous)]`.
+
+    An unbuilt one (in a branch never called) has nothing to fold.
+    """
+    return [
+        (layer, layer.fold_in_place())
+        for layer in iter_layers(model)
+        if layer.built and callable(getattr(layer, "fold_in_place", None))
+    ]
+
+
+def _is_graph_model(model):
+    """Whether `keras.models.clone_model` can copy `model`: functional or sequential."""
+    from keras.src.models.functional import Functional  # Keras exports no public class
+
+    return isinstance(model, (Functional, keras.Sequential))
+
+
+@contextlib.contextmanager
+def deployment_form(model):
+    """The inference form of `model` to export, for the duration of a `with` block.
+
+    A functional or sequential model gives `fold(model)`, a new model.
+    A subclassed model, which `clone_model` cannot copy, gives the model
+    itself with each layer that can fold in place folded
+    (`WeightNormalization.fold_in_place`: its kernels hold `g * v / ||v||`),
+    restored when the block ends, also on an error. Inference-mode
+    normalizations of a subclassed model stay as they are (their inference
+    map is already constant).
+
+    Args:
+        model: a built `keras.Model` of any kind.
+
+    Yields:
+        The model to export.
+    """
+    if _is_graph_model(model):
+        yield fold(model)
+        return
+    folded = _fold_in_place(model)
+    try:
+        yield model
+    finally:
+        for layer, previous in reversed(folded):
+            layer.unfold(previous)

@@ -10,6 +10,7 @@ import pytest
 from keras_norms import data_dependent_init
 from keras_norms.export import cli, exporter
 from keras_norms.export.parity import ParityError
+from keras_norms.layers import WeightNormalization
 from keras_norms.models import all_cnn_c, convpool_cnn_c, nin, resnet18
 from keras_norms.models.convpool_cnn_c import NORMS as CONVPOOL_NORMS
 from keras_norms.training import data
@@ -174,3 +175,32 @@ def test_export_cli_reports_user_code_that_does_not_import(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1
     assert "cannot import --custom-code" in err and "ModuleNotFoundError" in err
+
+
+class _SubclassedClassifier(keras.Model):
+    """A subclassed model, which clone_model cannot copy: its WN folds in place for export."""
+
+    def __init__(self):
+        super().__init__(name="subclassed_classifier")
+        self.conv = WeightNormalization(keras.layers.Conv2D(4, 3, activation="relu"))
+        self.pool = keras.layers.GlobalAveragePooling2D()
+        self.head = WeightNormalization(keras.layers.Dense(3))
+
+    def call(self, x):
+        return self.head(self.pool(self.conv(x)))
+
+
+def test_a_subclassed_model_exports_with_weight_norm_folded_in_place(tmp_path):
+    rng = np.random.default_rng(7)
+    model = _SubclassedClassifier()
+    x = rng.normal(size=(16, 8, 8, 2)).astype("float32")
+    data_dependent_init(model, x)
+    before = [np.array(w) for w in model.get_weights()]
+    report = exporter.export_and_check(model, str(tmp_path), x)
+    assert report["saved_model_max_abs_diff"] <= 1e-4 and report["tflite_max_abs_diff"] <= 1e-4
+    ops = exporter.saved_model_op_counts(report["saved_model"])
+    assert ops["Rsqrt"] == 0 and ops["Square"] == 0 and ops["Conv2D"] == 1
+    # Restored after export: v, g, bias as they were; the model still trains as WN.
+    for old, new in zip(before, model.get_weights()):
+        np.testing.assert_array_equal(old, new)
+    assert not any(layer._folded for layer in (model.conv, model.head))

@@ -296,7 +296,7 @@ class _BlockWithAnUnusedBranch(keras.layers.Layer):
 
 
 def test_fold_copies_custom_layers_without_asking_their_sublayers():
-    """Fold walks what clone_model clones; a custom layer is copied whole, WN inside it too."""
+    """A custom layer is copied whole; its built WN is folded in place, the unbuilt one left."""
     inputs = keras.Input((4,))
     model = keras.Model(inputs, _BlockWithAnUnusedBranch()(inputs))
     x = np.random.default_rng(6).normal(size=(5, 4)).astype("float32")

@@ -219,6 +219,7 @@ class WeightNormalization(keras.layers.Wrapper):
         self._init_synchronized = False  # all-reduce init statistics (tf.distribute)
         # Calls so far in an eager init pass, whose statistics are checked; None otherwise.
         self._init_calls = None
+        self._folded = False  # set by `fold_in_place`
 
     def build(self, input_shape=None):
         super().build(input_shape)
@@ -340,6 +341,8 @@ class WeightNormalization(keras.layers.Wrapper):
     def call(self, inputs, *args, training=None, **kwargs):
         if training is not None:
             kwargs["training"] = training
+        if self._folded:
+            return self.layer(inputs, *args, **kwargs)
         if self._init_center is not None:
             self._initialize(inputs, *args, center=self._init_center, **kwargs)
         return self._call_with_kernels(self._effective_kernels(), inputs, *args, **kwargs)
@@ -482,6 +485,32 @@ class WeightNormalization(keras.layers.Wrapper):
             ]
         )
         return plain
+
+    def fold_in_place(self):
+        """Write `g * v / ||v||` into the wrapped layer's kernels; calls then run it as is.
+
+        The deployment form of this layer where `plain_layer()` cannot be
+        swapped in (a layer inside a custom layer or a subclassed model):
+        the kernels hold their effective values and `call` runs the wrapped
+        layer without normalizing, so an exported graph computes what a
+        plain layer computes. `g` no longer matters; do not train a folded
+        layer. `unfold` restores it.
+
+        Returns:
+            The kernels' previous values (`v`), by name, as numpy arrays.
+        """
+        previous = {name: ops.convert_to_numpy(v) for name, v in self._kernels.items()}
+        effective = {name: self.effective_kernel(name) for name in self._kernels}
+        for name, variable in self._kernels.items():
+            variable.assign(effective[name])
+        self._folded = True
+        return previous
+
+    def unfold(self, previous):
+        """Undo `fold_in_place`, given what it returned."""
+        for name, value in previous.items():
+            self._kernels[name].assign(value)
+        self._folded = False
 
     def compute_output_shape(self, input_shape, *args, **kwargs):
         return self.layer.compute_output_shape(input_shape, *args, **kwargs)
