@@ -9,12 +9,12 @@ from keras import ops
 
 from keras_norms.graph import iter_layers, normalization_pairs
 from keras_norms.layers.mean_only_bn import MeanOnlyBatchNormalization
-from keras_norms.layers.weight_norm import WeightNormalization
+from keras_norms.layers.weight_norm import PooledMoments, WeightNormalization
 
 
 @contextlib.contextmanager
 def _initializing(layers, owned, synchronized):
-    """Set the layers' init flags for one pass; on an error, restore what the pass wrote.
+    """Set the layers' init flags for the passes; on an error, restore what they wrote.
 
     The calls and statistics of an eager pass are checked as each layer
     initializes (a traced, distributed pass cannot read them).
@@ -24,7 +24,6 @@ def _initializing(layers, owned, synchronized):
     for layer in layers:
         layer._init_center = id(layer) not in owned
         layer._init_synchronized = synchronized
-        layer._init_calls = None if synchronized else 0
     try:
         yield
     except BaseException:
@@ -36,6 +35,37 @@ def _initializing(layers, owned, synchronized):
             layer._init_center = None
             layer._init_synchronized = False
             layer._init_calls = None
+            layer._init_pool = None
+
+
+def _time_distributed(model, layers):
+    """Those of `layers` inside a `TimeDistributed`, which calls them once per time step."""
+    inside = {
+        id(inner)
+        for wrapper in iter_layers(model)
+        if isinstance(wrapper, keras.layers.TimeDistributed)
+        for inner in iter_layers(wrapper)
+    }
+    return [layer for layer in layers if id(layer) in inside]
+
+
+def _eager_passes(model, x_init, training, layers, pooled):
+    """Forward passes until the pooled layers' statistics are settled.
+
+    A layer called once per time step pools its pre-activation over the
+    calls of a pass and sets `g` (and `b`) after it, so the layers after it
+    see its initialized output only in the next pass: with `k` pooled
+    layers, `k + 1` passes, each re-initializing every layer from the
+    inputs of the pass before.
+    """
+    for _ in range(len(pooled) + 1):
+        for layer in layers:
+            layer._init_calls = 0
+        for layer in pooled:
+            layer._init_pool = PooledMoments()
+        model(x_init, training=training)
+        for layer in pooled:
+            layer._finish_pooled_init()
 
 
 def _is_initialized(layer):
@@ -130,7 +160,11 @@ def data_dependent_init(model, x_init, training=True, num_examples=500):
     follows the layer, on its channel axis, and nothing else uses the
     layer's output (`keras_norms.graph.normalization_pairs`), only `g` is
     set: the mean-only BN owns the mean.
-    Statistics are float32 over every axis but the channel axis.
+    Statistics are float32 over every axis but the channel axis. A layer
+    inside `TimeDistributed`, which calls it once per time step, pools its
+    statistics over the steps (exactly, in float64) and is set after the
+    pass; the pass is repeated (once per such layer) so that the layers
+    after it are initialized from its initialized output.
 
     The pass runs in training mode by default, as in the paper's reference
     code, so dropout and noise are active and batch-normalization layers use
@@ -174,7 +208,8 @@ def data_dependent_init(model, x_init, training=True, num_examples=500):
             finite, or is constant for some output feature (its `1/std` is
             undefined);
             naming the layer, if a weight-normalized layer is called more
-            than once in the pass (shared, or inside `TimeDistributed`).
+            than once in the pass (shared), or if one inside
+            `TimeDistributed` is initialized under a multi-replica strategy.
             Then nothing is written: every `g`, bias and `initialized` flag
             keeps its value from before the call.
 
@@ -213,9 +248,16 @@ def data_dependent_init(model, x_init, training=True, num_examples=500):
     ]
     owned = normalization_pairs(model, layers, mean_only)
     strategy = _multi_replica_strategy()
+    pooled = _time_distributed(model, layers)
+    if pooled and strategy is not None:
+        raise ValueError(
+            "data_dependent_init cannot pool the statistics of layers inside TimeDistributed "
+            f"across replicas; initialize {pooled[0].name} outside the strategy's scope or "
+            f"pass it data_init=False. Received: {len(pooled)} such layers"
+        )
     with _initializing(layers, owned, synchronized=strategy is not None):
         if strategy is None:
-            model(x_init, training=training)
+            _eager_passes(model, x_init, training, layers, pooled)
         else:
             _distributed_pass(strategy, model, x_init, training)
     _warn_unreached(unbuilt + [layer for layer in layers if not _is_initialized(layer)])

@@ -83,6 +83,28 @@ def _data_init_defined(layer, axis, kernel_names):
     )
 
 
+class PooledMoments:
+    """Per-feature mean and variance of values that arrive in parts, merged exactly.
+
+    Chan, Golub & LeVeque's pairwise update, in float64: after `add` of
+    each part `(values, features)`, `mean` and `m2 / count` equal the mean
+    and variance of all parts together.
+    """
+
+    def __init__(self):
+        self.count, self.mean, self.m2 = 0, 0.0, 0.0
+
+    def add(self, part):
+        part = np.asarray(part, "float64")
+        count, mean = len(part), part.mean(axis=0)
+        m2 = np.sum(np.square(part - mean), axis=0)
+        total = self.count + count
+        delta = mean - self.mean
+        self.mean = self.mean + delta * count / total
+        self.m2 = self.m2 + m2 + np.square(delta) * self.count * count / total
+        self.count = total
+
+
 @keras.saving.register_keras_serializable(package="keras_norms")
 class WeightNormalization(keras.layers.Wrapper):
     """Weight normalization wrapper: each kernel `w` of the wrapped layer is `g * v / ||v||`.
@@ -220,6 +242,7 @@ class WeightNormalization(keras.layers.Wrapper):
         # Calls so far in an eager init pass, whose statistics are checked; None otherwise.
         self._init_calls = None
         self._folded = False  # set by `fold_in_place`
+        self._init_pool = None  # PooledMoments of a pooled init pass (TimeDistributed)
 
     def build(self, input_shape=None):
         super().build(input_shape)
@@ -389,16 +412,43 @@ class WeightNormalization(keras.layers.Wrapper):
         Sets `g = 1 / std(t)` and, with `center`, `b = -mean(t) / std(t)`,
         from the pre-activation `t` over every axis but its features,
         all-reduced over `tf.distribute` replicas when `data_dependent_init`
-        runs under a multi-replica strategy.
+        runs under a multi-replica strategy. In a pooled pass (the layer is
+        called once per time step by `TimeDistributed`), each call's `t` is
+        only added to the pooled statistics, which `_finish_pooled_init`
+        applies after the pass.
         """
         t = self._features_first(self._pre_activation(inputs, *args, **kwargs))
+        if self._init_pool is not None:
+            self._init_pool.add(ops.convert_to_numpy(t))
+            return
         # Two passes (mean, then mean squared deviation), each all-reduced
         # if synchronized: E[t^2] - E[t]^2 would cancel in float32.
         mean = batch_mean(t, [0], self._init_synchronized, keepdims=True)
         variance = batch_mean(ops.square(t - mean), [0], self._init_synchronized)
         mean = ops.reshape(mean, ops.shape(variance))
         if self._init_calls is not None:
-            self._check_init_call(mean, variance, ops.shape(t)[0])
+            self._init_calls += 1
+            if self._init_calls > 1:
+                raise ValueError(
+                    f"data_dependent_init: {self.name} is called more than once in the model's "
+                    "forward pass (a shared layer), and its statistics would come from one "
+                    "call only; nothing was initialized. Pass data_init=False to that layer "
+                    "to initialize the rest."
+                )
+            self._check_statistics(mean, variance, ops.shape(t)[0])
+        self._set_from_statistics(mean, variance, center)
+
+    def _finish_pooled_init(self):
+        """Set `g` (and `b`) from the statistics pooled over a pass's calls."""
+        pool, self._init_pool = self._init_pool, None
+        if pool.count == 0:
+            return  # not reached in this pass
+        self._check_statistics(pool.mean, pool.m2 / pool.count, pool.count)
+        mean = ops.convert_to_tensor(pool.mean, "float32")
+        variance = ops.convert_to_tensor(pool.m2 / pool.count, "float32")
+        self._set_from_statistics(mean, variance, self._init_center)
+
+    def _set_from_statistics(self, mean, variance, center):
         inv_std = ops.rsqrt(variance + _INIT_EPSILON)
         scale = ops.log(inv_std) if self.log_scale else inv_std
         self.g.assign(ops.reshape(scale, self.g.shape))
@@ -407,19 +457,11 @@ class WeightNormalization(keras.layers.Wrapper):
             bias.assign(ops.reshape(-mean * inv_std, bias.shape))
         self.initialized.assign(True)
 
-    def _check_init_call(self, mean, variance, values):
-        """A ValueError naming this layer for a second call, or a degenerate `t`.
+    def _check_statistics(self, mean, variance, values):
+        """A ValueError naming this layer for a degenerate pre-activation `t`.
 
         `values` is the number of values of `t` per output feature.
         """
-        self._init_calls += 1
-        if self._init_calls > 1:
-            raise ValueError(
-                f"data_dependent_init: {self.name} is called more than once in the model's "
-                "forward pass (a shared layer, or inside TimeDistributed, which calls it once "
-                "per time step), and its statistics would come from one call only; nothing "
-                "was initialized. Pass data_init=False to that layer to initialize the rest."
-            )
         if values < 2:
             raise ValueError(
                 f"data_dependent_init: {self.name} needs at least 2 values per output feature "

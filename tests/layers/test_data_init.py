@@ -203,21 +203,35 @@ def test_initializes_inside_custom_layers_however_deep():
         h = block(h)
 
 
-def test_time_distributed_and_shared_layers_are_refused_without_writing():
-    """TimeDistributed calls its layer once per time step: one step's statistics would win."""
-    x = _inputs((10, 5, 6), seed=9)
-    wn = WeightNormalization(keras.layers.Dense(3), name="per_step")
-    model = _model([keras.layers.TimeDistributed(wn)], (5, 6))
-    before = _init_state(model)
-    with pytest.raises(ValueError, match=r"per_step is called more than once .*TimeDistributed"):
-        data_dependent_init(model, x)
-    for old, new in zip(before, _init_state(model)):
-        assert_array_equal(new, old)
+def test_time_distributed_layers_pool_their_statistics_over_the_time_steps():
+    """TimeDistributed calls its layer once per step: g and b come from all steps together."""
+    # Each step has its own scale: one step's statistics would not standardize the others.
+    x = _inputs((40, 5, 6), seed=9) * np.linspace(0.5, 3.0, 5, dtype="float32")[:, None]
+    first = WeightNormalization(keras.layers.Dense(4), name="first")
+    second = WeightNormalization(keras.layers.Dense(3), name="second")
+    model = _model(
+        [
+            keras.layers.TimeDistributed(first),
+            keras.layers.ReLU(),
+            keras.layers.TimeDistributed(second),
+        ],
+        (5, 6),
+    )
+    assert data_dependent_init(model, x) == [first, second]
+    t1 = numpy(model.layers[0](x), "float64")  # (batch, time, features)
+    assert _standardized(t1.reshape(-1, 4))
+    assert _standardized(numpy(model(x), "float64").reshape(-1, 3))
+
+
+def test_shared_layers_are_refused_without_writing():
     inputs = keras.Input((6,))
     shared = WeightNormalization(keras.layers.Dense(6), name="shared")
     twice = keras.Model(inputs, shared(shared(inputs)))
+    before = _init_state(twice)
     with pytest.raises(ValueError, match=r"shared is called more than once"):
         data_dependent_init(twice, _inputs((10, 6)))
+    for old, new in zip(before, _init_state(twice)):
+        assert_array_equal(new, old)
 
 
 class _TwoBranches(keras.Model):

@@ -18,8 +18,9 @@ Intended API differences from tfa's `WeightNormalization`:
 * It refuses a degenerate init batch (fewer than 2 values per output
   feature, or a constant pre-activation) with a ValueError; tfa silently set
   `g = 1/sqrt(0 + 1e-10) = 1e5`, as it does in its own `test_removal`.
-* It refuses a layer called more than once in the init pass, such as a
-  layer inside `TimeDistributed` (ValueError).
+* A layer inside `TimeDistributed` (called once per frame) is initialized
+  from the statistics of all frames; tfa took the first call's. A layer
+  shared in the model (called twice) is refused (ValueError).
 * Recurrent layers (SimpleRNN, LSTM, GRU, `keras.layers.RNN` of their cells):
   `data_init` defaults to False and `data_init=True` raises ValueError (tfa
   only logged a warning, and set the recurrent kernel's g from the statistics
@@ -83,8 +84,8 @@ Notes:
     `x . v / ||v||`, the paper's; with the identity kernel `||v|| = 1`.)
 [c] TypeError for a non-layer; ValueError at construction for MaxPooling2D.
 [d] tfa only built the model; here the output is checked against a numpy
-    convolution per frame, and `data_dependent_init` refuses the layer,
-    which `TimeDistributed` calls once per frame.
+    convolution per frame, and `data_dependent_init` standardizes the
+    pre-activation over all frames, which `TimeDistributed` passes one by one.
 [e] The wrapped layer's class is checked for LSTM too (tfa skipped it for
     a TF 2.x LSTM class mismatch); tfa's `is_rnn` has no counterpart: we
     check `data_init` (False for RNNs) and the keys of `scales`.
@@ -312,10 +313,12 @@ def test_with_time_dist():
     expected = numpy_conv2d_valid(frames, numpy(wn.layer.kernel, "float64"))
     expected = (expected + numpy(wn.layer.bias)).reshape(8, 8, 14, 14, 3)
     assert_allclose(model(x), expected, rtol=1e-4, atol=1e-4)
-    # tfa initialized from the first call; TimeDistributed calls the layer per frame,
-    # which data_dependent_init refuses.
-    with pytest.raises(ValueError, match="wn_conv is called more than once"):
-        data_dependent_init(model, x)
+    # tfa initialized from the first call (one frame's statistics); TimeDistributed
+    # calls the layer per frame, and data_dependent_init pools over all frames.
+    assert data_dependent_init(model, x) == [wn]
+    t = numpy(model(x), "float64").reshape(-1, 3)
+    assert_allclose(t.mean(axis=0), 0.0, atol=1e-4)
+    assert_allclose(t.std(axis=0), 1.0, rtol=1e-4)
 
 
 # test_serialization -----------------------------------------------------------------------
