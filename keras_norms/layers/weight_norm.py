@@ -124,7 +124,9 @@ class WeightNormalization(keras.layers.Wrapper):
     `Conv1D/2D/3D` (grouped too), `Conv1D/2D/3DTranspose`,
     `DepthwiseConv1D/2D`, `SeparableConv1D/2D` (both kernels), `Embedding`,
     `SimpleRNN`/`LSTM`/`GRU` (kernel and recurrent kernel) and their cells
-    (inside `keras.layers.RNN`), and a user layer whose kernel variables are
+    (inside `keras.layers.RNN`; for a bidirectional one,
+    `Bidirectional(RNN(WeightNormalization(LSTMCell(n))))`, since
+    `Bidirectional` rebuilds the layer it holds), and a user layer whose kernel variables are
     named by `kernel_names`. Each kernel gets its own `g`. The wrapped
     layer keeps `v` as its own kernel variables, its bias, activation and
     everything else; this wrapper runs the wrapped layer's own call with

@@ -302,3 +302,22 @@ def test_an_axis_out_of_range_is_refused(axis):
 def test_an_axis_of_the_wrong_type_is_refused(axis):
     with pytest.raises(TypeError, match="axis.*Received: axis="):
         WeightNormalization(L.Dense(2), axis=axis, data_init=False)
+
+
+def test_bidirectional_rnn_of_weight_normalized_cells():
+    """`Bidirectional(RNN(WeightNormalization(cell)))`: each direction has its own g."""
+    rng = np.random.default_rng(60)
+    x = rng.normal(size=(3, 5, 2)).astype("float32")
+    wrapped = L.Bidirectional(L.RNN(WeightNormalization(L.LSTMCell(4)), return_sequences=True))
+    wrapped(x)
+    cells = [wrapped.forward_layer.cell, wrapped.backward_layer.cell]
+    assert cells[0] is not cells[1]
+    for cell in cells:
+        _randomize(cell, rng)
+    plain = L.Bidirectional(L.RNN(L.LSTMCell(4), return_sequences=True))
+    plain(x)
+    for wn, rnn in zip(cells, [plain.forward_layer, plain.backward_layer]):
+        values = {v.name: numpy(v) for v in wn.layer.weights}
+        values.update({name: numpy(wn.effective_kernel(name)) for name in wn.scales})
+        rnn.set_weights([values[v.name] for v in rnn.weights])
+    assert_allclose(wrapped(x), plain(x), rtol=1e-5, atol=1e-5)
