@@ -113,6 +113,14 @@ def load_model(path, custom_code=()):
         ) from None
 
 
+def _input_shape(model):
+    """The model's input shape: from its inputs, or for a subclassed model its build config."""
+    try:
+        return model.input_shape
+    except AttributeError:  # a subclassed model has no inputs; its first call's shape is saved
+        return tuple((model.get_build_config() or {}).get("input_shape") or ())
+
+
 def main(argv=None):
     args = build_parser().parse_args(argv)
     try:
@@ -121,7 +129,7 @@ def main(argv=None):
 
         model = load_model(args.model, args.custom_code)
         inputs = parity_inputs(
-            args.dataset, model.input_shape[1:], args.num_samples, args.seed, args.data_dir
+            args.dataset, _input_shape(model)[1:], args.num_samples, args.seed, args.data_dir
         )
         report = export_and_check(model, args.output, inputs, args.tolerance)
     except (

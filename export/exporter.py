@@ -88,6 +88,7 @@ def export_and_check(model, output_dir, inputs, tolerance=DEFAULT_TOLERANCE):
     """
     inputs = np.asarray(inputs, "float32")
     os.makedirs(output_dir, exist_ok=True)
+    model(inputs[:1])  # a reloaded subclassed model must have been called to be exported
     with deployment_form(model) as deployable:
         saved_model_dir = export_saved_model(deployable, os.path.join(output_dir, "saved_model"))
     tflite_path = convert_tflite(saved_model_dir, os.path.join(output_dir, "model.tflite"))

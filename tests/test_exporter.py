@@ -177,11 +177,12 @@ def test_export_cli_reports_user_code_that_does_not_import(tmp_path, capsys):
     assert "cannot import --custom-code" in err and "ModuleNotFoundError" in err
 
 
-class _SubclassedClassifier(keras.Model):
+@keras.saving.register_keras_serializable(package="tests")
+class SubclassedClassifier(keras.Model):
     """A subclassed model, which clone_model cannot copy: its WN folds in place for export."""
 
-    def __init__(self):
-        super().__init__(name="subclassed_classifier")
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
         self.conv = WeightNormalization(keras.layers.Conv2D(4, 3, activation="relu"))
         self.pool = keras.layers.GlobalAveragePooling2D()
         self.head = WeightNormalization(keras.layers.Dense(3))
@@ -192,7 +193,7 @@ class _SubclassedClassifier(keras.Model):
 
 def test_a_subclassed_model_exports_with_weight_norm_folded_in_place(tmp_path):
     rng = np.random.default_rng(7)
-    model = _SubclassedClassifier()
+    model = SubclassedClassifier(name="subclassed_classifier")
     x = rng.normal(size=(16, 8, 8, 2)).astype("float32")
     data_dependent_init(model, x)
     before = [np.array(w) for w in model.get_weights()]
@@ -204,3 +205,16 @@ def test_a_subclassed_model_exports_with_weight_norm_folded_in_place(tmp_path):
     for old, new in zip(before, model.get_weights()):
         np.testing.assert_array_equal(old, new)
     assert not any(layer._folded for layer in (model.conv, model.head))
+
+
+def test_export_cli_exports_a_subclassed_model(tmp_path, capsys):
+    model = SubclassedClassifier(name="subclassed_classifier")
+    x = np.random.default_rng(8).normal(size=(16, 8, 8, 2)).astype("float32")
+    data_dependent_init(model, x)
+    path = str(tmp_path / "model.keras")
+    model.save(path)
+    argv = [path, "--output", str(tmp_path / "out"), "--dataset", "random", "--num-samples", "8"]
+    assert cli.main(argv) == 0
+    assert "parity on 8 inputs" in capsys.readouterr().out
+    ops = exporter.saved_model_op_counts(str(tmp_path / "out" / "saved_model"))
+    assert ops["Rsqrt"] == 0 and ops["Conv2D"] == 1
