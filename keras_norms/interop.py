@@ -145,12 +145,43 @@ def _assign_bias(layer, prefix, entry):
         core.bias.assign(entry["bias"])
 
 
-def load_torch_state_dict(model, state_dict):
-    """Load a PyTorch state_dict's linear weights into `model`'s linear layers, in order.
+def _pair_by_name(modules, layers):
+    """`modules` and `layers` paired by name: torch's `ups.0` is Keras' `ups_0`."""
+    by_name = {layer.name: layer for layer in layers}
+    pairs = [
+        (prefix, entry, by_name.pop(prefix.replace(".", "_"), None)) for prefix, entry in modules
+    ]
+    missing = [prefix for prefix, _, layer in pairs if layer is None]
+    if missing or by_name:
+        raise ValueError(
+            "load_torch_state_dict(by_name=True): torch modules without a Keras layer of the "
+            f"same name (dots as underscores): {missing[:6]}; Keras linear layers without a "
+            f"torch module: {sorted(by_name)[:6]}. Received: {len(modules)} modules, "
+            f"{len(layers)} layers"
+        )
+    return pairs
+
+
+def _pair_by_order(modules, layers):
+    if len(modules) != len(layers):
+        raise ValueError(
+            f"load_torch_state_dict: the state_dict has {len(modules)} modules with weights "
+            f"({', '.join(p for p, _ in modules[:6])}{', ...' if len(modules) > 6 else ''}), "
+            f"the model {len(layers)} linear layers. Received: {len(modules)} modules"
+        )
+    return [(prefix, entry, layer) for (prefix, entry), layer in zip(modules, layers)]
+
+
+def load_torch_state_dict(model, state_dict, by_name=False):
+    """Load a PyTorch state_dict's linear weights into `model`'s linear layers.
 
     The i-th torch module with a weight (in the state_dict's order) goes
     into the i-th linear layer of `model` (in `keras_norms.graph.iter_layers`
-    order): a `WeightNormalization` or a plain `Dense`, `Conv1D/2D/3D` or
+    order), or with `by_name=True` into the layer named as the module with
+    dots as underscores (torch's `resblocks.0.convs1.2` into Keras'
+    `resblocks_0_convs1_2`), for models whose layer order differs from
+    torch's attribute order (a functional graph lists its layers by
+    depth). Each linear layer is a `WeightNormalization` or a plain `Dense`, `Conv1D/2D/3D` or
     `Conv1D/2D/3DTranspose`, grouped ones included. Kernels are transposed
     from torch's layout to Keras' (see the module docstring); biases are
     copied. A weight-normalized torch module (either format) whose `dim`
@@ -170,12 +201,14 @@ def load_torch_state_dict(model, state_dict):
         state_dict: `torch.nn.Module.state_dict()`, or any mapping of the
             same keys to arrays. Entries that are not kernels or their
             biases (norm layers' scales, running statistics) are ignored.
+        by_name: pair modules and layers by name instead of by order.
 
     Returns:
         The list of `(torch module name, Keras layer)` pairs loaded.
 
     Raises:
-        ValueError: if the counts of linear layers differ, or a weight's
+        ValueError: if the counts of linear layers differ (by order), or
+            a module or a layer has no partner (by name), or a weight's
             shape or a bias's presence does not fit its Keras layer (naming
             both).
 
@@ -192,19 +225,14 @@ def load_torch_state_dict(model, state_dict):
     """
     modules = _torch_modules(state_dict)
     layers = _keras_linears(model)
-    if len(modules) != len(layers):
-        raise ValueError(
-            f"load_torch_state_dict: the state_dict has {len(modules)} modules with weights "
-            f"({', '.join(p for p, _ in modules[:6])}{', ...' if len(modules) > 6 else ''}), "
-            f"the model {len(layers)} linear layers. Received: {len(modules)} modules"
-        )
+    pairs = (_pair_by_name if by_name else _pair_by_order)(modules, layers)
     for layer in layers:
         if not layer.built:
             raise ValueError(
                 f"load_torch_state_dict expects a built model; {layer.name} is not built. "
                 "Received: an unbuilt layer (call the model once first)"
             )
-    for (prefix, entry), layer in zip(modules, layers):
+    for prefix, entry, layer in pairs:
         _assign_kernel(layer, prefix, entry)
         _assign_bias(layer, prefix, entry)
-    return [(prefix, layer) for (prefix, _), layer in zip(modules, layers)]
+    return [(prefix, layer) for prefix, _, layer in pairs]

@@ -186,26 +186,6 @@ def _weight_normalized(model):
     return [layer for layer in iter_layers(model) if isinstance(layer, WeightNormalization)]
 
 
-def _in_keras_order(state_dict, model):
-    """`state_dict`'s entries reordered as the Keras model's weight-normalized layers.
-
-    `load_torch_state_dict` pairs modules and layers by position. A
-    functional model lists its layers by depth in the graph (each resblock
-    after the upsampler it follows, the convolutions of the three parallel
-    resblocks interleaved), torch's state_dict by attribute (every upsampler,
-    then every resblock, each with its `convs1` before its `convs2`), so a
-    client maps modules to layers by name.
-    """
-    modules = {}
-    for key, value in state_dict.items():
-        modules.setdefault(key.rsplit(".", 1)[0].replace(".", "_"), {})[key] = value
-    ordered = {}
-    for layer in _weight_normalized(model):
-        ordered.update(modules.pop(layer.name))
-    assert not modules, f"torch modules without a Keras layer: {sorted(modules)}"
-    return ordered
-
-
 def _random_g(rng, shape, layer):
     """Norms `g` away from `||v||`, so that outputs depend on both g and v.
 
@@ -259,10 +239,11 @@ def test_torch_hifigan_weights_give_the_torch_waveform():
     assert np.max(np.abs(unloaded - expected)) > 1e-2
 
     state_dict = generator.state_dict()
-    # The torch order, by position, does not fit (an upsampler meets a resblock conv).
+    # The torch order, by position, does not fit (an upsampler meets a resblock conv):
+    # a functional graph lists its layers by depth. By name, it does.
     with pytest.raises(ValueError, match=r"'ups\.1' of shape \(16, 8, 16\) does not fit"):
         load_torch_state_dict(model, state_dict)
-    loaded = load_torch_state_dict(model, _in_keras_order(state_dict, model))
+    loaded = load_torch_state_dict(model, state_dict, by_name=True)
     assert len(loaded) == NUM_CONV1D + NUM_CONV1D_TRANSPOSE
     assert all(torch_name.replace(".", "_") == layer.name for torch_name, layer in loaded)
 

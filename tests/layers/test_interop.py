@@ -107,3 +107,17 @@ def test_layers_inside_our_normalizations_are_not_torch_targets():
     loaded = load_torch_state_dict(model, state)
     assert [(name, layer.name) for name, layer in loaded] == [("conv", "conv"), ("fc", "fc")]
     np.testing.assert_allclose(numpy(model.get_layer("fc").kernel), state["fc.weight"].T, 1e-6)
+
+
+def test_by_name_pairs_modules_and_layers_whatever_their_order():
+    net = _TorchNet()
+    model = _keras_net()
+    reversed_state = dict(reversed(list(net.state_dict().items())))
+    loaded = load_torch_state_dict(model, reversed_state, by_name=True)
+    assert sorted(name for name, _ in loaded) == ["head", "post", "pre", "up"]
+    assert all(name == layer.name for name, layer in loaded)
+    renamed = {k.replace("post.", "tail."): v for k, v in net.state_dict().items()}
+    with pytest.raises(
+        ValueError, match=r"without a Keras layer.*\['tail'\].*torch module: \['post'\]"
+    ):
+        load_torch_state_dict(model, renamed, by_name=True)
