@@ -336,8 +336,10 @@ class WeightNormalization(keras.layers.Wrapper):
     def effective_kernel(self, name=None):
         """The kernel `g * v / ||v||` of kernel `name` (the output kernel's by default), float32."""
         name = self._output_kernel if name is None else name
-        kernel = self.direction(name)
-        return kernel * ops.reshape(self._scale(name), ops.shape(self._squared_norm(name)))
+        squared = self._squared_norm(name)
+        # The factor g/||v|| on the small per-feature tensor, then one product with v.
+        factor = ops.reshape(self._scale(name), ops.shape(squared)) * ops.rsqrt(squared)
+        return ops.cast(self._kernels[name], "float32") * factor
 
     @property
     def kernel(self):
