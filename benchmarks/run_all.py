@@ -10,6 +10,10 @@
    the same random batches, as a ratio to the builder's `bn` variant.
 3. Export: batch-1 latency of each folded TFLite file (`ai_edge_litert`) as
    a ratio to the Keras model, and to the same builder's `none` export.
+4. Weight normalization per backend (`weight_norm_backends.py`, about 4.5
+   minutes, in processes of their own): WN's training step as a ratio to the
+   same unwrapped Dense, dilated Conv1D stack, Conv2D and LSTM on TensorFlow,
+   JAX and torch, and on torch against native PyTorch weight norm.
 
 Times are medians over alternating rounds, so every variant sees the same
 machine load. Goals (CPU): weight normalization <= 1.05x Conv2D, mean-only
@@ -24,6 +28,7 @@ import tempfile
 
 import keras
 import numpy as np
+import weight_norm_backends
 
 from keras_norms import layers as kn
 from keras_norms.export.exporter import convert_tflite, export_saved_model
@@ -182,6 +187,12 @@ def main(argv=None):
     )
     parser.add_argument("--builders", default=",".join(sorted(BUILDERS)), help="comma-separated")
     parser.add_argument("--json", default=None, help="also write the report here")
+    parser.add_argument(
+        "--wn-backends",
+        default="tensorflow,jax,torch",
+        help="backends of the weight-normalization benchmark (comma-separated, empty: none)",
+    )
+    parser.add_argument("--wn-quick", action="store_true", help="its tiny shapes (tests)")
     args = parser.parse_args(argv)
     keras.utils.set_random_seed(0)
     layers = layer_table(args.rounds, args.steps)
@@ -217,6 +228,10 @@ def main(argv=None):
         ["builder", "norm", "tflite_ms", "tflite_vs_keras", "tflite_vs_none_export"],
     )
     report = {"machine": machine, "layers": layers, "builders": builders, "exports": exports}
+    if args.wn_backends:
+        print("\nWeight normalization per backend")
+        wn_argv = ["--backends", args.wn_backends] + (["--quick"] if args.wn_quick else [])
+        report["weight_norm_backends"] = weight_norm_backends.main(wn_argv)
     if args.json:
         with open(args.json, "w") as f:
             json.dump(report, f, indent=2)

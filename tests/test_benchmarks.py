@@ -66,6 +66,7 @@ def test_normalized_conv_benchmark_runs(capsys):
 
 def test_run_all_ratios_are_quotients_of_its_measurements(capsys):
     argv = ["--rounds", "1", "--steps", "1", "--repeats", "1", "--builders", "convpool_cnn_c"]
+    argv += ["--wn-backends", "jax", "--wn-quick"]
     module = _load("run_all")
     report = module.main(argv)
     layers = {row["layer"]: row for row in report["layers"]}
@@ -88,3 +89,38 @@ def test_run_all_ratios_are_quotients_of_its_measurements(capsys):
         expected = row["tflite_ms"] / exports["none"]["tflite_ms"]
         assert row["tflite_vs_none_export"] == pytest.approx(expected)
     assert "Export: batch-1 TFLite latency" in capsys.readouterr().out
+    assert {row["backend"] for row in report["weight_norm_backends"]} == {"jax"}
+    for row in report["weight_norm_backends"]:
+        assert row["ratio"] == pytest.approx(row["variant_ms"] / row["baseline_ms"])
+
+
+def test_weight_norm_backends_ratios_are_quotients_of_its_printed_times(capsys):
+    import keras
+
+    module = _load("weight_norm_backends")
+    backend = keras.backend.backend()
+    rows = module.main(["--quick", "--backends", backend])
+    assert {row["layer"] for row in rows} == set(module.LAYERS)
+    printed = {}
+    for line in capsys.readouterr().out.splitlines():
+        cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
+        if cells[0] != backend:
+            continue
+        if len(cells) == len(module.MAIN_COLUMNS):  # backend, layer, plain, wn, ratio, iqr
+            key, times = (cells[1], "wn", "plain"), cells[2:]
+        else:  # backend, layer, variant, baseline, baseline ms, variant ms, ratio, iqr
+            key, times = tuple(cells[1:4]), cells[4:]
+        baseline_ms, variant_ms, ratio = (float(cell) for cell in times[:3])
+        low, high = (float(q) for q in times[3].split("-"))
+        printed[key] = baseline_ms, variant_ms, ratio, low, high
+    assert set(printed) == {(r["layer"], r["variant"], r["baseline"]) for r in rows}
+    for row in rows:
+        baseline_ms, variant_ms, ratio, low, high = printed[
+            row["layer"], row["variant"], row["baseline"]
+        ]
+        assert math.isfinite(row["ratio"]) and row["ratio"] > 0 and low <= high
+        assert row["ratio"] == pytest.approx(row["variant_ms"] / row["baseline_ms"])
+        assert ratio == pytest.approx(row["ratio"], abs=5e-4)
+        # The printed times are rounded to 0.0005 ms.
+        rounding = 5e-4 / variant_ms + 5e-4 / baseline_ms + 5e-4 / ratio
+        assert ratio == pytest.approx(variant_ms / baseline_ms, rel=rounding + 1e-6)
