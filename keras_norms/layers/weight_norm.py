@@ -50,7 +50,7 @@ def _check_wrappable(layer, kernel_names):
             "its kernel variables with kernel_names=(...). "
             f"Received: layer={layer.name} of type {type(layer).__name__}"
         )
-    if hasattr(layer, "state_size") and not isinstance(layer, keras.layers.RNN):
+    if is_recurrent(layer) and not isinstance(layer, keras.layers.RNN):  # a cell
         if getattr(layer, "dropout", 0) or getattr(layer, "recurrent_dropout", 0):
             raise ValueError(
                 "WeightNormalization cannot wrap a recurrent cell with dropout (the RNN "
@@ -308,11 +308,12 @@ class WeightNormalization(keras.layers.Wrapper):
         a traced function (a lazily built model) must not leak a tensor
         into the variable's initializer.
         """
-        norm = ops.reshape(ops.sqrt(self._squared_norm(name)), shape)
+        v = ops.cast(self._kernels[name], "float32")
+        norm = ops.reshape(ops.sqrt(self._squared_norm(v, name)), shape)
         return ops.cast(ops.log(norm) if self.log_scale else norm, dtype)
 
-    def _squared_norm(self, name):
-        v = ops.cast(self._kernels[name], "float32")
+    def _squared_norm(self, v, name):
+        """`||v||^2` of kernel `name`'s value `v` over its norm axes, floored, kept dims."""
         squared = ops.sum(ops.square(v), axis=self._norm_axes[name], keepdims=True)
         return ops.maximum(squared, _SQUARED_NORM_FLOOR)
 
@@ -321,8 +322,7 @@ class WeightNormalization(keras.layers.Wrapper):
 
         Float32, the kernel's shape.
         """
-        name = self._output_kernel if name is None else name
-        return ops.cast(self._kernels[name], "float32") * ops.rsqrt(self._squared_norm(name))
+        return self._normalized(self._output_kernel if name is None else name)
 
     def _scale(self, name):
         g = self.scales[name]
@@ -336,10 +336,20 @@ class WeightNormalization(keras.layers.Wrapper):
     def effective_kernel(self, name=None):
         """The kernel `g * v / ||v||` of kernel `name` (the output kernel's by default), float32."""
         name = self._output_kernel if name is None else name
-        squared = self._squared_norm(name)
-        # The factor g/||v|| on the small per-feature tensor, then one product with v.
-        factor = ops.reshape(self._scale(name), ops.shape(squared)) * ops.rsqrt(squared)
-        return ops.cast(self._kernels[name], "float32") * factor
+        return self._normalized(name, self._scale(name))
+
+    def _normalized(self, name, scale=None):
+        """`scale * v / ||v||` of kernel `name` (`v / ||v||` without `scale`), float32.
+
+        `v` is read once; the factor `scale / ||v||` is formed on the small
+        per-feature tensor, then multiplies `v` once.
+        """
+        v = ops.cast(self._kernels[name], "float32")
+        squared = self._squared_norm(v, name)
+        factor = ops.rsqrt(squared)
+        if scale is not None:
+            factor = ops.reshape(scale, ops.shape(squared)) * factor
+        return v * factor
 
     @property
     def kernel(self):
@@ -380,8 +390,12 @@ class WeightNormalization(keras.layers.Wrapper):
         Float32; the narrow path of data-dependent initialization. The
         wrapped layer's `activation` is set to `None` for this one call.
         """
-        values = self._effective_kernels()
-        values[id(self._kernels[self._output_kernel])] = self.direction()
+        values = {
+            id(v): self.direction(name)
+            if name == self._output_kernel
+            else self.effective_kernel(name)
+            for name, v in self._kernels.items()
+        }
         bias = self._bias()
         if bias is not None:
             values[id(bias)] = ops.zeros(bias.shape, bias.dtype)
