@@ -103,10 +103,10 @@ Notes:
     `fit`. After training, each output feature's weights have norm g and the
     model computes `x . w + b` (numpy).
 
-Beyond tfa, for the layer types of the planned API (EinsumDense, Conv1D/3D,
+Beyond tfa, for the other layer types WeightNormalization wraps (EinsumDense, Conv1D/3D,
 Conv2DTranspose, DepthwiseConv1D/2D, SeparableConv1D/2D, Embedding, GRU and
 `keras.layers.RNN` of SimpleRNN/LSTM/GRU cells) and the RNN rules above:
-`test_planned_*`, `test_scales_*`, `test_rnn_*` and `test_axis_defaults_to_output`.
+`test_beyond_tfa_*`, `test_scales_*`, `test_rnn_*` and `test_axis_defaults_to_output`.
 """
 
 import os
@@ -132,11 +132,16 @@ def _is_recurrent(layer):
     return isinstance(layer, RECURRENT)
 
 
-def _scales(wn):
-    """Kernel variable name -> g (`scales`, planned; the committed API has only `g`)."""
-    if hasattr(wn, "scales"):
-        return dict(wn.scales)
-    return {"kernel": wn.g}
+def _wrapped_unless_refused(inner, data_init):
+    """`WeightNormalization(inner, data_init)`, or None after checking that it is refused.
+
+    tfa allowed (and warned about) data init for RNNs; we refuse it.
+    """
+    if _is_recurrent(inner) and data_init:
+        with pytest.raises(ValueError, match="data_init"):
+            WeightNormalization(inner, data_init=data_init)
+        return None
+    return WeightNormalization(inner, data_init=data_init)
 
 
 def _kernel_variable(wn, name):
@@ -176,7 +181,7 @@ def _norms(v, output_axes):
 
 def _assert_g_is_norm_of_v(wn):
     """Before any data init, each g holds `||v||` per output feature."""
-    scales = _scales(wn)
+    scales = wn.scales
     assert scales, "no scale variables"
     for name, g in scales.items():
         output_axes = _output_axes(wn.layer, name)
@@ -188,7 +193,7 @@ def _assert_g_is_norm_of_v(wn):
 
 def _scale_every_g(wn, rng):
     """Multiply each g by factors in [0.4, 0.625] or [1.6, 2.5], so that g matters."""
-    for g in _scales(wn).values():
+    for g in wn.scales.values():
         factors = rng.choice([0.5, 2.0], size=g.shape) * rng.uniform(0.8, 1.25, size=g.shape)
         g.assign(numpy(g) * factors.astype("float32"))
 
@@ -338,7 +343,7 @@ def test_serialization(make_inner, input_shape):
     x = np.random.default_rng(1).normal(size=(2,) + input_shape).astype("float32")
     wn(x)
     revived(x)
-    assert set(_scales(revived)) == set(_scales(wn))
+    assert set(revived.scales) == set(wn.scales)
     revived.set_weights(wn.get_weights())
     assert_allclose(revived(x), wn(x), rtol=1e-6, atol=1e-6)
 
@@ -358,12 +363,9 @@ def test_serialization(make_inner, input_shape):
 )
 def test_model_build(make_inner, input_shape, data_shape, data_init):
     inner = make_inner()
-    if _is_recurrent(inner) and data_init:
-        # tfa allowed (and warned about) data init for RNNs; we refuse it.
-        with pytest.raises(ValueError, match="data_init"):
-            WeightNormalization(inner, data_init=data_init)
+    wn = _wrapped_unless_refused(inner, data_init)
+    if wn is None:
         return
-    wn = WeightNormalization(inner, data_init=data_init)
     model = keras.Sequential([keras.Input(shape=input_shape), wn])
     model.build()
     assert wn.built and inner.built
@@ -430,11 +432,9 @@ def test_forward_pass(make_inner, input_shape):
 def test_removal(make_inner, input_shape, data_init):
     sample_data = np.ones((1,) + input_shape, dtype="float32")
     inner = make_inner()
-    if _is_recurrent(inner) and data_init:
-        with pytest.raises(ValueError, match="data_init"):
-            WeightNormalization(inner, data_init=data_init)
+    wn = _wrapped_unless_refused(inner, data_init)
+    if wn is None:
         return
-    wn = WeightNormalization(inner, data_init=data_init)
     model = keras.Sequential([keras.Input(shape=input_shape), wn])
     if data_init:
         # tfa's init batch (one example of ones) has zero variance: tfa set g = 1e5.
@@ -537,9 +537,9 @@ def test_with_rnn():
     assert_allclose(y, dense(base_output), rtol=1e-5, atol=1e-6)
 
 
-# Planned API beyond tfa: more layer types, scales, RNN rules, axis ---------------------------
+# Beyond tfa: more layer types, scales, RNN rules, axis -------------------------------------
 
-PLANNED_CASES = [
+BEYOND_TFA_CASES = [
     pytest.param(
         lambda: keras.layers.EinsumDense("ab,bc->ac", output_shape=3, bias_axes="c"),
         (5,),
@@ -569,9 +569,9 @@ PLANNED_CASES = [
 
 # The layers with a kernel but no data-dependent init rule of their own are left out:
 # recurrent layers (refused) and Embedding (no bias, no pre-activation).
-PLANNED_DATA_INIT_CASES = [
+BEYOND_TFA_DATA_INIT_CASES = [
     case
-    for case in PLANNED_CASES
+    for case in BEYOND_TFA_CASES
     if case.id
     in {
         "EinsumDense",
@@ -586,17 +586,17 @@ PLANNED_DATA_INIT_CASES = [
 ]
 
 
-def _planned_inputs(make_inner, input_shape, n, seed):
+def _beyond_tfa_inputs(make_inner, input_shape, n, seed):
     rng = np.random.default_rng(seed)
     if isinstance(make_inner(), keras.layers.Embedding):
         return rng.integers(0, 10, size=(n,) + input_shape).astype("int32")
     return (1.0 + 2.0 * rng.normal(size=(n,) + input_shape)).astype("float32")
 
 
-@pytest.mark.parametrize("make_inner, input_shape", PLANNED_CASES)
-def test_planned_forward_pass(make_inner, input_shape):
+@pytest.mark.parametrize("make_inner, input_shape", BEYOND_TFA_CASES)
+def test_beyond_tfa_forward_pass(make_inner, input_shape):
     """As test_forward_pass: wrapping with data_init=False leaves the output unchanged."""
-    x = _planned_inputs(make_inner, input_shape, 3, seed=8)
+    x = _beyond_tfa_inputs(make_inner, input_shape, 3, seed=8)
     inner = make_inner()
     base_output = numpy(inner(x))
     wn = WeightNormalization(inner, data_init=False)
@@ -604,10 +604,10 @@ def test_planned_forward_pass(make_inner, input_shape):
     _assert_g_is_norm_of_v(wn)
 
 
-@pytest.mark.parametrize("make_inner, input_shape", PLANNED_CASES)
-def test_planned_removal(make_inner, input_shape):
+@pytest.mark.parametrize("make_inner, input_shape", BEYOND_TFA_CASES)
+def test_beyond_tfa_removal(make_inner, input_shape):
     """As test_removal, with every g moved away from ||v|| so that it shows in the output."""
-    x = _planned_inputs(make_inner, input_shape, 3, seed=9)
+    x = _beyond_tfa_inputs(make_inner, input_shape, 3, seed=9)
     inner = make_inner()
     base_output = numpy(inner(x))
     wn = WeightNormalization(inner, data_init=False)
@@ -622,10 +622,10 @@ def test_planned_removal(make_inner, input_shape):
     assert_allclose(removed(x), wn_output, rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize("make_inner, input_shape", PLANNED_DATA_INIT_CASES)
-def test_planned_data_init_standardizes_the_output(make_inner, input_shape):
+@pytest.mark.parametrize("make_inner, input_shape", BEYOND_TFA_DATA_INIT_CASES)
+def test_beyond_tfa_data_init_standardizes_the_output(make_inner, input_shape):
     """Paper section 3: after init, each output feature has mean 0 and std 1 on x_init."""
-    x = _planned_inputs(make_inner, input_shape, 16, seed=11)
+    x = _beyond_tfa_inputs(make_inner, input_shape, 16, seed=11)
     wn = WeightNormalization(make_inner())
     model = keras.Sequential([keras.Input(shape=input_shape), wn])
     assert data_dependent_init(model, x) == [wn]
@@ -635,24 +635,17 @@ def test_planned_data_init_standardizes_the_output(make_inner, input_shape):
     assert_allclose(t.std(axis=axes), 1.0, rtol=1e-4)
 
 
-def test_planned_data_init_with_an_embedding_in_the_model():
-    """With its default data_init, a weight-normalized Embedding does not break the init.
+def test_beyond_tfa_data_init_with_an_embedding_in_the_model():
+    """A weight-normalized Embedding is data-initialized by default, like a Dense.
 
-    Whether data init is defined for an Embedding is the implementation's
-    choice: if its `data_init` defaults to True, each embedding feature gets
-    std 1 over the looked-up init batch (it has no bias to center it);
-    else it is skipped.
+    Each embedding feature gets std 1 over the looked-up init batch (it has
+    no bias to center it).
     """
     x = np.random.default_rng(12).integers(0, 10, size=(16, 6)).astype("int32")
     wn = WeightNormalization(keras.layers.Embedding(10, 4))
     model = keras.Sequential([keras.Input(shape=(6,), dtype="int32"), wn])
-    before = numpy(model(x))
-    initialized = data_dependent_init(model, x)
-    if not wn.data_init:
-        assert initialized == []
-        assert_array_equal(model(x), before)
-        return
-    assert initialized == [wn]
+    assert wn.data_init is True
+    assert data_dependent_init(model, x) == [wn]
     assert_allclose(numpy(model(x), "float64").std(axis=(0, 1)), 1.0, rtol=1e-4)
 
 
