@@ -11,6 +11,9 @@ from keras_norms.activation_moments import activation_moments, jacobian_factor
 from keras_norms.data_init import data_dependent_init
 from keras_norms.folding import fold
 from keras_norms.norms import create_norm_layer, get_norm_layer
+from keras_norms.tensorflow_workaround import disable_dependency_optimization
+
+disable_dependency_optimization()
 
 __version__ = "0.1.0"
 

@@ -11,14 +11,8 @@ convolution, per kernel position as wav2vec2's `dim=2`, per token).
 Gradients on the Keras side come from one `train_on_batch` step of plain SGD
 with learning rate 1 on the loss `mean_n sum(output * r)`: each variable moves
 by minus its gradient, on any backend. Runs wherever torch is installed
-(.ci/run installs it). On TensorFlow the step runs eagerly: in a compiled
-(tf.function, non-XLA) step, TF 2.21 with Keras 3.15 computes some gradients
-from variables that the same step's `optimizer.apply_gradients` has already
-updated, in about 1 step in 6 on this 2-core machine. That was reproduced
-without keras-norms and without torch (two plain `ops.matmul` layers and Keras'
-SGD: 3 to 6 wrong steps of 24), while eager, XLA, and `update_step` or
-`assign_sub` called directly are exact; it was first taken for a TensorFlow-
-and-torch interaction.
+(.ci/run installs it). On TensorFlow the step is compiled, as `fit`'s is; it
+caught the stale gradients that `keras_norms.tensorflow_workaround` avoids.
 """
 
 import keras
@@ -29,8 +23,6 @@ from keras_norms.layers import WeightNormalization
 from tests.layer_test_helper import numpy
 
 torch = pytest.importorskip("torch")
-# See the module docstring: TensorFlow's compiled step races with its optimizer update.
-RUN_EAGERLY = keras.backend.backend() == "tensorflow"
 
 BATCH = 4
 
@@ -347,7 +339,6 @@ def test_forward_and_gradients_match_torch_weight_norm(case_name):
     model.compile(
         optimizer=keras.optimizers.SGD(learning_rate=1.0),
         loss=_product_loss,
-        run_eagerly=RUN_EAGERLY,
     )
     model.train_on_batch(x, r.astype("float32"))
     # SGD with learning rate 1: each variable moved by minus its gradient.
