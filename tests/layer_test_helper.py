@@ -1,6 +1,7 @@
 """A layer-test helper modelled on Keras' `run_layer_test`, public API only."""
 
 import copy
+import inspect
 import os
 
 import keras
@@ -160,3 +161,51 @@ def numpy_conv2d_valid(x, kernel):
     kh, kw = kernel.shape[:2]
     patches = np.lib.stride_tricks.sliding_window_view(x, (kh, kw), axis=(1, 2))
     return np.einsum("nhwcij,ijcf->nhwf", patches, kernel)
+
+
+def input_and_variable_gradients(layer, x, training=True):
+    """`(output, d loss / d x, [d loss / d v for v in trainable variables])`, numpy.
+
+    `loss = sum(sin(layer(x)))` (the sine keeps the gradient of a normalized
+    output from summing to zero), on the current backend's own autodiff:
+    `tf.GradientTape`, `jax.grad` of `stateless_call`, or torch's
+    `backward`. `layer` must be built.
+    """
+    backend = keras.backend.backend()
+    variables = layer.trainable_variables
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        x = tf.constant(x)
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            y = layer(x, training=training)
+            loss = tf.reduce_sum(tf.sin(tf.cast(y, "float32")))
+        grads = tape.gradient(loss, [x] + variables)
+    elif backend == "jax":
+        import jax
+
+        non_trainable = [v.value for v in layer.non_trainable_variables]
+        # stateless_call runs `call` itself, which may take no `training`.
+        takes_training = "training" in inspect.signature(layer.call).parameters
+        kwargs = {"training": training} if takes_training else {}
+
+        def loss_and_output(values, inputs):
+            y, _ = layer.stateless_call(values, non_trainable, inputs, **kwargs)
+            return jax.numpy.sum(jax.numpy.sin(y.astype("float32"))), y
+
+        (_, y), (value_grads, x_grad) = jax.value_and_grad(
+            loss_and_output, argnums=(0, 1), has_aux=True
+        )([v.value for v in variables], x)
+        grads = [x_grad] + list(value_grads)
+    else:
+        import torch
+
+        x = torch.tensor(x, requires_grad=True)
+        for v in variables:
+            v.value.grad = None
+        y = layer(x, training=training)
+        torch.sin(y.float()).sum().backward()
+        grads = [x.grad] + [v.value.grad for v in variables]
+    grads = [None if g is None else numpy(g) for g in grads]
+    return numpy(y), grads[0], grads[1:]

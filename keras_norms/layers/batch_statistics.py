@@ -14,10 +14,13 @@ import keras
 import numpy as np
 from keras import ops
 
+from keras_norms.layers.arguments import check_bool, check_epsilon, check_momentum
 from keras_norms.layers.precision import Float32Variables
 
 # Keras BatchNormalization's default epsilon.
 _DEFAULT_EPSILON = 1e-3
+# `epsilon` not given: the default for layers that divide, none for mean-only ones.
+_NO_EPSILON = object()
 
 
 def batch_mean(x, axis, synchronized, keepdims=False):
@@ -26,10 +29,15 @@ def batch_mean(x, axis, synchronized, keepdims=False):
     `synchronized=True` uses `keras.ops.moments(..., synchronized=True)`,
     which sums and counts across the replicas of the current
     `tf.distribute` replica context (and is a plain mean outside one).
+    Otherwise the sum over the count, taken as at least 1: an empty batch
+    gives 0, not NaN, so that a training step on it has zero gradients
+    rather than NaN ones (a NaN statistic times a zero gradient is NaN).
     """
     if synchronized:
         return ops.moments(x, axes=axis, keepdims=keepdims, synchronized=True)[0]
-    return ops.mean(x, axis=axis, keepdims=keepdims)
+    axes = axis if isinstance(axis, (list, tuple)) else (axis,)
+    count = math.prod(ops.shape(x)[a] for a in axes)  # traced if the batch size is
+    return ops.divide(ops.sum(x, axis=axis, keepdims=keepdims), ops.maximum(count, 1))
 
 
 def add_moving_statistic(layer, name, size, initializer):
@@ -44,9 +52,19 @@ def add_moving_statistic(layer, name, size, initializer):
     )
 
 
-def update_moving_average(variable, value, momentum):
-    """`variable = momentum * variable + (1 - momentum) * value`, as Keras BN does."""
-    variable.assign(momentum * variable + (1.0 - momentum) * value)
+def update_moving_average(variable, value, momentum, batch_size):
+    """`variable = momentum * variable + (1 - momentum) * value`, as Keras BN does.
+
+    Only for a non-empty batch: with `batch_size` 0 there are no statistics
+    (`value` is 0 from `batch_mean`, or NaN from a plain mean), and the
+    variable keeps its value exactly (Keras BN's becomes NaN for good).
+    `batch_size` may be a traced size (`tf.function` with an unknown batch),
+    so the choice is `ops.where`, not a Python `if`; a replica with an empty
+    shard keeps its value, which mean aggregation averages with the others'.
+    """
+    current = variable.value
+    updated = momentum * current + (1.0 - momentum) * value
+    variable.assign(ops.where(ops.greater(batch_size, 0), updated, current))
 
 
 def check_image_axis(layer, axis):
@@ -100,7 +118,11 @@ class BatchStatisticsNormalization(Float32Variables, keras.layers.Layer):
     `normalize(x, mean, variance)`:
     `y = (x - mean) / sqrt(variance + epsilon) * gamma + beta` along the
     channel axis `axis`, each factor present only if the layer has it
-    (`gamma`, `beta` and `variance` may be `None`). At inference the running
+    (`gamma`, `beta` and `variance` may be `None`). An empty batch (`N = 0`)
+    gives the empty output, leaves the running averages exactly as they
+    were, traced or not, and gives zero gradients (Keras
+    `BatchNormalization` makes its running averages and weights NaN for
+    good). At inference the running
     averages take the place of the batch statistics, and the layer is the
     per-channel affine map that `inference_affine()` returns.
 
@@ -118,7 +140,7 @@ class BatchStatisticsNormalization(Float32Variables, keras.layers.Layer):
 
     Args:
         axis: integer, the channel axis (the one that is not reduced).
-        momentum: float in [0, 1], the running averages' momentum.
+        momentum: float in [0, 1), the running averages' momentum.
         epsilon: positive finite float added to the variance. Defaults to
             1e-3; mean-only layers take none.
         synchronized: if `True` (TensorFlow backend only), batch statistics
@@ -127,11 +149,12 @@ class BatchStatisticsNormalization(Float32Variables, keras.layers.Layer):
 
     Raises:
         ValueError: if `axis` is not an integer, `momentum` is not in
-            [0, 1], `epsilon` is not positive and finite,
+            [0, 1), `epsilon` is not positive and finite,
             `synchronized=True` off the TensorFlow backend; at build time,
             for an input without the axis or with an unknown size on it.
-        TypeError: if `synchronized` is not a bool, or an `epsilon` is given
-            to a mean-only layer.
+        TypeError: if `momentum` or `epsilon` is not a number (a string,
+            `None`, a bool), `synchronized` is not a bool, or an `epsilon`
+            is given to a mean-only layer.
 
     Call arguments:
         inputs: a float tensor of rank >= 2 whose size along `axis` is known.
@@ -163,27 +186,24 @@ class BatchStatisticsNormalization(Float32Variables, keras.layers.Layer):
     # Mean-only layers (no variance, no epsilon) set this to False.
     normalizes_variance = True
 
-    def __init__(self, axis=-1, momentum=0.99, epsilon=None, synchronized=False, **kwargs):
+    def __init__(self, axis=-1, momentum=0.99, epsilon=_NO_EPSILON, synchronized=False, **kwargs):
         super().__init__(**kwargs)
         name = type(self).__name__
         if not isinstance(axis, int) or isinstance(axis, bool):
             raise ValueError(f"{name} expects `axis` to be an integer. Received: axis={axis!r}")
         self.axis = axis
-        self.momentum = self._check_momentum(momentum)
+        self.momentum = check_momentum(self, momentum)
         if self.normalizes_variance:
-            self.epsilon = self._check_epsilon(_DEFAULT_EPSILON if epsilon is None else epsilon)
-        elif epsilon is not None:
+            given = epsilon is not _NO_EPSILON
+            self.epsilon = check_epsilon(self, epsilon if given else _DEFAULT_EPSILON)
+        elif epsilon is not _NO_EPSILON:
             raise TypeError(
                 f"{name} takes no `epsilon` (it divides by no deviation). "
                 f"Received: epsilon={epsilon}"
             )
         else:
             self.epsilon = None
-        if not isinstance(synchronized, bool):
-            raise TypeError(
-                f"{name} expects `synchronized` to be a bool. "
-                f"Received: synchronized={synchronized!r}"
-            )
+        synchronized = check_bool(self, "synchronized", synchronized)
         if synchronized and keras.backend.backend() != "tensorflow":
             raise ValueError(
                 f"{name}: synchronized=True is only supported with the TensorFlow backend "
@@ -196,29 +216,6 @@ class BatchStatisticsNormalization(Float32Variables, keras.layers.Layer):
         self.beta = None
         self.moving_mean = None
         self.moving_variance = None
-
-    def _check_momentum(self, momentum):
-        try:
-            value = float(momentum)
-        except (TypeError, ValueError):
-            value = math.nan
-        if not 0.0 <= value <= 1.0:
-            raise ValueError(
-                f"{type(self).__name__} expects `momentum` in [0, 1]. Received: momentum={momentum}"
-            )
-        return value
-
-    def _check_epsilon(self, epsilon):
-        try:
-            value = float(epsilon)
-        except (TypeError, ValueError):
-            value = math.nan
-        if not (value > 0.0 and math.isfinite(value)):
-            raise ValueError(
-                f"{type(self).__name__} expects a positive, finite `epsilon`. "
-                f"Received: epsilon={epsilon}"
-            )
-        return value
 
     def build(self, input_shape):
         rank = len(input_shape)
@@ -261,6 +258,11 @@ class BatchStatisticsNormalization(Float32Variables, keras.layers.Layer):
 
         `x` is float32; `mean`, `variance` are `(C,)` (`variance` `None` for
         a mean-only layer); `gamma` and `beta` enter if the layer has them.
+        The `(C,)` factors are combined first; the full-size work stays
+        `(x - mean) * scale (+ beta)` because a subclass's variance pass
+        computes the same `x - mean`, which TensorFlow's and XLA's
+        common-subexpression elimination share (`x * scale + shift` measured
+        ~1 % slower in training, and cancels to ~1e-3 at inputs near 1e4).
         """
         outputs = x - self._per_channel(mean)
         scale = None if variance is None else ops.rsqrt(variance + self.epsilon)
@@ -276,9 +278,10 @@ class BatchStatisticsNormalization(Float32Variables, keras.layers.Layer):
         x = ops.cast(inputs, "float32")
         if training and self.trainable:
             mean, variance = self.batch_statistics(x)
-            update_moving_average(self.moving_mean, mean, self.momentum)
+            batch_size = ops.shape(x)[0]
+            update_moving_average(self.moving_mean, mean, self.momentum, batch_size)
             if variance is not None:
-                update_moving_average(self.moving_variance, variance, self.momentum)
+                update_moving_average(self.moving_variance, variance, self.momentum, batch_size)
         else:
             mean, variance = self.moving_mean, self.moving_variance
         return ops.cast(self.normalize(x, mean, variance), self.compute_dtype)

@@ -3,6 +3,7 @@
 import keras
 from keras import ops
 
+from keras_norms.layers.arguments import check_bool, check_int_tuple
 from keras_norms.layers.batch_statistics import (
     BatchStatisticsNormalization,
     batch_mean,
@@ -12,7 +13,9 @@ from keras_norms.layers.precision import Float32Variables
 
 # Initial kernel entries are uniform in (1 +- _INIT_SPREAD) times their target.
 _INIT_SPREAD = 0.1
-_WEIGHT_FLOOR = 1e-30
+# Eq. 6's normalization divides by the weight sum, at least this fraction of
+# the sum the initial kernels give; below it the weights blend toward uniform.
+_MIN_WEIGHT_FRACTION = 1e-2
 
 
 def _smooth(size):
@@ -119,9 +122,10 @@ class DWCKNormalization(BatchStatisticsNormalization):
         **kwargs: base layer keyword arguments.
 
     Raises:
-        TypeError: if `synchronized` is not a bool.
+        TypeError: if `momentum` or `epsilon` is not a number, or `center`,
+            `scale`, `weighted_variance` or `synchronized` is not a bool.
         ValueError: for malformed `kernel_sizes`, an `axis` other than -1,
-            3, 1 or -3, a `momentum` outside [0, 1], a non-positive or
+            3, 1 or -3, a `momentum` outside [0, 1), a non-positive or
             infinite `epsilon`, or `synchronized=True` off TensorFlow; at
             build time, for an input that is not rank 4 with known `H`, `W`,
             `C`, or a stack whose kernels do not divide the map.
@@ -167,9 +171,9 @@ class DWCKNormalization(BatchStatisticsNormalization):
         check_image_axis(self, axis)
         self.kernel_sizes = None if kernel_sizes is None else _check_kernel_sizes(kernel_sizes)
         self._given_kernel_sizes = self.kernel_sizes
-        self.center = bool(center)
-        self.scale = bool(scale)
-        self.weighted_variance = bool(weighted_variance)
+        self.center = check_bool(self, "center", center)
+        self.scale = check_bool(self, "scale", scale)
+        self.weighted_variance = check_bool(self, "weighted_variance", weighted_variance)
 
     def build(self, input_shape):
         layout = "(N, H, W, C)" if self.axis in (-1, 3) else "(N, C, H, W)"
@@ -191,6 +195,8 @@ class DWCKNormalization(BatchStatisticsNormalization):
         for kh, kw in self.kernel_sizes:
             area *= kh * kw
         start = (1.0 / area) ** (1.0 / len(self.kernel_sizes))
+        # Initial entries multiply to about 1/area per position: sum H W / area.
+        self._min_weight_sum = _MIN_WEIGHT_FRACTION * height * width / area
         self.stack = [
             DepthwiseConv2D(
                 (kh, kw),
@@ -229,13 +235,12 @@ class DWCKNormalization(BatchStatisticsNormalization):
             h, w = h // kh, w // kw
         return h, w
 
-    def effective_weights(self):
-        """The weight map `p` of eq. 6-7: float32 `(H, W, C)`, each channel sums to 1.
+    def _path_products(self):
+        """Eq. 10-13 before eq. 6: float32 `(H, W, C)`, non-negative, unnormalized.
 
-        The stacked kernels' entries multiplied along each position's path
-        (eq. 10-13), tiled uniformly over the positions the stack leaves,
-        cropped to the unpadded map, and divided by their sum. The layout is
-        `(H, W, C)` whatever `axis` is.
+        The stacked kernels' entries multiplied along each position's path,
+        tiled uniformly over the positions the stack leaves and cropped to
+        the unpadded map.
         """
         weights = None
         for conv in self.stack:
@@ -250,12 +255,27 @@ class DWCKNormalization(BatchStatisticsNormalization):
                 (kh * h, kw * w, channels),
             )
         rows, cols = self._remaining
-        weights = ops.tile(weights, (rows, cols, 1))
         height, width = self._map_size
-        # A tiny floor keeps eq. 6 defined (uniform) if NonNeg clips a whole
-        # channel's kernel to zero.
-        weights = weights[:height, :width] + _WEIGHT_FLOOR
-        return weights / ops.sum(weights, axis=(0, 1), keepdims=True)
+        return ops.tile(weights, (rows, cols, 1))[:height, :width]
+
+    def effective_weights(self):
+        """The weight map `p` of eq. 6-7: float32 `(H, W, C)`, each channel sums to 1.
+
+        The path products `w` (eq. 10-13) divided by their sum `s`,
+        `p = w / s`, while `s` is at least `m`, 1 % of the sum the initial
+        kernels give (`H W / A` for kernels covering `A` positions). Below,
+        `p = w / m + (1 - s / m) / (H W)`: still non-negative with sum 1
+        (eq. 6), uniform when `NonNeg` has clipped a channel's kernels to
+        zero, and with a gradient bounded by about `2 / m`, where `w / s`'s
+        grows as `1 / s` (a one-kernel stack of zeros, plus a 1e-30 floor,
+        gave gradients of 1e27-1e29). The layout is `(H, W, C)` whatever
+        `axis` is.
+        """
+        weights = self._path_products()
+        total = ops.sum(weights, axis=(0, 1), keepdims=True)
+        divisor = ops.maximum(total, self._min_weight_sum)
+        height, width = self._map_size
+        return weights / divisor + (1.0 - total / divisor) / (height * width)
 
     def batch_statistics(self, x):
         """`(mu, var)` of eq. 7 and the simple (or eq. 8) variance, float32 `(C,)` each."""
@@ -283,12 +303,10 @@ class DWCKNormalization(BatchStatisticsNormalization):
 
 def _check_kernel_sizes(kernel_sizes):
     try:
-        sizes = [(k, k) if isinstance(k, int) else tuple(k) for k in kernel_sizes]
-    except TypeError:
+        sizes = [check_int_tuple("DWCKNormalization", "kernel_sizes", k, 2) for k in kernel_sizes]
+    except (TypeError, ValueError):
         sizes = None
-    if not sizes or not all(
-        len(s) == 2 and all(isinstance(v, int) and v > 0 for v in s) for s in sizes
-    ):
+    if not sizes:
         raise ValueError(
             "DWCKNormalization expects `kernel_sizes` as a non-empty list of "
             f"positive ints or (kh, kw) pairs. Received: kernel_sizes={kernel_sizes!r}"

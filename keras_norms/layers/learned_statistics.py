@@ -52,7 +52,8 @@ class LearnedStatisticsNormalization(BatchStatisticsNormalization):
     - In training the batch's `mu` and `sigma^2` are used and their running
       averages updated with `momentum`; inference (and the exported graph)
       uses the running averages: the per-channel affine map
-      `inference_affine()` returns.
+      `inference_affine()` returns. An empty batch changes nothing (see
+      `BatchStatisticsNormalization`).
 
     A per-example reading (instance statistics) was tried first and does not
     train in ALL-CNN-C: a per-example mean subtracted before the final 1x1
@@ -79,10 +80,11 @@ class LearnedStatisticsNormalization(BatchStatisticsNormalization):
 
     Raises:
         ValueError: for an unknown `network`, an `axis` other than -1, 3, 1
-            or -3, a `momentum` outside [0, 1], a non-positive or infinite
+            or -3, a `momentum` outside [0, 1), a non-positive or infinite
             `epsilon`, or `synchronized=True` off TensorFlow; at build time,
             for an input that is not rank 4 with a known C.
-        TypeError: if `synchronized` is not a bool.
+        TypeError: if `momentum` or `epsilon` is not a number, or
+            `synchronized` is not a bool.
 
     Call arguments:
         inputs: `(N, H, W, C)` float tensor (`(N, C, H, W)` with `axis=1`).
@@ -155,7 +157,14 @@ class LearnedStatisticsNormalization(BatchStatisticsNormalization):
         return network
 
     def _apply(self, network, signal):
-        return ops.squeeze(network(ops.expand_dims(signal, -1)), -1)
+        """`network` on each row of the float32 `(N, C)` `signal`, read as a length-C signal.
+
+        A zero row is appended and dropped again, so that an empty batch never
+        reaches a convolution (TensorFlow's oneDNN one mis-shapes it); without
+        biases the network maps it to zeros and touches no other row.
+        """
+        h = ops.expand_dims(ops.pad(signal, ((0, 1), (0, 0))), -1)
+        return network(h)[:-1, :, 0]
 
     def batch_statistics(self, x):
         """`(mu, sigma^2)`, float32 `(C,)` each, of a float32 batch `x`."""

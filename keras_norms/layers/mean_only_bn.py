@@ -2,6 +2,7 @@
 
 import keras
 
+from keras_norms.layers.arguments import check_bool
 from keras_norms.layers.batch_statistics import BatchStatisticsNormalization, batch_mean
 
 
@@ -27,7 +28,7 @@ class MeanOnlyBatchNormalization(BatchStatisticsNormalization):
     Args:
         axis: integer, the feature axis (the one that is not averaged).
             Defaults to `-1` (channels last).
-        momentum: float in [0, 1], the running mean's decay. Defaults to
+        momentum: float in [0, 1), the running mean's decay. Defaults to
             `0.9` (the paper's decay).
         center: if `True`, add the learned offset `beta`.
         beta_initializer: initializer for `beta`. Defaults to `"zeros"`.
@@ -44,9 +45,10 @@ class MeanOnlyBatchNormalization(BatchStatisticsNormalization):
 
     Raises:
         ValueError: if `axis` is not an integer, `momentum` is outside
-            [0, 1], `synchronized=True` off the TensorFlow backend; at build
+            [0, 1), `synchronized=True` off the TensorFlow backend; at build
             time, if the input has no such axis or an unknown size on it.
-        TypeError: if `synchronized` is not a bool.
+        TypeError: if `momentum` is not a number, or `center` or
+            `synchronized` is not a bool.
 
     Call arguments:
         inputs: a tensor of rank >= 2.
@@ -91,7 +93,7 @@ class MeanOnlyBatchNormalization(BatchStatisticsNormalization):
         **kwargs,
     ):
         super().__init__(axis=axis, momentum=momentum, synchronized=synchronized, **kwargs)
-        self.center = bool(center)
+        self.center = check_bool(self, "center", center)
         self.beta_initializer = keras.initializers.get(beta_initializer)
         self.moving_mean_initializer = keras.initializers.get(moving_mean_initializer)
         self.beta_regularizer = keras.regularizers.get(beta_regularizer)

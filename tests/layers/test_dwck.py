@@ -6,11 +6,22 @@ import pytest
 
 from keras_norms.layers import DWCKNormalization
 from keras_norms.layers.dwck import derive_kernel_sizes
-from tests.layer_test_helper import assert_allclose, numpy, run_layer_test
+from tests.layer_test_helper import (
+    assert_allclose,
+    input_and_variable_gradients,
+    numpy,
+    run_layer_test,
+)
 
 
 def _numpy_weights(kernels, height, width, padded, remaining):
     """Eq. 10-13 by mixed-radix digits: p_ij = prod_s K_s[i_s, j_s]; uniform, crop, normalize."""
+    weights = _numpy_products(kernels, height, width, padded)
+    return weights / weights.sum(axis=(0, 1))
+
+
+def _numpy_products(kernels, height, width, padded):
+    """The path products of eq. 10-13, tiled over the unreduced remainder and cropped."""
     channels = kernels[0].shape[2]
     weights = np.zeros(padded + (channels,))
     for i in range(padded[0]):
@@ -21,8 +32,7 @@ def _numpy_weights(kernels, height, width, padded, remaining):
                 product = product * kernel[ri % kh, rj % kw]
                 ri, rj = ri // kh, rj // kw
             weights[i, j] = product  # (ri, rj) indexes the unreduced remainder
-    weights = weights[:height, :width]
-    return weights / weights.sum(axis=(0, 1))
+    return weights[:height, :width]
 
 
 def _numpy_dwck(x, p, gamma, beta, epsilon, weighted):
@@ -157,6 +167,63 @@ def test_all_zero_kernels_give_the_arithmetic_mean():
     layer.stack[0].kernel.assign(np.zeros(layer.stack[0].kernel.shape))
     bn = keras.layers.BatchNormalization(center=False, scale=False)
     assert_allclose(layer(x, training=True), bn(x, training=True), atol=1e-5)
+
+
+def test_weights_below_the_floor_blend_toward_uniform():
+    """Path products summing to s < m (1 % of the initial sum, H W / A = 1 here).
+
+    Eq. 6 by the docstring's formula, `p = w / m + (1 - s / m) / (H W)`:
+    non-negative, summing to 1, a blend of `w / s` and the arithmetic mean.
+    """
+    rng = np.random.default_rng(6)
+    layer = DWCKNormalization(kernel_sizes=[(2, 2), (2, 2)])
+    layer.build((None, 4, 4, 3))
+    layer.stack[0].kernel.assign(rng.uniform(0.0, 1e-3, size=layer.stack[0].kernel.shape))
+    layer.stack[1].kernel.assign(rng.uniform(0.2, 0.6, size=layer.stack[1].kernel.shape))
+    kernels = [conv.kernel.numpy()[:, :, :, 0].astype("float64") for conv in layer.stack]
+    w = _numpy_products(kernels, 4, 4, (4, 4))
+    s, m = w.sum(axis=(0, 1)), 0.01
+    assert np.all(s < m)
+    expected = w / m + (1 - s / m) / 16
+    p = numpy(layer.effective_weights())
+    assert_allclose(p, expected, rtol=1e-5)
+    assert p.min() >= 0 and np.allclose(p.sum(axis=(0, 1)), 1.0, rtol=1e-6)
+
+
+@pytest.mark.parametrize("zeros", ["all", "half"])
+def test_zeroed_one_kernel_stack_has_bounded_gradients(zeros):
+    """A one-kernel stack (4x4 maps) whose entries `NonNeg` clipped to zero.
+
+    Eq. 6 divided by the entries' sum, so its gradient grew as 1 / sum: for
+    an all-zero kernel (plus a 1e-30 floor) 3e27, and one SGD step sent the
+    kernel to 3e26. Now eq. 6 still holds, the gradient stays bounded and
+    one SGD step leaves the kernel finite and small.
+    """
+    rng = np.random.default_rng(5)
+    x = (2.0 + rng.normal(size=(8, 4, 4, 3))).astype("float32")
+    layer = DWCKNormalization(kernel_sizes=[(4, 4)])
+    layer.build(x.shape)
+    kernel = layer.stack[0].kernel
+    entries = np.zeros(kernel.shape) if zeros == "all" else rng.uniform(0.0, 0.1, kernel.shape)
+    kernel.assign(np.where(rng.random(kernel.shape) < 0.5, 0.0, entries))
+    p = numpy(layer.effective_weights())
+    assert p.min() >= 0
+    assert_allclose(p.sum(axis=(0, 1)), 1.0, rtol=1e-6)
+    _, _, grads = input_and_variable_gradients(layer, x)
+    kernel_grad = grads[[v.path for v in layer.trainable_variables].index(kernel.path)]
+    # The helper's loss sums sin(y) over x.size outputs: per output, the bound.
+    assert np.all(np.isfinite(kernel_grad)) and np.abs(kernel_grad).max() / x.size < 1e3
+    model = keras.Sequential([keras.Input(x.shape[1:]), layer])
+    model.compile(keras.optimizers.SGD(0.1), "mse")
+    model.train_on_batch(x, rng.normal(size=x.shape))
+    assert np.all(np.isfinite(kernel.numpy())) and kernel.numpy().max() < 10
+
+
+@pytest.mark.parametrize("epsilon", [0.0, -1.0, float("nan")])
+def test_rejects_an_epsilon_that_is_not_positive(epsilon):
+    """`(x - mu) / sqrt(var + epsilon)` would divide by zero or take NaN: refused up front."""
+    with pytest.raises(ValueError, match=r"^DWCKNormalization .*`epsilon`.*Received: epsilon="):
+        DWCKNormalization(epsilon=epsilon)
 
 
 def test_layer_test_helper(tmp_path):

@@ -107,7 +107,7 @@ def test_layer_test_helper(tmp_path):
     [
         (dict(axis="channels"), r"`axis` to be an integer\. Received: axis='channels'"),
         (dict(axis=[1, 2]), r"Received: axis=\[1, 2\]"),
-        (dict(momentum=1.5), r"`momentum` in \[0, 1\]\. Received: momentum=1.5"),
+        (dict(momentum=1.5), r"`momentum` to be a number in \[0, 1\)\. Received: momentum=1.5"),
     ],
 )
 def test_rejects_bad_arguments(kwargs, match):
