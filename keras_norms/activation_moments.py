@@ -174,7 +174,8 @@ def jacobian_factor(activation):
     difference is good to about 1e-3).
 
     Raises:
-        ValueError: as `activation_moments`.
+        ValueError: as `activation_moments`, and for an activation whose
+            derivative is zero almost everywhere (a factor of 0).
     """
     function = _resolve(activation)
     slope = _closed_form_slope(function)
@@ -183,4 +184,11 @@ def jacobian_factor(activation):
     _, x, w, _ = _numeric(activation)
     _, c1 = activation_moments(activation)
     derivative = (_evaluate(function, x + _STEP) - _evaluate(function, x - _STEP)) / (2 * _STEP)
-    return float(np.sqrt(np.sum(w * derivative**2)) / c1)
+    factor = float(np.sqrt(np.sum(w * derivative**2)) / c1)
+    if factor == 0.0:
+        raise ValueError(
+            "jacobian_factor needs an activation whose derivative is not zero almost "
+            "everywhere (a step function such as sign passes no gradient, and NormProp's "
+            f"initial gamma = 1 / factor is undefined). Received: activation={activation!r}"
+        )
+    return factor

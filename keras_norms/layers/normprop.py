@@ -14,6 +14,12 @@ from keras_norms.activation_moments import (
     prelu_jacobian_factor,
     prelu_moments,
 )
+from keras_norms.layers.arguments import (
+    check_bool,
+    check_conv_arguments,
+    check_image_input,
+    check_positive_int,
+)
 from keras_norms.layers.linear import NormalizedLinear
 from keras_norms.layers.precision import Float32Variables
 from keras_norms.policies import dtype_policy
@@ -36,7 +42,13 @@ _FIXED_CONV_ARGUMENTS = (
 class _Activation:
     """The activation's NormProp constants, checked when the layer is constructed."""
 
-    def __init__(self, activation):
+    def __init__(self, layer, activation):
+        try:
+            self._set(activation)
+        except ValueError as error:
+            raise ValueError(f"{type(layer).__name__}: {error}") from None
+
+    def _set(self, activation):
         self.prelu = activation == PRELU
         self.standardize = activation is not None
         if self.prelu:
@@ -80,7 +92,7 @@ class _NormProp(Float32Variables, NormalizedLinear):
             gamma_initializer or keras.initializers.Constant(1.0 / activation.factor)
         )
         self.beta_initializer = keras.initializers.get(beta_initializer)
-        self.unit_norm_constraint = bool(unit_norm_constraint)
+        self.unit_norm_constraint = check_bool(self, "unit_norm_constraint", unit_norm_constraint)
         self.prelu_alpha_initializer = keras.initializers.get(
             prelu_alpha_initializer or keras.initializers.Constant(PRELU_INITIAL_SLOPE)
         )
@@ -265,8 +277,11 @@ class NormPropDense(_NormProp, keras.layers.Layer):
         **kwargs: base layer keyword arguments, such as `name`, `dtype`.
 
     Raises:
-        ValueError: for a non-positive `units`, an unknown or
-            non-elementwise activation, or an input whose last axis is unknown.
+        ValueError: for a non-positive `units`; an unknown, non-elementwise,
+            constant or piecewise-constant activation (the message names the
+            layer); an input whose last axis is unknown.
+        TypeError: for a `units` that is not an integer (a float, a bool)
+            or a `unit_norm_constraint` that is not a bool.
 
     Input shape:
         `(batch, ..., in)`.
@@ -306,11 +321,8 @@ class NormPropDense(_NormProp, keras.layers.Layer):
         prelu_alpha_initializer=None,
         **kwargs,
     ):
-        if not isinstance(units, int) or isinstance(units, bool) or units <= 0:
-            raise ValueError(
-                f"NormPropDense expects a positive integer `units`. Received: units={units!r}"
-            )
-        constants = _Activation(activation)
+        units = check_positive_int(self, "units", units)
+        constants = _Activation(self, activation)
         super().__init__(**kwargs)
         self.units = units
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
@@ -393,10 +405,15 @@ class NormPropConv2D(_NormProp, keras.layers.Conv2D):
             layer keyword arguments.
 
     Raises:
-        ValueError: as `Conv2D`, for a bad `filters`, `kernel_size`,
-            `strides`, `padding`, `data_format`, `dilation_rate` or
-            `groups`; for an unknown or non-elementwise activation; at call
-            time, for an input without rank 4 or with an unknown channel axis.
+        ValueError: for a `kernel_size`, `strides` or `dilation_rate` that
+            is not a positive int or a pair of them, a non-positive
+            `filters`; as `Conv2D`, for a bad `padding`, `data_format` or
+            `groups`; for an unknown, non-elementwise, constant or
+            piecewise-constant activation (the message names the layer); at
+            call time, for an input without rank 4 or with an unknown
+            channel axis.
+        TypeError: for a `filters` that is not an integer (a float, a bool)
+            or a `unit_norm_constraint` that is not a bool.
 
     Input shape:
         `(batch, H, W, C_in)`, or `(batch, C_in, H, W)` for channels first.
@@ -437,14 +454,11 @@ class NormPropConv2D(_NormProp, keras.layers.Conv2D):
         prelu_alpha_initializer=None,
         **kwargs,
     ):
-        constants = _Activation(activation)
+        constants = _Activation(self, activation)
         super().__init__(
-            filters,
-            kernel_size,
-            strides=strides,
+            **check_conv_arguments(self, 2, filters, kernel_size, strides, dilation_rate),
             padding=padding,
             data_format=data_format,
-            dilation_rate=dilation_rate,
             groups=groups,
             use_bias=False,
             kernel_initializer=kernel_initializer,
@@ -462,8 +476,10 @@ class NormPropConv2D(_NormProp, keras.layers.Conv2D):
             prelu_alpha_initializer,
         )
         self._channel_axis = -1 if self.data_format == "channels_last" else 1
+        self.input_spec = None  # build's check names the layer; Conv2D.build sets it
 
     def build(self, input_shape):
+        check_image_input(self, input_shape, self._channel_axis)
         super().build(input_shape)
         self._build_normprop(input_shape, self.filters)
 

@@ -6,6 +6,7 @@ import keras
 import numpy as np
 from keras import ops
 
+from keras_norms.layers.arguments import check_bool, is_integer
 from keras_norms.layers.batch_statistics import batch_mean
 from keras_norms.layers.kernels import (
     is_known,
@@ -64,15 +65,30 @@ def _check_wrappable(layer, kernel_names):
 def _check_axis(axis):
     if axis is None or axis == "output":
         return axis
-    axes = (axis,) if isinstance(axis, int) and not isinstance(axis, bool) else axis
-    if not isinstance(axes, (tuple, list)) or not all(
-        isinstance(a, int) and not isinstance(a, bool) for a in axes
-    ):
+    axes = (axis,) if is_integer(axis) else axis
+    if not isinstance(axes, (tuple, list)) or not all(is_integer(a) for a in axes):
         raise TypeError(
             'WeightNormalization expects axis to be "output", None, an int or a tuple of '
             f"ints. Received: axis={axis!r}"
         )
-    return tuple(axes)
+    return tuple(int(a) for a in axes)
+
+
+def _check_kernel_names(kernel_names):
+    """`None`, or the names as a tuple of strings (one string is one name)."""
+    if kernel_names is None:
+        return None
+    names = (kernel_names,) if isinstance(kernel_names, str) else kernel_names
+    if (
+        not isinstance(names, (tuple, list))
+        or not names
+        or not all(isinstance(n, str) for n in names)
+    ):
+        raise TypeError(
+            "WeightNormalization expects kernel_names to be None or a non-empty list of "
+            f"variable names. Received: kernel_names={kernel_names!r}"
+        )
+    return tuple(names)
 
 
 def _data_init_defined(layer, axis, kernel_names):
@@ -182,8 +198,10 @@ class WeightNormalization(keras.layers.Wrapper):
         **kwargs: base layer keyword arguments, such as `name` and `dtype`.
 
     Raises:
-        TypeError: if `layer` is not a Keras layer, or `axis` is not
-            `"output"`, `None`, an int or a tuple of ints.
+        TypeError: if `layer` is not a Keras layer, `axis` is not
+            `"output"`, `None`, an int or a tuple of ints, or `data_init`
+            (other than `None`) or `log_scale` is not a bool, or
+            `kernel_names` is not `None`, a string or a list of strings.
         ValueError: if `layer` is not a supported type and no `kernel_names`
             is given; if it normalizes its own kernel; if it is a recurrent
             cell with dropout (wrap the RNN layer); if `data_init=True`
@@ -224,12 +242,14 @@ class WeightNormalization(keras.layers.Wrapper):
     def __init__(
         self, layer, data_init=None, log_scale=False, axis="output", kernel_names=None, **kwargs
     ):
-        kernel_names = None if kernel_names is None else tuple(kernel_names)
+        kernel_names = _check_kernel_names(kernel_names)
         _check_wrappable(layer, kernel_names)
         super().__init__(layer, **kwargs)
         self.axis = _check_axis(axis)
         self.kernel_names = kernel_names
-        self.log_scale = bool(log_scale)
+        self.log_scale = check_bool(self, "log_scale", log_scale)
+        if data_init is not None:
+            data_init = check_bool(self, "data_init", data_init)
         defined = _data_init_defined(layer, self.axis, kernel_names)
         if data_init and not defined:
             raise ValueError(
@@ -238,7 +258,7 @@ class WeightNormalization(keras.layers.Wrapper):
                 f'axis="output"; pass data_init=False. Received: layer={layer.name} of type '
                 f"{type(layer).__name__}, axis={axis!r}, data_init={data_init!r}"
             )
-        self.data_init = defined if data_init is None else bool(data_init)
+        self.data_init = defined if data_init is None else data_init
         self._init_center = None  # set only by `data_dependent_init`
         self._init_synchronized = False  # all-reduce init statistics (tf.distribute)
         # Calls so far in an eager init pass, whose statistics are checked; None otherwise.
