@@ -1,14 +1,56 @@
 """Normalized Convolution (Kim et al. 2020, arXiv:2005.05274): standardized im2col patches."""
 
-import math
-
 import keras
 from keras import ops
 
+from keras_norms.layers.arguments import (
+    check_bool,
+    check_conv_arguments,
+    check_epsilon,
+    check_image_input,
+    is_integer,
+)
 from keras_norms.layers.linear import NormalizedLinear
 from keras_norms.layers.precision import Float32Variables
 
 IMPLEMENTATIONS = ("fast", "im2col")
+PADDING_FORMS = "'valid', 'same', a non-negative int or ((top, bottom), (left, right))"
+
+
+def _is_size(value):
+    return is_integer(value) and value >= 0
+
+
+def _explicit_padding(padding):
+    """An int or `((top, bottom), (left, right))` of non-negative ints (lists as tuples)."""
+    if _is_size(padding):
+        return int(padding)
+    pairs = padding if isinstance(padding, (tuple, list)) else ()
+    if len(pairs) == 2 and all(
+        isinstance(pair, (tuple, list)) and len(pair) == 2 and all(map(_is_size, pair))
+        for pair in pairs
+    ):
+        return tuple(tuple(int(size) for size in pair) for pair in pairs)
+    raise ValueError(
+        f"NormalizedConv2D expects padding {PADDING_FORMS}. Received: padding={padding!r}"
+    )
+
+
+def _same_padding(length, extent, stride):
+    """TensorFlow's "same" zeros `(before, after)` on an axis of `length` (maybe dynamic).
+
+    `max((ceil(L / s) - 1) * s + extent - L, 0)` in all, that is
+    `max(t, 0)` with `t = extent - 1 - (L - 1) % s`: `extent - 1` at stride 1,
+    whatever `L`. A JAX symbolic `L` cannot be compared, so where the maximum
+    matters (`extent < s`, `-s < t < s`) it is `(t % s) * ((t + s) // s)`, two
+    factors that JAX bounds below by 0 (the second is 1 if `t >= 0`, else 0).
+    """
+    total = extent - 1
+    if stride > 1:
+        total -= (length - 1) % stride
+        if extent < stride:
+            total = (total % stride) * ((total + stride) // stride)
+    return (total // 2, (total + 1) // 2)
 
 
 @keras.saving.register_keras_serializable(package="keras_norms")
@@ -29,9 +71,21 @@ class NormalizedConv2D(Float32Variables, NormalizedLinear, keras.layers.Conv2D):
     A `keras.layers.Conv2D` whose `convolution_op` standardizes the patches:
     `data_format`, `strides`, `dilation_rate`, the initializers,
     regularizers, constraints, `activation` (applied after the bias),
-    argument validation, `compute_output_shape` and the config are Conv2D's.
-    `padding="same"` pads explicitly with TensorFlow's split (the extra zero
-    row or column at the bottom or right), so padded zeros are counted.
+    argument validation, `compute_output_shape` and the config are Conv2D's,
+    except that `padding` also takes explicit sizes and that strides and
+    dilation may both exceed 1 (on the JAX and PyTorch backends: TensorFlow's
+    convolution refuses the pair).
+
+    Padding adds explicit zeros, counted in the patch statistics. `"same"`
+    uses TensorFlow's split of
+    `max((ceil(L / s) - 1) * s + (k - 1) * d + 1 - L, 0)` zeros on an axis of
+    size `L` (the odd one at the bottom or right; `ceil(L / s)` outputs),
+    computed from the input's dynamic size: unknown `H` and `W` work traced
+    (`tf.function`, `jax.jit`) and exported; at stride 1 it is static. At
+    stride > 1 it differs from the reference code's symmetric `unfold`
+    padding on some sizes (kernel 3, stride 2, even size: TensorFlow pads
+    `(0, 1)`, the reference `(1, 1)`): pass the reference's padding as an int
+    to compute its function.
 
     `implementation="fast"` (default) never builds the im2col matrix: it uses
     `sum(W_f (P - mu)) / sigma = (conv(x, W_f) - mu * sum(W_f)) / sigma`, with
@@ -54,8 +108,10 @@ class NormalizedConv2D(Float32Variables, NormalizedLinear, keras.layers.Conv2D):
         filters: positive int, the number of filters.
         kernel_size: int or pair of ints.
         strides: int or pair. Defaults to 1.
-        padding: `"valid"` or `"same"` (zero padding, counted in the patch
-            statistics).
+        padding: `"valid"` (none), `"same"` (see above), an int `p` (`p`
+            zeros on every side, as PyTorch's `Conv2d(padding=p)` and the
+            reference code's `unfold(padding=p)`) or
+            `((top, bottom), (left, right))` zeros.
         data_format: `"channels_last"` (`(N, H, W, C)`) or
             `"channels_first"` (`(N, C, H, W)`); defaults to
             `keras.config.image_data_format()`, as `Conv2D`.
@@ -65,20 +121,37 @@ class NormalizedConv2D(Float32Variables, NormalizedLinear, keras.layers.Conv2D):
         activation: applied after the bias, as `Conv2D`. Defaults to `None`.
         use_bias: add the per-filter bias. Defaults to `True`.
         use_scale: multiply by a per-filter scale first. Defaults to `False`.
-        epsilon: positive number added to each patch's variance. Defaults to
-            1e-5.
+        epsilon: positive number added to each patch's variance, inside
+            the square root. Defaults to 1e-5, where the reference code uses
+            1e-14 (the paper's eq. 2 adds epsilon to the standard deviation
+            instead). In float32 the variance of a (near-)constant patch (a
+            flat region, padding as wide as the dilated kernel) is rounding
+            noise, and its standardized values are that noise times up to
+            `1 / sqrt(epsilon)`: 316 at 1e-5, 1e7 at 1e-14. Pass
+            `epsilon=1e-14` to compute the reference's formula: outputs then
+            agree with it within 1e-4 of their largest magnitude (tested on
+            both paths), except in patches of padding zeros only, exactly 0
+            before the bias in the reference and noise here (the
+            per-example mean shift makes them constant, not zero): of order
+            10 for inputs of mean 5, against 1e-3 at the default.
         implementation: `"fast"` or `"im2col"`.
         **kwargs: `Conv2D`'s other arguments (`kernel_initializer`,
             `bias_initializer`, regularizers, constraints) and base layer
             keyword arguments.
 
     Raises:
-        ValueError: as `Conv2D`, for a bad `filters`, `kernel_size`,
-            `strides`, `dilation_rate`, `padding` or `data_format`, or
-            strides and dilation both above 1; for `groups != 1`, an unknown
-            `implementation` or a non-positive `epsilon`; at build or call
-            time, for an input that is not rank 4 with a known channel axis
-            (and, with `"same"` padding, known spatial sizes).
+        ValueError: for a `kernel_size`, `strides` or `dilation_rate` that
+            is not a positive int or a pair of them, a non-positive
+            `filters`; as `Conv2D`, for a bad `padding` string or
+            `data_format`; for a padding of another form, `groups != 1`, an
+            unknown `implementation`, a non-positive or infinite `epsilon`,
+            or, on the TensorFlow backend, strides and dilation both above
+            1; at build or call time, for an input that is not rank 4 with a
+            known channel axis, or whose padded size is smaller than the
+            dilated kernel.
+        TypeError: for a `filters` that is not an integer, an `epsilon`
+            that is not a number, or a `use_bias` or `use_scale` that is
+            not a bool.
 
     Input shape:
         `(N, H, W, C_in)`, or `(N, C_in, H, W)` for channels first.
@@ -93,6 +166,9 @@ class NormalizedConv2D(Float32Variables, NormalizedLinear, keras.layers.Conv2D):
     >>> layer = keras_norms.layers.NormalizedConv2D(4, 3, padding="same")
     >>> tuple(layer(np.random.rand(2, 5, 5, 3).astype("float32")).shape)
     (2, 5, 5, 4)
+    >>> reference = keras_norms.layers.NormalizedConv2D(4, 3, strides=2, padding=1)
+    >>> tuple(reference(np.random.rand(2, 8, 8, 3).astype("float32")).shape)
+    (2, 4, 4, 4)
 
     Reference:
         Kim et al., "Normalized Convolutional Neural Network"
@@ -115,21 +191,30 @@ class NormalizedConv2D(Float32Variables, NormalizedLinear, keras.layers.Conv2D):
         implementation="fast",
         **kwargs,
     ):
+        shape = check_conv_arguments(self, 2, filters, kernel_size, strides, dilation_rate)
+        # Conv2D refuses strides and dilation both above 1, and padding sizes: both are set below.
+        dilation_rate = shape.pop("dilation_rate")
         super().__init__(
-            filters,
-            kernel_size,
-            strides=strides,
-            padding=padding,
+            **shape,
+            padding=padding if isinstance(padding, str) else "valid",
             data_format=data_format,
-            dilation_rate=dilation_rate,
+            dilation_rate=1,
             groups=groups,
             activation=activation,
-            use_bias=use_bias,
+            use_bias=check_bool(self, "use_bias", use_bias),
             **kwargs,
         )
-        if self.padding not in ("valid", "same"):
+        self.dilation_rate = dilation_rate
+        self.input_spec = None  # build's check names the layer; Conv2D.build sets it
+        if not isinstance(padding, str):
+            self.padding = _explicit_padding(padding)
+        if keras.backend.backend() == "tensorflow" and (
+            max(self.strides) > 1 and max(self.dilation_rate) > 1
+        ):
             raise ValueError(
-                f"NormalizedConv2D expects padding 'valid' or 'same'. Received: padding={padding!r}"
+                "NormalizedConv2D supports strides > 1 with dilation_rate > 1 on the JAX and "
+                "PyTorch backends only (TensorFlow's convolution refuses the pair). Received: "
+                f"strides={self.strides}, dilation_rate={self.dilation_rate}"
             )
         if groups != 1:
             raise ValueError(
@@ -141,24 +226,15 @@ class NormalizedConv2D(Float32Variables, NormalizedLinear, keras.layers.Conv2D):
                 f"NormalizedConv2D expects implementation in {IMPLEMENTATIONS}. "
                 f"Received: implementation={implementation!r}"
             )
-        if not (float(epsilon) > 0 and math.isfinite(float(epsilon))):
-            raise ValueError(
-                "NormalizedConv2D expects a positive `epsilon` (finite: a constant patch "
-                f"has zero variance). Received: epsilon={epsilon}"
-            )
-        self.use_scale = bool(use_scale)
-        self.epsilon = float(epsilon)
+        self.use_scale = check_bool(self, "use_scale", use_scale)
+        self.epsilon = check_epsilon(self, epsilon)  # finite: a constant patch has variance 0
         self.implementation = implementation
         self.scale = None
         self._channel_axis = -1 if self.data_format == "channels_last" else 1
         self._spatial_axes = (1, 2) if self.data_format == "channels_last" else (2, 3)
 
     def build(self, input_shape):
-        if len(input_shape) != 4 or input_shape[self._channel_axis] is None:
-            raise ValueError(
-                "NormalizedConv2D expects a rank-4 input with a known channel axis. "
-                f"Received: input_shape={tuple(input_shape)}"
-            )
+        check_image_input(self, input_shape, self._channel_axis)
         super().build(input_shape)
         self._patch_size = (
             self.kernel_size[0] * self.kernel_size[1] * input_shape[self._channel_axis]
@@ -184,23 +260,30 @@ class NormalizedConv2D(Float32Variables, NormalizedLinear, keras.layers.Conv2D):
             data_format=self.data_format,
         )
 
+    def _extents(self):
+        """The dilated kernel's size on each spatial axis."""
+        return tuple((k - 1) * d + 1 for k, d in zip(self.kernel_size, self.dilation_rate))
+
+    def _explicit_pads(self):
+        """`((top, bottom), (left, right))` of an int or explicit `padding`."""
+        if isinstance(self.padding, int):
+            return ((self.padding, self.padding),) * 2
+        return self.padding
+
     def _zero_pad(self, x):
-        """The zeros a "same" convolution adds, made explicit (TensorFlow's split)."""
+        """The padding's zeros, made explicit ("same": from the dynamic spatial sizes)."""
         if self.padding == "valid":
             return x
-        pads = [[0, 0]] * 4
-        for axis, size, stride, dilation in zip(
-            self._spatial_axes, self.kernel_size, self.strides, self.dilation_rate
-        ):
-            length = x.shape[axis]
-            if length is None:
-                raise ValueError(
-                    "NormalizedConv2D with padding='same' needs known spatial sizes. "
-                    f"Received: input_shape={tuple(x.shape)}"
-                )
-            extent = (size - 1) * dilation + 1
-            total = max((-(-length // stride) - 1) * stride + extent - length, 0)
-            pads[axis] = [total // 2, total - total // 2]
+        spatial = self._explicit_pads()
+        if self.padding == "same":
+            shape = ops.shape(x)
+            spatial = [
+                _same_padding(shape[axis], extent, stride)
+                for axis, extent, stride in zip(self._spatial_axes, self._extents(), self.strides)
+            ]
+        pads = [(0, 0)] * 4
+        for axis, pad in zip(self._spatial_axes, spatial):
+            pads[axis] = pad
         return ops.pad(x, pads)
 
     def _padded_and_shifted(self, x):
@@ -261,6 +344,26 @@ class NormalizedConv2D(Float32Variables, NormalizedLinear, keras.layers.Conv2D):
         # Conv2D's call (convolution_op, bias, activation), all in float32.
         outputs = super().call(ops.cast(inputs, "float32"))
         return ops.cast(outputs, self.compute_dtype)
+
+    def compute_output_shape(self, input_shape):
+        if isinstance(self.padding, str):
+            return super().compute_output_shape(input_shape)
+        shape = list(input_shape)
+        shape[self._channel_axis] = self.filters
+        for axis, (before, after), extent, stride in zip(
+            self._spatial_axes, self._explicit_pads(), self._extents(), self.strides
+        ):
+            if shape[axis] is None:
+                continue
+            padded = shape[axis] + before + after
+            if padded < extent:
+                raise ValueError(
+                    "NormalizedConv2D expects a padded input at least as large as the dilated "
+                    f"kernel {self._extents()}. Received: input_shape={tuple(input_shape)}, "
+                    f"padding={self.padding}"
+                )
+            shape[axis] = (padded - extent) // stride + 1
+        return tuple(shape)
 
     def _stored_variables(self):
         """Kernel, scale, bias: the order this layer's `.keras` files have always used."""
