@@ -6,6 +6,7 @@ import importlib.util
 import os
 import re
 import sys
+import zipfile
 
 import keras
 
@@ -13,11 +14,34 @@ import keras_norms  # noqa: F401  (registers the layers for load_model)
 from keras_norms import datasets
 from keras_norms.export.parity import (
     DEFAULT_TOLERANCE,
+    DYNAMIC_AXIS_SIZE,
     PARITY_SOURCES,
+    RANDOM,
     ParityError,
     parity_inputs,
+    sizes_dynamic_axes,
 )
 from keras_norms.optional import MissingDependencyError
+
+
+def _positive_int(text):
+    value = int(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text}")
+    return value
+
+
+def _shape(text):
+    """`"8192,1"` as `(8192, 1)`."""
+    try:
+        shape = tuple(int(size) for size in text.split(","))
+    except ValueError:
+        shape = ()
+    if not shape or min(shape) <= 0:
+        raise argparse.ArgumentTypeError(
+            f"expected positive integers separated by commas, such as 8192,1, got {text!r}"
+        )
+    return shape
 
 
 def build_parser():
@@ -32,10 +56,22 @@ def build_parser():
         "--dataset",
         default=datasets.DIGITS,
         choices=PARITY_SOURCES,
-        help="test images for the parity check (resized to the model's input)",
+        help="test images for the parity check (resized to the model's input); "
+        f"{RANDOM!r}: standard normal inputs of any shape, for models that are not image "
+        "classifiers",
     )
     parser.add_argument("--data-dir", default=None, help="tensorflow-datasets data dir")
-    parser.add_argument("--num-samples", type=int, default=256)
+    parser.add_argument("--num-samples", type=_positive_int, default=256)
+    parser.add_argument(
+        "--parity-shape",
+        type=_shape,
+        default=None,
+        metavar="SIZE,SIZE,...",
+        help="shape of one parity input without the batch axis, giving each None (variable) "
+        "axis of the model's input a size, e.g. 8192,1 for keras.Input((None, 1)); the "
+        "export keeps those axes dynamic (default: with --dataset random each None axis is "
+        f"{DYNAMIC_AXIS_SIZE}, with a dataset its images' own size)",
+    )
     parser.add_argument("--tolerance", type=float, default=DEFAULT_TOLERANCE)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
@@ -98,11 +134,15 @@ def load_model(path, custom_code=()):
     Raises:
         UserCodeError: if `custom_code` cannot be imported.
         ValueError: if the file uses a class that is neither registered nor
-            in `custom_code`; the message says how to pass it.
+            in `custom_code` (the message says how to pass it), or is a
+            `.keras` file that is corrupt, truncated or not a Keras archive.
     """
     objects = user_objects(custom_code)
+    _check_keras_archive(path)
     try:
         return keras.saving.load_model(path, custom_objects=objects)
+    except zipfile.BadZipFile as error:
+        raise _unreadable(path, error) from None
     except TypeError as error:
         unknown = re.search(r"Could not locate (?:class|function) '([^']+)'", str(error))
         if unknown is None:
@@ -111,6 +151,46 @@ def load_model(path, custom_code=()):
             f"{path} uses {unknown.group(1)!r}, a class Keras cannot find; pass the code that "
             f"defines it: --custom-code FILE.py or --custom-code package.module"
         ) from None
+
+
+def _unreadable(path, reason):
+    return ValueError(
+        f"{path} exists but cannot be read as a .keras archive; it is corrupt or "
+        f"truncated ({reason})"
+    )
+
+
+def _check_keras_archive(path):
+    """Raises ValueError for an existing `.keras` file that is not a Keras model archive.
+
+    A missing file, or one of another format, is left to Keras to report.
+    """
+    if not (path.endswith(".keras") and os.path.isfile(path)):
+        return
+    if not zipfile.is_zipfile(path):
+        raise _unreadable(path, "not a zip file")
+    with zipfile.ZipFile(path) as archive:
+        if "config.json" not in archive.namelist():
+            raise ValueError(
+                f"{path} is not a Keras model archive: the zip file holds no config.json"
+            )
+
+
+def _parity_shape(input_shape, requested):
+    """The shape of one parity input: `input_shape`, its `None` axes sized by `requested`.
+
+    Raises:
+        ValueError: if `requested` has another rank, or changes an axis
+            that is not `None`.
+    """
+    if requested is None:
+        return input_shape
+    if not sizes_dynamic_axes(requested, input_shape):
+        raise ValueError(
+            f"--parity-shape must keep the model's input shape {tuple(input_shape)} and give "
+            f"each None axis a size. Received: --parity-shape {','.join(map(str, requested))}"
+        )
+    return requested
 
 
 def _input_shape(model):
@@ -128,9 +208,8 @@ def main(argv=None):
         from keras_norms.export.exporter import export_and_check
 
         model = load_model(args.model, args.custom_code)
-        inputs = parity_inputs(
-            args.dataset, _input_shape(model)[1:], args.num_samples, args.seed, args.data_dir
-        )
+        shape = _parity_shape(_input_shape(model)[1:], args.parity_shape)
+        inputs = parity_inputs(args.dataset, shape, args.num_samples, args.seed, args.data_dir)
         report = export_and_check(model, args.output, inputs, args.tolerance)
     except (
         OSError,
@@ -144,7 +223,8 @@ def main(argv=None):
         return 1
     print(f"SavedModel: {report['saved_model']}  TFLite: {report['tflite']}")
     print(
-        f"parity on {report['num_inputs']} inputs (max |logit difference|): "
+        f"parity on {report['num_inputs']} inputs of shape {tuple(report['input_shape'])} "
+        "(max |logit difference|): "
         f"SavedModel {report['saved_model_max_abs_diff']:.2e}, "
         f"TFLite {report['tflite_max_abs_diff']:.2e}"
     )

@@ -75,7 +75,9 @@ def export_and_check(model, output_dir, inputs, tolerance=DEFAULT_TOLERANCE):
     reloaded SavedModel and the TFLite file on the same `inputs` (float32,
     the model's input shape with a batch axis) and reports the maximum
     absolute difference of their outputs (logits) from the Keras model's,
-    also written to `output_dir/parity.json`.
+    also written to `output_dir/parity.json`. `None` axes of the model's
+    input (a variable length or image size) stay dynamic in both files;
+    the report's `input_shape` is the size they were checked at.
 
     A model trained under mixed precision is rebuilt in float32 first
     (`as_float32`): the files compute in float32, parity is measured
@@ -100,6 +102,7 @@ def export_and_check(model, output_dir, inputs, tolerance=DEFAULT_TOLERANCE):
         "saved_model": saved_model_dir,
         "tflite": tflite_path,
         "num_inputs": len(inputs),
+        "input_shape": list(inputs.shape[1:]),
         "tolerance": tolerance,
         "saved_model_max_abs_diff": max_abs_diff(
             run_saved_model(saved_model_dir, inputs), expected

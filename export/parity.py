@@ -13,6 +13,10 @@ DEFAULT_TOLERANCE = 1e-4
 RANDOM = "random"
 # What `parity_inputs` can draw from: a dataset's test images, or random normals.
 PARITY_SOURCES = datasets.DATASETS + (RANDOM,)
+# The size random parity inputs give each `None` axis of the model's input
+# (a variable length, height or width): the model is exported with the axis
+# still dynamic, and checked at this size.
+DYNAMIC_AXIS_SIZE = 64
 
 
 class ParityError(RuntimeError):
@@ -28,19 +32,36 @@ def parity_inputs(source, input_shape, num_samples, seed=0, data_dir=None):
     """`num_samples` float32 inputs shaped `(num_samples, *input_shape)`.
 
     `source` is a dataset name (its test images, resized to the input's
-    height) or `"random"` (standard normal values, `seed`).
+    height) or `"random"` (standard normal values, `seed`). A `None` axis of
+    `input_shape` takes the dataset images' own size, or `DYNAMIC_AXIS_SIZE`
+    for random inputs.
 
     Raises:
-        ValueError: if the dataset's images do not have `input_shape`.
+        ValueError: if the dataset's images do not have `input_shape` (or
+            it is not an image shape, `(height, width, channels)`).
         DataUnavailableError: if the dataset is not on disk.
     """
     if source == RANDOM:
+        shape = tuple(DYNAMIC_AXIS_SIZE if size is None else size for size in input_shape)
         rng = np.random.default_rng(seed)
-        return rng.normal(size=(num_samples,) + tuple(input_shape)).astype("float32")
+        return rng.normal(size=(num_samples,) + shape).astype("float32")
+    if len(input_shape) != 3:  # not (height, width, channels): no dataset fits
+        raise _shape_error(source, "(height, width, channels)", input_shape)
     splits = datasets.load(source, data_dir, input_shape[0], seed=seed)
-    if splits.image_shape != tuple(input_shape):
-        raise ValueError(
-            f"--dataset {source} gives images of shape {splits.image_shape}, "
-            f"the model expects {tuple(input_shape)}"
-        )
+    if not sizes_dynamic_axes(splits.image_shape, input_shape):
+        raise _shape_error(source, splits.image_shape, input_shape)
     return splits.x_test[:num_samples]
+
+
+def sizes_dynamic_axes(shape, input_shape):
+    """Whether `shape` is `input_shape` with a size for each of its `None` axes."""
+    return len(shape) == len(input_shape) and all(
+        expected in (None, size) for size, expected in zip(shape, input_shape)
+    )
+
+
+def _shape_error(source, image_shape, input_shape):
+    return ValueError(
+        f"--dataset {source} gives images of shape {image_shape}, the model expects "
+        f"{tuple(input_shape)}; --dataset {RANDOM} draws inputs of any shape"
+    )

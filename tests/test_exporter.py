@@ -218,3 +218,45 @@ def test_export_cli_exports_a_subclassed_model(tmp_path, capsys):
     assert "parity on 8 inputs" in capsys.readouterr().out
     ops = exporter.saved_model_op_counts(str(tmp_path / "out" / "saved_model"))
     assert ops["Rsqrt"] == 0 and ops["Conv2D"] == 1
+
+
+def _variable_length_model():
+    """A vocoder-like stack on `keras.Input((None, 1))`: any number of time steps."""
+    inputs = keras.Input((None, 1))
+    x = WeightNormalization(keras.layers.Conv1D(4, 3, padding="same"))(inputs)
+    return keras.Model(inputs, keras.layers.Conv1D(1, 3, padding="same")(x))
+
+
+def _variable_size_image_model():
+    """A classifier on `keras.Input((None, None, 1))`: images of any height and width."""
+    inputs = keras.Input((None, None, 1))
+    x = keras.layers.GlobalAveragePooling2D()(keras.layers.Conv2D(4, 3)(inputs))
+    return keras.Model(inputs, keras.layers.Dense(3)(x))
+
+
+@pytest.mark.parametrize(
+    "make_model, options, parity_shape",
+    [
+        (_variable_length_model, ["--dataset", "random"], [64, 1]),
+        (_variable_length_model, ["--dataset", "random", "--parity-shape", "100,1"], [100, 1]),
+        (_variable_size_image_model, ["--dataset", "digits"], [16, 16, 1]),
+    ],
+)
+def test_export_cli_keeps_none_axes_dynamic(make_model, options, parity_shape, tmp_path, capsys):
+    """None axes get a size for parity (64, --parity-shape, the images' own) and stay dynamic."""
+    model = make_model()
+    path = str(tmp_path / "model.keras")
+    model.save(path)
+    out_dir = tmp_path / "out"
+    assert cli.main([path, "--output", str(out_dir), "--num-samples", "4"] + options) == 0
+    assert f"parity on 4 inputs of shape {tuple(parity_shape)}" in capsys.readouterr().out
+    with open(out_dir / "parity.json") as f:
+        assert json.load(f)["input_shape"] == parity_shape
+    # Another length or image size than the parity check's runs in the TFLite file.
+    other_shape = (2,) + tuple(size + 5 for size in parity_shape[:-1]) + (1,)
+    other = np.random.default_rng(9).normal(size=other_shape).astype("float32")
+    np.testing.assert_allclose(
+        exporter.run_tflite(str(out_dir / "model.tflite"), other),
+        model.predict(other, verbose=0),
+        atol=1e-4,
+    )

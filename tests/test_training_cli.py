@@ -221,6 +221,49 @@ def test_norm_defaults_to_the_models_default(tmp_path, monkeypatch):
     assert seen["norm"] == "bn"
 
 
+# Flags that do not change what a run trains: a run may resume with others.
+NON_RUN_FLAGS = {"help", "data_dir", "download", "output", "export", "connect_timeout", "verbose"}
+# Other values for every flag of cli.RUN_FLAGS than FAST and the defaults give.
+OTHER_RUN_FLAGS = [
+    "--model", "resnet18",
+    "--dataset", "cifar10",
+    "--image-size", "14",
+    "--epochs", "3",
+    "--batch-size", "100",
+    "--init-batch-size", "100",
+    "--learning-rate", "0.01",
+    "--data-normalization", "batch",
+    "--seed", "1",
+    "--strategy", "mirrored",
+    "--mixed-precision",
+    "--jit-compile",
+]  # fmt: skip
+
+
+def test_run_directory_refuses_a_run_with_other_flags(tmp_path, monkeypatch, capsys):
+    """The run records its flags; a run with others is refused, listing each change."""
+    assert {a.dest for a in cli.build_parser()._actions} == set(cli.RUN_FLAGS) | NON_RUN_FLAGS
+    monkeypatch.setattr(cli, "_fit_and_report", lambda *args: {})  # the flags are recorded
+    run_dir = str(tmp_path / "run")
+    argv = ["--epochs", "2", "--output", run_dir] + FAST
+    assert cli.main(argv) == 0
+    with open(os.path.join(run_dir, "flags.json")) as f:
+        assert json.load(f)["epochs"] == 2
+    assert cli.main(argv + ["--verbose", "2", "--export", "--connect-timeout", "9"]) == 0
+    assert cli.main(argv + OTHER_RUN_FLAGS) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"keras-norms-train: error: {run_dir!r} holds a run trained with other")
+    assert len(err.splitlines()) == 1
+    assert err.endswith("pick another --output, or delete that directory to start over")
+    changes = err[err.index("(") + 1 : err.rindex(")")].split("; ")
+    assert {change.split()[0] for change in changes} == {
+        "--" + name.replace("_", "-") for name in cli.RUN_FLAGS
+    }
+    for change in ("--epochs was 2, now 3", "--norm was wn_mobn, now bn", "--seed was 0, now 1"):
+        assert change in changes
+    assert "--learning-rate was 0.003, now 0.01" in changes
+
+
 def test_unwritable_output_directory_is_a_one_line_error(tmp_path, capsys):
     blocker = tmp_path / "file.txt"
     blocker.write_text("not a directory")

@@ -3,6 +3,7 @@
 import argparse
 import json
 import os
+import string
 import sys
 import time
 
@@ -24,7 +25,29 @@ from keras_norms.training.distribution import (
 )
 
 DEFAULT_OUTPUT = os.path.join("runs", "{model}_{norm}_{dataset}")
+OUTPUT_PLACEHOLDERS = ("model", "norm", "dataset")
 MIXED_PRECISION_POLICIES = ("mixed_float16", "mixed_bfloat16")
+# Data-dependent init divides each output by its standard deviation over the
+# init batch: the logits (one value per example) need two examples.
+MIN_INIT_BATCH_SIZE = 2
+# The flags that change what a run trains. The run directory records them in
+# FLAGS_FILE; a run started there with others is refused, not resumed.
+RUN_FLAGS = (
+    "model",
+    "norm",
+    "dataset",
+    "image_size",
+    "epochs",
+    "batch_size",
+    "init_batch_size",
+    "learning_rate",
+    "data_normalization",
+    "seed",
+    "strategy",
+    "mixed_precision",
+    "jit_compile",
+)
+FLAGS_FILE = "flags.json"
 
 
 def _positive_int(text):
@@ -32,6 +55,33 @@ def _positive_int(text):
     if value <= 0:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {text}")
     return value
+
+
+def _init_batch_size(text):
+    value = int(text)
+    if value < MIN_INIT_BATCH_SIZE:
+        raise argparse.ArgumentTypeError(
+            f"expected at least {MIN_INIT_BATCH_SIZE} examples (data-dependent init takes "
+            f"a standard deviation over them), got {text}"
+        )
+    return value
+
+
+def _output_template(text):
+    """`text`, a path whose only `{placeholders}` are those of OUTPUT_PLACEHOLDERS."""
+    allowed = ", ".join(f"{{{name}}}" for name in OUTPUT_PLACEHOLDERS)
+    try:
+        fields = [field for _, field, _, _ in string.Formatter().parse(text) if field is not None]
+    except ValueError as error:  # a lone brace
+        raise argparse.ArgumentTypeError(
+            f"{error} in {text!r}; the placeholders are {allowed}"
+        ) from None
+    unknown = [field for field in fields if field not in OUTPUT_PLACEHOLDERS]
+    if unknown:
+        raise argparse.ArgumentTypeError(
+            f"unknown placeholder {{{unknown[0]}}} in {text!r}; the placeholders are {allowed}"
+        )
+    return text
 
 
 def _positive_float(text):
@@ -90,7 +140,7 @@ def build_parser():
     )
     parser.add_argument(
         "--init-batch-size",
-        type=_positive_int,
+        type=_init_batch_size,
         default=500,
         help="examples for data-dependent initialization (paper: 500)",
     )
@@ -110,8 +160,10 @@ def build_parser():
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
         "--output",
+        type=_output_template,
         default=DEFAULT_OUTPUT,
-        help="run directory (default: runs/<model>_<norm>_<dataset>)",
+        help=f"run directory, may hold {{model}}, {{norm}} and {{dataset}} (default: "
+        f"{DEFAULT_OUTPUT}); a run started again in it resumes, with the same flags only",
     )
     parser.add_argument(
         "--export",
@@ -150,6 +202,10 @@ def build_parser():
 
 class CheckpointError(RuntimeError):
     """The run directory's backup exists but cannot be restored."""
+
+
+class RunDirectoryError(RuntimeError):
+    """The run directory holds a run trained with other flags."""
 
 
 class ResumableBackup(keras.callbacks.BackupAndRestore):
@@ -261,19 +317,49 @@ def _prepare_run_dir(path):
         raise OSError(f"cannot write to output directory {path!r}: {error.strerror}") from None
 
 
+def _run_flags(args):
+    return {name: getattr(args, name) for name in RUN_FLAGS}
+
+
+def _check_run_flags(run_dir, args):
+    """Raises RunDirectoryError if `run_dir` records a run made with other RUN_FLAGS."""
+    path = os.path.join(run_dir, FLAGS_FILE)
+    if not os.path.isfile(path):
+        return
+    try:
+        with open(path) as f:
+            recorded = json.load(f)
+    except ValueError as error:
+        raise RunDirectoryError(f"cannot read {path!r} ({error}); delete {run_dir!r}") from None
+    changed = [
+        f"--{name.replace('_', '-')} was {recorded.get(name)}, now {value}"
+        for name, value in _run_flags(args).items()
+        if recorded.get(name) != value
+    ]
+    if changed:
+        raise RunDirectoryError(
+            f"{run_dir!r} holds a run trained with other flags ({'; '.join(changed)}); "
+            "pick another --output, or delete that directory to start over"
+        )
+
+
 def train(args):
-    """Run one training job; returns the metrics dictionary."""
+    """Run one training job; returns the metrics dictionary.
+
+    Raises:
+        RunDirectoryError: if the run directory holds a run with other RUN_FLAGS.
+    """
     strategy = make_strategy(args.strategy, args.connect_timeout)  # before other TF work
     run_dir = args.output.format(model=args.model, norm=args.norm, dataset=args.dataset)
     run_dir = worker_directory(run_dir, strategy)
     _prepare_run_dir(run_dir)
+    _check_run_flags(run_dir, args)
     keras.utils.set_random_seed(args.seed)
-    image_size = args.image_size
-    if image_size is None and args.dataset == datasets.DIGITS:
-        image_size = BUILDERS[args.model].recipe.digits_image_size
     splits = datasets.load(
-        args.dataset, args.data_dir, image_size, seed=args.seed, download=args.download
+        args.dataset, args.data_dir, args.image_size, seed=args.seed, download=args.download
     )
+    with open(os.path.join(run_dir, FLAGS_FILE), "w") as f:  # the data is here: a run starts
+        json.dump(_run_flags(args), f, indent=2)
     with dtype_policy(args.mixed_precision):
         return _fit_and_report(args, strategy, run_dir, splits)
 
@@ -335,23 +421,42 @@ def _fit_and_report(args, strategy, run_dir, splits):
     return metrics
 
 
-def main(argv=None):
-    parser = build_parser()
-    args = parser.parse_args(argv)
+def _apply_model_defaults(parser, args):
+    """Fill the flags the model's recipe defaults; argparse errors for those it cannot take."""
     builder = BUILDERS[args.model]
     args.batch_size = args.batch_size or builder.recipe.batch_size
     args.learning_rate = args.learning_rate or builder.recipe.learning_rate
     args.norm = args.norm or builder.default_norm
+    if args.image_size is None and args.dataset == datasets.DIGITS:
+        args.image_size = builder.recipe.digits_image_size
     if args.norm not in builder.norms:
         parser.error(
             f"argument --norm: invalid choice: {args.norm!r} for --model "
             f"{args.model} (choose from {', '.join(builder.norms)})"
         )
+    minimum = builder.min_input_size
+    if args.image_size is not None and args.image_size < minimum:
+        parser.error(
+            f"argument --image-size: --model {args.model} needs images of at least "
+            f"{minimum}x{minimum}. Received: --image-size {args.image_size}"
+        )
+
+
+def main(argv=None):
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    _apply_model_defaults(parser, args)
     try:
         train(args)
     except datasets.DataUnavailableError as error:
         return _fail(error, status=2)
-    except (OSError, CheckpointError, StrategyError, MissingDependencyError) as error:
+    except (
+        OSError,
+        CheckpointError,
+        RunDirectoryError,
+        StrategyError,
+        MissingDependencyError,
+    ) as error:
         return _fail(error)
     return 0
 

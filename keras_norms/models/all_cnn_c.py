@@ -78,7 +78,9 @@ def all_cnn_c(input_shape=(32, 32, 3), num_classes=10, norm="dwck", name=None, s
         section 4 table and section 5.1; Springenberg et al., "Striving for
         Simplicity: The All Convolutional Net", ICLR 2015 workshop.
     """
-    input_shape = check_builder_arguments("all_cnn_c", input_shape, num_classes, norm, NORMS)
+    input_shape, num_classes = check_builder_arguments(
+        "all_cnn_c", input_shape, num_classes, norm, NORMS
+    )
     table = input_shape[:2] == (_TABLE_SIZE, _TABLE_SIZE)
     inputs = keras.Input(shape=input_shape, name="images")
     x = inputs

@@ -88,7 +88,7 @@ def convpool_cnn_c(
         ValueError: for an unknown `norm`, a malformed `input_shape`, a side
             smaller than 12, or a non-positive `num_classes`.
     """
-    input_shape = check_builder_arguments(
+    input_shape, num_classes = check_builder_arguments(
         "convpool_cnn_c", input_shape, num_classes, norm, NORMS, MIN_SPATIAL_SIZE
     )
     use_bias = norm in ("none", "wn")

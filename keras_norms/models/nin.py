@@ -172,7 +172,7 @@ def nin(
         Arpit et al. 2016, section 5 (protocol); Lin, Chen & Yan, "Network
         In Network", ICLR 2014.
     """
-    input_shape = check_builder_arguments(
+    input_shape, num_classes = check_builder_arguments(
         "nin", input_shape, num_classes, norm, NORMS, MIN_SPATIAL_SIZE
     )
     _check_data_normalization(data_normalization)

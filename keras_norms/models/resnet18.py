@@ -86,7 +86,9 @@ def resnet18(
         He et al., "Deep Residual Learning for Image Recognition", CVPR 2016;
         Kim et al., "Normalized Convolution" (section 3, ResNet-18 on CIFAR-10).
     """
-    input_shape = check_builder_arguments("resnet18", input_shape, num_classes, norm, NORMS)
+    input_shape, num_classes = check_builder_arguments(
+        "resnet18", input_shape, num_classes, norm, NORMS
+    )
     if activation not in ACTIVATIONS:
         raise ValueError(
             f"resnet18 expects activation in {ACTIVATIONS}. Received: activation={activation!r}"

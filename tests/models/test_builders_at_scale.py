@@ -1,10 +1,14 @@
-"""Every builder and norm under mixed precision and with XLA (`jit_compile=True`)."""
+"""Every builder and norm under mixed precision and with XLA (`jit_compile=True`), and
+the argument checks every builder shares."""
+
+import re
 
 import keras
 import numpy as np
 import pytest
 
 from keras_norms import data_dependent_init
+from keras_norms.models import BUILDERS
 from tests.builder_cases import CASES, build_small, small_input_shape, switch_off_noise
 from tests.layer_test_helper import MIXED_PRECISION_POLICIES, assert_allclose, dtype_policy
 
@@ -74,3 +78,29 @@ def test_jit_compile_trains_like_the_uncompiled_model(builder, norm):
             atol=tolerance,
             err_msg=a.path,
         )
+
+
+@pytest.mark.parametrize("input_shape", [None, 32, (12, 12), (12, True, 1), (12.0, 12, 1)])
+@pytest.mark.parametrize("builder", sorted(BUILDERS))
+def test_builders_refuse_an_input_shape_that_is_not_three_ints(builder, input_shape):
+    message = (
+        f"{builder} expects input_shape=(height, width, channels) with positive integers. "
+        f"Received: input_shape={input_shape!r}"
+    )
+    with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
+        BUILDERS[builder].build(input_shape, 3)
+
+
+@pytest.mark.parametrize("builder", sorted(BUILDERS))
+def test_builders_refuse_a_bool_num_classes(builder):
+    message = f"{builder} expects a positive integer num_classes. Received: num_classes=True"
+    with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
+        BUILDERS[builder].build(small_input_shape(builder), True)
+
+
+@pytest.mark.parametrize("builder", sorted(BUILDERS))
+def test_builders_take_numpy_integers(builder):
+    shape = small_input_shape(builder)
+    model = BUILDERS[builder].build(tuple(np.int64(side) for side in shape), np.int64(3))
+    assert model.input_shape == (None,) + shape
+    assert model.output_shape == (None, 3)
