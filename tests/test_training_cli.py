@@ -228,6 +228,7 @@ OTHER_RUN_FLAGS = [
     "--model", "resnet18",
     "--dataset", "cifar10",
     "--image-size", "14",
+    "--train-examples", "50",
     "--epochs", "3",
     "--batch-size", "100",
     "--init-batch-size", "100",
@@ -477,3 +478,15 @@ def test_mixed_precision_and_xla_run_exports_a_float32_model(tmp_path):
     assert report["saved_model_max_abs_diff"] <= 1e-4 and report["tflite_max_abs_diff"] <= 1e-4
     assert 0 < report["mixed_precision_max_abs_diff"] < 0.5
     assert is_mixed_precision(keras.saving.load_model(os.path.join(run_dir, "model.keras")))
+
+
+def test_train_examples_keeps_the_first_n_training_examples(tmp_path, monkeypatch):
+    seen = {}
+
+    def fit_and_report(args, strategy, run_dir, splits):
+        seen.update(x=len(splits.x_train), y=len(splits.y_train), test=len(splits.x_test))
+        return {}
+
+    monkeypatch.setattr(cli, "_fit_and_report", fit_and_report)
+    assert cli.main(["--train-examples", "50", "--output", str(tmp_path / "run")] + FAST) == 0
+    assert seen == {"x": 50, "y": 50, "test": 360}  # the test split stays whole

@@ -1,6 +1,7 @@
 """`keras-norms-train`: train a keras-norms builder with `model.fit`."""
 
 import argparse
+import dataclasses
 import json
 import os
 import string
@@ -37,6 +38,7 @@ RUN_FLAGS = (
     "norm",
     "dataset",
     "image_size",
+    "train_examples",
     "epochs",
     "batch_size",
     "init_batch_size",
@@ -131,6 +133,12 @@ def build_parser():
         default=None,
         help="resize images to this square size (digits default: the model's, see below)",
     )
+    parser.add_argument(
+        "--train-examples",
+        type=_positive_int,
+        default=None,
+        help="train on the first N examples of the training split only (default: all)",
+    )
     parser.add_argument("--epochs", type=_positive_int, default=30)
     parser.add_argument(
         "--batch-size",
@@ -204,6 +212,17 @@ class CheckpointError(RuntimeError):
     """The run directory's backup exists but cannot be restored."""
 
 
+class EpochTime(keras.callbacks.Callback):
+    """Adds each epoch's wall time, `epoch_time_s`, to the logs the callbacks after it see."""
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._start = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is not None:
+            logs["epoch_time_s"] = time.perf_counter() - self._start
+
+
 class RunDirectoryError(RuntimeError):
     """The run directory holds a run trained with other flags."""
 
@@ -255,6 +274,7 @@ def build_callbacks(args, run_dir):
     history_path = os.path.join(run_dir, "history.csv")
     resuming = os.path.isdir(backup_dir)
     return [
+        EpochTime(),
         keras.callbacks.CSVLogger(history_path, append=resuming),
         ResumableBackup(backup_dir, history_path),
         keras.callbacks.ModelCheckpoint(os.path.join(run_dir, "model.keras")),
@@ -358,6 +378,9 @@ def train(args):
     splits = datasets.load(
         args.dataset, args.data_dir, args.image_size, seed=args.seed, download=args.download
     )
+    if args.train_examples is not None:  # the splits are shuffled: the first N are a sample
+        n = args.train_examples
+        splits = dataclasses.replace(splits, x_train=splits.x_train[:n], y_train=splits.y_train[:n])
     with open(os.path.join(run_dir, FLAGS_FILE), "w") as f:  # the data is here: a run starts
         json.dump(_run_flags(args), f, indent=2)
     with dtype_policy(args.mixed_precision):
