@@ -11,6 +11,7 @@ from keras_norms.activation_moments import activation_moments, jacobian_factor
 from keras_norms.data_init import data_dependent_init
 from keras_norms.folding import fold
 from keras_norms.norms import create_norm_layer, get_norm_layer
+from keras_norms.precise_statistics import recompute_batch_statistics
 from keras_norms.tensorflow_workaround import disable_dependency_optimization
 
 disable_dependency_optimization()
@@ -26,4 +27,5 @@ __all__ = [
     "jacobian_factor",
     "layers",
     "models",
+    "recompute_batch_statistics",
 ]

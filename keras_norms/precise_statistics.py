@@ -1,0 +1,96 @@
+"""Population statistics for the inference of batch-normalized networks (notes eq. 1.64)."""
+
+import math
+
+import keras
+import numpy as np
+
+from keras_norms.graph import iter_layers
+from keras_norms.layers import BatchStatisticsNormalization
+
+
+def _normalizations(model):
+    """The layers whose running statistics `recompute_batch_statistics` sets."""
+    kinds = (keras.layers.BatchNormalization, BatchStatisticsNormalization)
+    return [layer for layer in iter_layers(model) if isinstance(layer, kinds) and layer.built]
+
+
+def _running_statistics(layer):
+    variance = getattr(layer, "moving_variance", None)  # none in mean-only BN
+    return [layer.moving_mean] + ([] if variance is None else [variance])
+
+
+def _values_per_channel(layer, batch_size):
+    """`m`: how many values one batch gives each channel (batch times positions)."""
+    shape = layer.get_build_config()["input_shape"]
+    axes = layer.axis if isinstance(layer.axis, (list, tuple)) else [layer.axis]
+    kept = {a % len(shape) for a in axes} | {0}
+    return batch_size * math.prod(s for a, s in enumerate(shape) if a not in kept)
+
+
+def recompute_batch_statistics(model, x, batch_size=100):
+    """Set every running mean and variance of `model` to its population value on `x`.
+
+    The inference statistics of section 1.3.4 of the notes, eq. 1.64: over
+    the `T` full batches of `x` (in order; a last partial batch is left
+    out), the mean of the batch means, and `m / (m - 1)` times the mean of
+    the batch variances, `m` being the values per channel in one batch
+    (batch size times spatial positions): Bessel's correction, the unbiased
+    variance. Instead of exponential running averages, which weigh the last
+    batches most and lag behind the last weights. The batches run through
+    `model` in training mode, as in training (so each normalization sees the
+    inputs that the batch statistics of the layers before it give, and
+    dropout is active), with each layer's momentum set so that its running
+    average is the arithmetic one (`t / (t + 1)` at batch `t`) and restored
+    after. Keras `BatchNormalization` and every
+    `BatchStatisticsNormalization` (mean-only BN, DWCK, learned statistics)
+    in the model's layer tree are set; no other weight changes. Learned
+    statistics' `sigma^2` gets the same correction as a plain variance.
+
+    Args:
+        model: a built `keras.Model` of any kind.
+        x: the training inputs, an array (or a list of arrays) of `N`
+            examples, `N >= batch_size`.
+        batch_size: examples per batch, `m` for a dense layer; at least 2.
+
+    Returns:
+        The layers whose statistics were set, in the model's layer order.
+
+    Raises:
+        ValueError: for a `batch_size` below 2 or above `N`. Whatever the
+            model's call raises, after restoring every running statistic.
+
+    Reference:
+        "Initialization and batch normalization" notes, section 1.3.4,
+        eq. 1.64; Ioffe & Szegedy (arXiv:1502.03167), Algorithm 2.
+    """
+    first = x[0] if isinstance(x, (list, tuple)) else x
+    count = len(first)
+    if not (isinstance(batch_size, int) and 2 <= batch_size <= count):
+        raise ValueError(
+            "recompute_batch_statistics expects a batch_size of at least 2 (a variance) and "
+            f"at most the {count} examples of x. Received: batch_size={batch_size!r}"
+        )
+    layers = _normalizations(model)
+    momenta = [layer.momentum for layer in layers]
+    statistics = [v for layer in layers for v in _running_statistics(layer)]
+    before = [np.asarray(v) for v in statistics]
+    try:
+        for t, start in enumerate(range(0, count - batch_size + 1, batch_size)):
+            for layer in layers:
+                layer.momentum = t / (t + 1)
+            batch = keras.tree.map_structure(lambda a: a[start : start + batch_size], x)
+            model(batch, training=True)
+    except Exception:
+        for variable, value in zip(statistics, before):  # a failed pass changes nothing
+            variable.assign(value)
+        raise
+    finally:
+        for layer, momentum in zip(layers, momenta):
+            layer.momentum = momentum
+    for layer in layers:
+        if getattr(layer, "moving_variance", None) is not None:
+            m = _values_per_channel(layer, batch_size)
+            variance = np.asarray(layer.moving_variance, "float64") * m / (m - 1)
+            layer.moving_variance.assign(variance.astype("float32"))
+    return layers
