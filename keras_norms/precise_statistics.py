@@ -9,10 +9,10 @@ from keras_norms.graph import iter_layers
 from keras_norms.layers import BatchStatisticsNormalization
 
 
-def _normalizations(model):
-    """The layers whose running statistics `recompute_batch_statistics` sets."""
+def batch_normalizations(model):
+    """The layers of `model` with running statistics: Keras BN and every batch-statistics one."""
     kinds = (keras.layers.BatchNormalization, BatchStatisticsNormalization)
-    return [layer for layer in iter_layers(model) if isinstance(layer, kinds) and layer.built]
+    return [layer for layer in iter_layers(model) if isinstance(layer, kinds)]
 
 
 def _running_statistics(layer):
@@ -48,7 +48,8 @@ def recompute_batch_statistics(model, x, batch_size=100):
     statistics' `sigma^2` gets the same correction as a plain variance.
 
     Args:
-        model: a built `keras.Model` of any kind.
+        model: a `keras.Model` of any kind (built by an inference call on
+            the first batch if it is not).
         x: the training inputs, an array (or a list of arrays) of `N`
             examples, `N >= batch_size`.
         batch_size: examples per batch, `m` for a dense layer; at least 2.
@@ -71,7 +72,9 @@ def recompute_batch_statistics(model, x, batch_size=100):
             "recompute_batch_statistics expects a batch_size of at least 2 (a variance) and "
             f"at most the {count} examples of x. Received: batch_size={batch_size!r}"
         )
-    layers = _normalizations(model)
+    layers = batch_normalizations(model)
+    if not all(layer.built for layer in layers):  # builds them, changing no statistic
+        model(keras.tree.map_structure(lambda a: a[:batch_size], x), training=False)
     momenta = [layer.momentum for layer in layers]
     statistics = [v for layer in layers for v in _running_statistics(layer)]
     before = [np.asarray(v) for v in statistics]

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
+from keras_norms import precise_statistics
 from keras_norms.folding import is_mixed_precision
 from keras_norms.graph import iter_layers
 from keras_norms.layers import WeightNormalization
@@ -234,6 +235,8 @@ OTHER_RUN_FLAGS = [
     "--init-batch-size", "100",
     "--learning-rate", "0.01",
     "--data-normalization", "batch",
+    "--bn-momentum", "0.5",
+    "--recompute-statistics",
     "--seed", "1",
     "--strategy", "mirrored",
     "--mixed-precision",
@@ -490,3 +493,22 @@ def test_train_examples_keeps_the_first_n_training_examples(tmp_path, monkeypatc
     monkeypatch.setattr(cli, "_fit_and_report", fit_and_report)
     assert cli.main(["--train-examples", "50", "--output", str(tmp_path / "run")] + FAST) == 0
     assert seen == {"x": 50, "y": 50, "test": 360}  # the test split stays whole
+
+
+def test_bn_momentum_and_recomputed_statistics(tmp_path):
+    """Every BN gets the momentum; the test runs on population statistics, both accuracies kept."""
+    run_dir = str(tmp_path / "run")
+    argv = ["--norm", "bn", "--epochs", "1", "--train-examples", "64", "--bn-momentum", "0.5"]
+    assert cli.main(argv + ["--recompute-statistics", "--output", run_dir] + FAST) == 0
+    with open(os.path.join(run_dir, "metrics.json")) as f:
+        metrics = json.load(f)
+    assert 0.0 <= metrics["test_accuracy_running_averages"] <= 1.0
+    model = keras.saving.load_model(os.path.join(run_dir, "model.keras"))
+    momenta = [layer.momentum for layer in precise_statistics.batch_normalizations(model)]
+    assert len(momenta) > 1 and set(momenta) == {0.5}
+
+
+def test_bn_momentum_must_be_below_one(capsys):
+    with pytest.raises(SystemExit):
+        cli.main(["--bn-momentum", "1.0"])
+    assert "expected a momentum in [0, 1), got 1.0" in capsys.readouterr().err

@@ -11,7 +11,12 @@ import time
 import keras
 import numpy as np
 
-from keras_norms import data_dependent_init, datasets
+from keras_norms import (
+    data_dependent_init,
+    datasets,
+    precise_statistics,
+    recompute_batch_statistics,
+)
 from keras_norms.models import BUILDERS
 from keras_norms.models.nin import DATA_NORMALIZATIONS
 from keras_norms.optional import MissingDependencyError
@@ -44,6 +49,8 @@ RUN_FLAGS = (
     "init_batch_size",
     "learning_rate",
     "data_normalization",
+    "bn_momentum",
+    "recompute_statistics",
     "seed",
     "strategy",
     "mixed_precision",
@@ -84,6 +91,13 @@ def _output_template(text):
             f"unknown placeholder {{{unknown[0]}}} in {text!r}; the placeholders are {allowed}"
         )
     return text
+
+
+def _momentum(text):
+    value = float(text)
+    if not 0.0 <= value < 1.0:
+        raise argparse.ArgumentTypeError(f"expected a momentum in [0, 1), got {text}")
+    return value
 
 
 def _positive_float(text):
@@ -164,6 +178,20 @@ def build_parser():
         choices=DATA_NORMALIZATIONS,
         help="for models that normalize their input (nin): 'global' statistics "
         "of the training images, or 'batch' statistics (section 4.1)",
+    )
+    parser.add_argument(
+        "--bn-momentum",
+        type=_momentum,
+        default=None,
+        help="the running averages' momentum of every batch normalization in the model "
+        "(Keras BN, mean-only BN, DWCK, learned statistics); default: each layer's own",
+    )
+    parser.add_argument(
+        "--recompute-statistics",
+        action="store_true",
+        help="after training, set every running mean and variance to its population value "
+        "over the training split (keras_norms.recompute_batch_statistics) before the test; "
+        "metrics.json keeps the test accuracy with the running averages too",
     )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
@@ -307,6 +335,9 @@ def build_model(args, splits, synchronized=False):
         synchronized=synchronized,
         **kwargs,
     )
+    if args.bn_momentum is not None:
+        for layer in precise_statistics.batch_normalizations(net):
+            layer.momentum = args.bn_momentum
     if builder.data_normalization:
         model = net
     else:
@@ -408,6 +439,11 @@ def _fit_and_report(args, strategy, run_dir, splits):
         verbose=args.verbose,
     )
     wall_time = time.perf_counter() - start
+    recomputed = {}
+    if args.recompute_statistics:
+        recomputed["test_accuracy_running_averages"] = model.evaluate(test_ds, verbose=0)[1]
+        size = min(max(args.batch_size, 2), len(splits.x_train))  # a variance needs 2
+        recompute_batch_statistics(model, splits.x_train, size)
     test_loss, test_accuracy = model.evaluate(test_ds, verbose=0)
     metrics = {
         "model": args.model,
@@ -422,6 +458,7 @@ def _fit_and_report(args, strategy, run_dir, splits):
         "test_loss": float(test_loss),
         "test_accuracy": float(test_accuracy),
         "train_wall_time_s": round(wall_time, 2),
+        **recomputed,
     }
     export = args.export and is_chief(strategy)
     if export:

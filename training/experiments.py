@@ -99,4 +99,29 @@ WN = Experiment(
     smoothing=5,
 )
 
-EXPERIMENTS = {experiment.name: experiment for experiment in (WN,)}
+BN_TEST_PHASE = Experiment(
+    name="bn_test_phase",
+    mirrors=(
+        "the initialization and batch normalization notes, section 1.3.4, eq. 1.64 (population "
+        "statistics) against eq. 1.65 (running averages)"
+    ),
+    claim=(
+        "After short training, exponential running averages lag behind the weights (the more, "
+        "the higher the momentum); statistics recomputed over the training set do not"
+    ),
+    configurations=tuple(
+        Configuration(name, ("--model", "convpool_cnn_c", "--norm", "bn") + flags)
+        for name, flags in (
+            ("running_0.9", ("--bn-momentum", "0.9")),
+            ("running_0.99", ("--bn-momentum", "0.99")),
+            ("recomputed", ("--bn-momentum", "0.99", "--recompute-statistics")),
+        )
+    ),
+    quick_flags=("--epochs", "1", "--train-examples", "200", "--init-batch-size", "100"),
+    # Two epochs of the whole digits: 30 steps, too few for momentum 0.99 to forget its start.
+    digits_flags=("--epochs", "2"),
+    paper_flags=("--epochs", "2"),
+    paper_setting="no numbers: the notes derive eq. 1.64 and 1.65 only",
+)
+
+EXPERIMENTS = {experiment.name: experiment for experiment in (WN, BN_TEST_PHASE)}
