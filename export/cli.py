@@ -12,6 +12,7 @@ import keras
 
 import keras_norms  # noqa: F401  (registers the layers for load_model)
 from keras_norms import datasets
+from keras_norms.command_line import positive_int
 from keras_norms.export.parity import (
     DEFAULT_TOLERANCE,
     DYNAMIC_AXIS_SIZE,
@@ -22,13 +23,6 @@ from keras_norms.export.parity import (
     sizes_dynamic_axes,
 )
 from keras_norms.optional import MissingDependencyError
-
-
-def _positive_int(text):
-    value = int(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text}")
-    return value
 
 
 def _shape(text):
@@ -61,7 +55,7 @@ def build_parser():
         "classifiers",
     )
     parser.add_argument("--data-dir", default=None, help="tensorflow-datasets data dir")
-    parser.add_argument("--num-samples", type=_positive_int, default=256)
+    parser.add_argument("--num-samples", type=positive_int, default=256)
     parser.add_argument(
         "--parity-shape",
         type=_shape,

@@ -11,12 +11,8 @@ import time
 import keras
 import numpy as np
 
-from keras_norms import (
-    data_dependent_init,
-    datasets,
-    precise_statistics,
-    recompute_batch_statistics,
-)
+from keras_norms import data_dependent_init, datasets, precise_statistics
+from keras_norms.command_line import positive_int
 from keras_norms.models import BUILDERS
 from keras_norms.models.nin import DATA_NORMALIZATIONS
 from keras_norms.optional import MissingDependencyError
@@ -57,13 +53,6 @@ RUN_FLAGS = (
     "jit_compile",
 )
 FLAGS_FILE = "flags.json"
-
-
-def _positive_int(text):
-    value = int(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text}")
-    return value
 
 
 def _init_batch_size(text):
@@ -143,20 +132,20 @@ def build_parser():
     )
     parser.add_argument(
         "--image-size",
-        type=_positive_int,
+        type=positive_int,
         default=None,
         help="resize images to this square size (digits default: the model's, see below)",
     )
     parser.add_argument(
         "--train-examples",
-        type=_positive_int,
+        type=positive_int,
         default=None,
         help="train on the first N examples of the training split only (default: all)",
     )
-    parser.add_argument("--epochs", type=_positive_int, default=30)
+    parser.add_argument("--epochs", type=positive_int, default=30)
     parser.add_argument(
         "--batch-size",
-        type=_positive_int,
+        type=positive_int,
         default=None,
         help="global batch size (default: the model's recipe, see below)",
     )
@@ -443,7 +432,7 @@ def _fit_and_report(args, strategy, run_dir, splits):
     if args.recompute_statistics:
         recomputed["test_accuracy_running_averages"] = model.evaluate(test_ds, verbose=0)[1]
         size = min(max(args.batch_size, 2), len(splits.x_train))  # a variance needs 2
-        recompute_batch_statistics(model, splits.x_train, size)
+        precise_statistics.recompute_batch_statistics(model, splits.x_train, size)
     test_loss, test_accuracy = model.evaluate(test_ds, verbose=0)
     metrics = {
         "model": args.model,

@@ -19,17 +19,11 @@ import sys
 import numpy as np
 
 from keras_norms import datasets
+from keras_norms.command_line import positive_int
 from keras_norms.training import cli as train_cli
 from keras_norms.training.experiments import EXPERIMENTS, FULL, SCALES
 
 HISTORY_FIELDS = ("loss", "accuracy", "val_loss", "val_accuracy", "epoch_time_s")
-
-
-def _positive_int(text):
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text}")
-    return value
 
 
 def build_parser():
@@ -41,7 +35,7 @@ def build_parser():
     )
     parser.add_argument("name", nargs="?", choices=sorted(EXPERIMENTS), help="the experiment")
     parser.add_argument("--list", action="store_true", help="list the experiments and exit")
-    parser.add_argument("--seeds", type=_positive_int, default=3, help="seeds 0..N-1")
+    parser.add_argument("--seeds", type=positive_int, default=3, help="seeds 0..N-1")
     parser.add_argument(
         "--scale",
         choices=SCALES,

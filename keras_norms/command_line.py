@@ -1,0 +1,16 @@
+"""Argument types shared by keras-norms' command-line tools (train, export, experiment)."""
+
+import argparse
+
+
+def positive_int(text):
+    """`text` as an int >= 1, for `argparse`'s `type=`.
+
+    Raises:
+        argparse.ArgumentTypeError: for an integer below 1 (argparse turns
+            it, and the ValueError of a non-integer, into a usage error).
+    """
+    value = int(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text}")
+    return value
