@@ -17,7 +17,7 @@ import time
 import keras
 
 from keras_norms import datasets
-from keras_norms.models import BUILDERS
+from keras_norms.models import BUILDERS, recipes
 
 
 def build(model_name, norm, image_shape, num_classes):
@@ -25,7 +25,7 @@ def build(model_name, norm, image_shape, num_classes):
     kwargs = {"data_normalization": "batch"} if builder.data_normalization else {}
     model = builder.build(image_shape, num_classes, norm, **kwargs)
     model.compile(
-        optimizer=builder.recipe.optimizer(builder.recipe.learning_rate),
+        optimizer=recipes.OPTIMIZERS[builder.recipe.optimizer](builder.recipe.learning_rate),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
     )
     return model

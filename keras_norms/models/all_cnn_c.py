@@ -2,8 +2,8 @@
 
 import keras
 
-from keras_norms.models.arguments import check_builder_arguments
-from keras_norms.models.recipes import Recipe, halving
+from keras_norms.models.arguments import check_builder_arguments, check_kernel_initializer
+from keras_norms.models.recipes import Recipe
 from keras_norms.models.registry import Builder, register_builder
 from keras_norms.norms import create_norm_layer
 
@@ -38,7 +38,14 @@ def _normalization(norm, index, filters, table_stack, name, synchronized):
     )
 
 
-def all_cnn_c(input_shape=(32, 32, 3), num_classes=10, norm="dwck", name=None, synchronized=False):
+def all_cnn_c(
+    input_shape=(32, 32, 3),
+    num_classes=10,
+    norm="dwck",
+    name=None,
+    synchronized=False,
+    kernel_initializer="glorot_uniform",
+):
     """Build ALL-CNN-C with one of the DWCK paper's normalizations.
 
     (96, 3x3), (96, 3x3), (96, 3x3, stride 2), (192, 3x3), (192, 3x3),
@@ -64,14 +71,22 @@ def all_cnn_c(input_shape=(32, 32, 3), num_classes=10, norm="dwck", name=None, s
         name: model name; defaults to `"all_cnn_c_<norm>"`.
         synchronized: passed to every batch-statistics layer: `True`
             all-reduces their statistics over `tf.distribute` replicas.
+        kernel_initializer: the initializer of every convolution kernel (the
+            normalization layers' own parameters, DWCK's kernels and the
+            learned-statistics networks, keep theirs): anything
+            `keras.initializers.get` accepts, e.g. `"he_normal"` (He et al.
+            2015, for these ReLU layers) or an `Initializer` instance (an
+            unseeded one is copied per kernel). Defaults to
+            `"glorot_uniform"`, Keras' default.
 
     Returns:
         A functional `keras.Model` from `(batch, H, W, C)` images to
         `(batch, num_classes)` logits.
 
     Raises:
-        ValueError: for an unknown `norm`, a malformed `input_shape` or a
-            bad `num_classes`.
+        ValueError: for an unknown `norm`, a malformed `input_shape`, a
+            bad `num_classes`, or a `kernel_initializer` that
+            `keras.initializers.get` refuses (before any layer is built).
 
     Reference:
         Esposito & Ganaba, "Convolutional Normalization" (arXiv:2102.09685),
@@ -81,19 +96,26 @@ def all_cnn_c(input_shape=(32, 32, 3), num_classes=10, norm="dwck", name=None, s
     input_shape, num_classes = check_builder_arguments(
         "all_cnn_c", input_shape, num_classes, norm, NORMS
     )
+    initializer = check_kernel_initializer("all_cnn_c", kernel_initializer)
     table = input_shape[:2] == (_TABLE_SIZE, _TABLE_SIZE)
     inputs = keras.Input(shape=input_shape, name="images")
     x = inputs
     for index, (filters, size, stride, stack) in enumerate(ARCHITECTURE):
         layer_name = f"conv{index + 1}"
         x = keras.layers.Conv2D(
-            filters, size, stride, padding="same", activation="relu", name=layer_name
+            filters,
+            size,
+            stride,
+            padding="same",
+            activation="relu",
+            kernel_initializer=initializer(),
+            name=layer_name,
         )(x)
         if norm != "none":
             stack = stack if table else None
             name_ = f"{layer_name}_{norm}"
             x = _normalization(norm, index, filters, stack, name_, synchronized)(x)
-    x = keras.layers.Conv2D(num_classes, 1, name="conv9")(x)
+    x = keras.layers.Conv2D(num_classes, 1, kernel_initializer=initializer(), name="conv9")(x)
     outputs = keras.layers.GlobalAveragePooling2D(name="logits")(x)
     return keras.Model(inputs, outputs, name=name or f"all_cnn_c_{norm}")
 
@@ -111,8 +133,8 @@ register_builder(
             batch_size=64,
             learning_rate=0.01,
             digits_image_size=32,
-            optimizer=lambda lr: keras.optimizers.SGD(lr, momentum=0.9),
-            schedule=halving,
+            optimizer="momentum",
+            schedule="halving",
         ),
     )
 )

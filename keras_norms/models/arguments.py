@@ -1,5 +1,10 @@
 """Argument checks shared by the model builders."""
 
+import random
+
+import keras
+import numpy as np
+
 from keras_norms.layers.arguments import is_integer
 
 
@@ -42,3 +47,54 @@ def check_builder_arguments(builder, input_shape, num_classes, norm, norms, min_
             f"Received: num_classes={num_classes!r}"
         )
     return input_shape, int(num_classes)
+
+
+def check_kernel_initializer(builder, kernel_initializer):
+    """Validate a builder's `kernel_initializer`; returns a function giving each kernel's own.
+
+    `kernel_initializer` is anything `keras.initializers.get` resolves to an
+    initializer: a name (`"he_normal"`), a config dict, an `Initializer`
+    class or instance, or a callable `(shape, dtype=None)`. It is resolved
+    here once, so that a bad value fails before any layer is built, with
+    Python's random state (which Keras' unseeded initializers draw their
+    seeds from) restored after: a builder's default keeps its exact weights
+    under `keras.utils.set_random_seed`.
+
+    The returned function is called once per kernel and returns what that
+    layer gets: a name, dict or class as given (each layer resolves its own
+    initializer, as for Keras' defaults); an unseeded `Initializer` instance
+    copied, since Keras gives every call of one unseeded instance the same
+    seed, and so every kernel of one shape the same values; any other
+    instance or callable as is (an integer-seeded instance starts every
+    kernel of one shape equal, as in Keras; one seeded with a
+    `keras.random.SeedGenerator` draws anew each time).
+
+    Raises:
+        ValueError: naming `builder`, for `None`, a tensor or array (one
+            fixed value cannot fit every kernel's shape), or anything
+            `keras.initializers.get` refuses.
+    """
+    message = (
+        f"{builder} expects a kernel_initializer that keras.initializers.get accepts: "
+        "a name such as 'he_normal', a config dict, or an Initializer class or instance. "
+        f"Received: kernel_initializer={kernel_initializer!r}"
+    )
+    fixed_value = isinstance(kernel_initializer, (np.ndarray, np.generic))
+    if kernel_initializer is None or fixed_value or keras.ops.is_tensor(kernel_initializer):
+        raise ValueError(message)
+    state = random.getstate()
+    try:
+        initializer = keras.initializers.get(kernel_initializer)
+    except (ValueError, TypeError) as error:
+        raise ValueError(message) from error
+    finally:
+        random.setstate(state)
+    if not callable(initializer):  # a class that is no initializer, e.g. `int`
+        raise ValueError(message)
+    if isinstance(kernel_initializer, (str, dict, type)):
+        return lambda: kernel_initializer
+    if isinstance(initializer, keras.initializers.Initializer):
+        config = initializer.get_config()
+        if "seed" in config and config["seed"] is None:
+            return lambda: type(initializer).from_config(config)
+    return lambda: initializer

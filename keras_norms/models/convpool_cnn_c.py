@@ -3,8 +3,8 @@
 import keras
 
 from keras_norms.layers.weight_norm import WeightNormalization
-from keras_norms.models.arguments import check_builder_arguments
-from keras_norms.models.recipes import Recipe, constant_then_linear
+from keras_norms.models.arguments import check_builder_arguments, check_kernel_initializer
+from keras_norms.models.recipes import Recipe
 from keras_norms.models.registry import Builder, register_builder
 from keras_norms.norms import create_norm_layer
 
@@ -50,7 +50,12 @@ def _normalized_linear(x, linear, norm, name, synchronized):
 
 
 def convpool_cnn_c(
-    input_shape=(32, 32, 3), num_classes=10, norm="wn_mobn", name=None, synchronized=False
+    input_shape=(32, 32, 3),
+    num_classes=10,
+    norm="wn_mobn",
+    name=None,
+    synchronized=False,
+    kernel_initializer="glorot_uniform",
 ):
     """Build ConvPool-CNN-C with one of the paper's five normalizations.
 
@@ -79,6 +84,13 @@ def convpool_cnn_c(
         name: model name; defaults to `"convpool_cnn_c_<norm>"`.
         synchronized: passed to every batch-statistics layer: `True`
             all-reduces their statistics over `tf.distribute` replicas.
+        kernel_initializer: the initializer of every convolution kernel and
+            of the dense kernel (under weight normalization, of the wrapped
+            layer's kernel `v`; `g` starts at `||v||` until
+            `keras_norms.data_dependent_init`): anything
+            `keras.initializers.get` accepts, e.g. `"he_normal"` or an
+            `Initializer` instance (an unseeded one is copied per kernel).
+            Defaults to `"glorot_uniform"`, Keras' default.
 
     Returns:
         A functional `keras.Model` mapping `(batch, height, width, channels)`
@@ -86,11 +98,14 @@ def convpool_cnn_c(
 
     Raises:
         ValueError: for an unknown `norm`, a malformed `input_shape`, a side
-            smaller than 12, or a non-positive `num_classes`.
+            smaller than 12, a non-positive `num_classes`, or a
+            `kernel_initializer` that `keras.initializers.get` refuses
+            (before any layer is built).
     """
     input_shape, num_classes = check_builder_arguments(
         "convpool_cnn_c", input_shape, num_classes, norm, NORMS, MIN_SPATIAL_SIZE
     )
+    initializer = check_kernel_initializer("convpool_cnn_c", kernel_initializer)
     use_bias = norm in ("none", "wn")
     inputs = keras.Input(shape=input_shape, name="images")
     x = keras.layers.GaussianNoise(NOISE_STDDEV, name="noise")(inputs)
@@ -105,12 +120,17 @@ def convpool_cnn_c(
         else:
             filters, size, padding = spec
             conv = keras.layers.Conv2D(
-                filters, size, padding=padding, use_bias=use_bias, name=name_
+                filters,
+                size,
+                padding=padding,
+                use_bias=use_bias,
+                kernel_initializer=initializer(),
+                name=name_,
             )
             x = _normalized_linear(x, conv, norm, name_, synchronized)
             x = keras.layers.LeakyReLU(LEAKY_RELU_SLOPE, name=f"{name_}_act")(x)
     x = keras.layers.GlobalAveragePooling2D(name="global_pool")(x)
-    dense = keras.layers.Dense(num_classes, name="logits")
+    dense = keras.layers.Dense(num_classes, kernel_initializer=initializer(), name="logits")
     if norm in ("wn", "wn_mobn"):
         dense = WeightNormalization(dense, name="logits_wn")
     outputs = dense(x)
@@ -129,8 +149,8 @@ register_builder(
             batch_size=100,
             learning_rate=0.003,
             digits_image_size=16,
-            optimizer=lambda lr: keras.optimizers.Adam(lr),
-            schedule=constant_then_linear,
+            optimizer="adam",
+            schedule="constant_then_linear",
         ),
     )
 )

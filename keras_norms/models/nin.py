@@ -3,8 +3,8 @@
 import keras
 
 from keras_norms.layers.normprop import NormPropConv2D
-from keras_norms.models.arguments import check_builder_arguments
-from keras_norms.models.recipes import Recipe, halving
+from keras_norms.models.arguments import check_builder_arguments, check_kernel_initializer
+from keras_norms.models.recipes import Recipe
 from keras_norms.models.registry import Builder, register_builder
 from keras_norms.norms import create_norm_layer
 
@@ -79,8 +79,11 @@ def _data_normalization(x, input_shape, data_normalization, synchronized):
     return keras.layers.Reshape(input_shape, name="unflatten_pixels")(x)
 
 
-def _conv(x, filters, size, stride, padding, norm, last, name, synchronized):
-    """C(filters, size, stride, padding): explicit zero padding, then the convolution."""
+def _conv(x, filters, size, stride, padding, norm, last, name, synchronized, initializer):
+    """C(filters, size, stride, padding): explicit zero padding, then the convolution.
+
+    `initializer()` gives the convolution's kernel initializer.
+    """
     if stride == 1 and size % 2 == 1 and padding == (size - 1) // 2:
         mode = "same"  # the same zero padding, in one op
     else:
@@ -90,13 +93,33 @@ def _conv(x, filters, size, stride, padding, norm, last, name, synchronized):
     activation = None if last else "relu"
     if norm == "normprop":
         return NormPropConv2D(
-            filters, size, stride, padding=mode, activation=activation, name=name
+            filters,
+            size,
+            stride,
+            padding=mode,
+            activation=activation,
+            kernel_initializer=initializer(),
+            name=name,
         )(x)
     if norm == "none" or last:
         return keras.layers.Conv2D(
-            filters, size, stride, padding=mode, activation=activation, name=name
+            filters,
+            size,
+            stride,
+            padding=mode,
+            activation=activation,
+            kernel_initializer=initializer(),
+            name=name,
         )(x)
-    x = keras.layers.Conv2D(filters, size, stride, padding=mode, use_bias=False, name=name)(x)
+    x = keras.layers.Conv2D(
+        filters,
+        size,
+        stride,
+        padding=mode,
+        use_bias=False,
+        kernel_initializer=initializer(),
+        name=name,
+    )(x)
     x = create_norm_layer("bn", filters, synchronized=synchronized, name=f"{name}_bn")(x)
     return keras.layers.ReLU(name=f"{name}_relu")(x)
 
@@ -126,6 +149,7 @@ def nin(
     data_normalization="batch",
     name=None,
     synchronized=False,
+    kernel_initializer="glorot_uniform",
 ):
     """Build Network in Network as in the NormProp paper's protocol.
 
@@ -159,6 +183,12 @@ def nin(
         name: model name; defaults to `"nin_<norm>"`.
         synchronized: passed to every batch-statistics layer: `True`
             all-reduces their statistics over `tf.distribute` replicas.
+        kernel_initializer: the initializer of every convolution kernel
+            (`NormPropConv2D`'s `W` too, which it divides by its norm):
+            anything `keras.initializers.get` accepts, e.g. `"he_normal"`
+            or an `Initializer` instance (an unseeded one is copied per
+            kernel). Defaults to `"glorot_uniform"`, the default of Keras
+            and `NormPropConv2D`.
 
     Returns:
         A functional `keras.Model` from `(batch, H, W, C)` images to
@@ -166,7 +196,9 @@ def nin(
 
     Raises:
         ValueError: for an unknown `norm` or `data_normalization`, a
-            malformed `input_shape`, a side below 29, or a bad `num_classes`.
+            malformed `input_shape`, a side below 29, a bad `num_classes`, or
+            a `kernel_initializer` that `keras.initializers.get` refuses
+            (before any layer is built).
 
     Reference:
         Arpit et al. 2016, section 5 (protocol); Lin, Chen & Yan, "Network
@@ -176,6 +208,7 @@ def nin(
         "nin", input_shape, num_classes, norm, NORMS, MIN_SPATIAL_SIZE
     )
     _check_data_normalization(data_normalization)
+    initializer = check_kernel_initializer("nin", kernel_initializer)
     inputs = keras.Input(shape=input_shape, name="images")
     x = _data_normalization(inputs, input_shape, data_normalization, synchronized)
     counts = {"conv": 0, "pool": 0}
@@ -187,7 +220,9 @@ def nin(
         else:
             last = filters is None
             filters = num_classes if last else filters
-            x = _conv(x, filters, size, stride, padding, norm, last, layer_name, synchronized)
+            x = _conv(
+                x, filters, size, stride, padding, norm, last, layer_name, synchronized, initializer
+            )
     outputs = keras.layers.GlobalAveragePooling2D(name="logits")(x)
     return keras.Model(inputs, outputs, name=name or f"nin_{norm}")
 
@@ -204,8 +239,9 @@ register_builder(
             batch_size=50,
             learning_rate=0.05,
             digits_image_size=32,
-            optimizer=lambda lr: keras.optimizers.SGD(lr, momentum=0.9, weight_decay=5e-4),
-            schedule=halving,
+            optimizer="momentum",
+            schedule="halving",
+            weight_decay=5e-4,
         ),
         data_normalization=True,
     )

@@ -1,5 +1,7 @@
-"""The training recipes' learning-rate schedules and each builder's registered recipe."""
+"""The training recipes: schedules, optimizers, L2 weight decay, and each builder's recipe."""
 
+import keras
+import numpy as np
 import pytest
 
 from keras_norms.models import BUILDERS, recipes
@@ -21,17 +23,81 @@ def test_halving_scaled_to_the_run():
     assert recipes.halving(1.0, 3)(2) == 0.25  # period at least one epoch
 
 
+def test_halving_every_given_period():
+    # NormProp's sections 5.1-5.4: halved every 10 epochs, whatever the run's length.
+    schedule = recipes.halving(0.05, 50, period=10)
+    assert [schedule(e) for e in (0, 9, 10, 29, 30, 49)] == pytest.approx(
+        [0.05, 0.05, 0.025, 0.0125, 0.00625, 0.003125]
+    )
+
+
+def test_tenfold_is_normalized_convolutions_schedule():
+    # The paper: 0.01, x0.1 after every 30 epochs of 50.
+    paper = recipes.tenfold(0.01, 50)
+    assert [paper(e) for e in (0, 29, 30, 49)] == pytest.approx([0.01, 0.01, 0.001, 0.001])
+    short = recipes.tenfold(0.01, 5)
+    assert [short(e) for e in range(5)] == pytest.approx([0.01] * 3 + [0.001] * 2)
+
+
+@pytest.mark.parametrize("name", ["constant", "constant_then_linear"])
+def test_a_schedule_without_steps_refuses_a_period(name):
+    with pytest.raises(ValueError, match=f"{name}.*Received: period=3"):
+        recipes.SCHEDULES[name](0.1, 10, 3)
+
+
+@pytest.mark.parametrize(
+    "name, cls, momentum",
+    [("sgd", keras.optimizers.SGD, 0.0), ("momentum", keras.optimizers.SGD, 0.9)],
+)
+def test_sgd_optimizers(name, cls, momentum):
+    optimizer = recipes.OPTIMIZERS[name](0.1)
+    assert type(optimizer) is cls and optimizer.momentum == momentum
+    assert optimizer.weight_decay is None  # weight decay is a loss term (add_weight_decay)
+
+
+def test_weight_decay_is_an_l2_term_on_kernels_only():
+    # A nested network, as the training CLI builds it: each kernel counted once.
+    net = keras.Sequential(
+        [keras.Input((3,)), keras.layers.Dense(4), keras.layers.BatchNormalization()]
+        + [keras.layers.Dense(2)]
+    )
+    inputs = keras.Input((3,))
+    model = keras.Model(inputs, net(inputs))
+    recipes.add_weight_decay(model, 0.01)
+    kernels = [keras.ops.convert_to_numpy(net.layers[i].kernel) for i in (0, 2)]
+    penalty = sum(float(loss) for loss in model.losses)  # no bias, gamma or beta term
+    expected = 0.01 / 2 * sum(np.sum(kernel**2) for kernel in kernels)
+    assert len(model.losses) == 2
+    np.testing.assert_allclose(penalty, expected, rtol=1e-6)
+
+
+def test_weight_decay_gradient_is_coupled():
+    # One SGD step on a zero data loss moves W by -lr * weight_decay * W.
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2, use_bias=False)])
+    recipes.add_weight_decay(model, 0.1)
+    model.compile(optimizer=keras.optimizers.SGD(1.0), loss=lambda y, p: 0.0 * p)
+    before = keras.ops.convert_to_numpy(model.layers[0].kernel)
+    model.train_on_batch(np.zeros((1, 3)), np.zeros((1, 2)))
+    after = keras.ops.convert_to_numpy(model.layers[0].kernel)
+    np.testing.assert_allclose(after, before * (1 - 0.1), rtol=1e-6)
+
+
 def test_recipes_follow_the_papers():
     nin = BUILDERS["nin"].recipe
-    sgd = nin.optimizer(nin.learning_rate)
-    assert (nin.batch_size, nin.learning_rate) == (50, 0.05)
-    assert sgd.momentum == 0.9 and sgd.weight_decay == 5e-4
+    assert (nin.batch_size, nin.learning_rate, nin.optimizer) == (50, 0.05, "momentum")
+    assert (nin.schedule, nin.weight_decay) == ("halving", 5e-4)
     convpool = BUILDERS["convpool_cnn_c"].recipe
-    assert (convpool.batch_size, convpool.learning_rate) == (100, 0.003)
+    assert (convpool.batch_size, convpool.learning_rate, convpool.optimizer) == (100, 0.003, "adam")
+    assert convpool.schedule == "constant_then_linear"
 
 
-def test_resnet18_recipe_is_micro_batch_sgd():
+def test_resnet18_recipe_is_normalized_convolutions():
     recipe = BUILDERS["resnet18"].recipe
-    sgd = recipe.optimizer(recipe.learning_rate)
-    assert recipe.batch_size == 2 and sgd.momentum == 0.0 and sgd.weight_decay is None
-    assert recipe.schedule(0.01, 10)(9) == 0.01
+    assert (recipe.batch_size, recipe.learning_rate, recipe.optimizer) == (2, 0.01, "sgd")
+    assert (recipe.schedule, recipe.weight_decay) == ("tenfold", 0.0)
+
+
+@pytest.mark.parametrize("name", sorted(BUILDERS))
+def test_every_recipe_names_a_known_optimizer_and_schedule(name):
+    recipe = BUILDERS[name].recipe
+    assert recipe.optimizer in recipes.OPTIMIZERS and recipe.schedule in recipes.SCHEDULES
