@@ -101,3 +101,38 @@ def test_unknown_dataset_lists_the_choices():
         ValueError, match=r"Expected one of \('digits', 'cifar10'.*Received: 'mnist'"
     ):
         datasets.load("mnist")
+
+
+def _augmented_epoch(make, images, augment):
+    batches = make(images, np.arange(len(images)), len(images), False, 0, augment)
+    ((x, y),) = list(batches)
+    return np.asarray(x), np.asarray(y)
+
+
+@pytest.mark.parametrize("make", [data.make_pipeline, data.ArrayBatches])
+def test_flip_mirrors_some_images_and_keeps_the_others(make):
+    rng = np.random.default_rng(0)
+    images = rng.normal(size=(64, 6, 6, 2)).astype("float32")
+    layers = data.augmenter("flip") if make is data.ArrayBatches else "flip"
+    x, y = _augmented_epoch(make, images, layers)
+    assert y.tolist() == list(range(64))  # labels follow their images
+    kept = np.all(np.isclose(x, images), axis=(1, 2, 3))
+    mirrored = np.all(np.isclose(x, images[:, :, ::-1]), axis=(1, 2, 3))
+    assert np.all(kept | mirrored) and 10 < mirrored.sum() < 54
+
+
+@pytest.mark.parametrize("make", [data.make_pipeline, data.ArrayBatches])
+def test_shift_moves_images_by_at_most_a_tenth_of_their_side(make):
+    # One bright pixel in the middle of 40x40 images: a shift of at most 4 pixels.
+    images = np.zeros((32, 40, 40, 1), "float32")
+    images[:, 20, 20] = 1.0
+    layers = data.augmenter("flip_shift") if make is data.ArrayBatches else "flip_shift"
+    x, _ = _augmented_epoch(make, images, layers)
+    rows, cols = np.unravel_index(x.reshape(32, -1).argmax(axis=1), (40, 40))
+    assert np.all(np.abs(rows - 20) <= 4) and np.all(np.abs(cols - 19.5) <= 4.5)
+    assert len(set(zip(rows.tolist(), cols.tolist()))) > 5  # they do move
+
+
+def test_unknown_augmentation_is_a_value_error():
+    with pytest.raises(ValueError, match=r"Expected augment in .*Received: augment='rotate'"):
+        data.augmenter("rotate")

@@ -180,7 +180,8 @@ def test_missing_data_exits_2_with_instructions(tmp_path, capsys):
     [
         (
             ["--model", "vgg"],
-            "invalid choice: 'vgg' (choose from all_cnn_c, convpool_cnn_c, nin, resnet18)",
+            "invalid choice: 'vgg' (choose from all_cnn_c, convpool_cnn_c, nin, plain_cnn, "
+            "resnet18)",
         ),
         (
             ["--norm", "gn"],
@@ -194,6 +195,21 @@ def test_missing_data_exits_2_with_instructions(tmp_path, capsys):
         (["--epochs", "0"], "argument --epochs: expected a positive integer, got 0"),
         (["--batch-size", "-4"], "argument --batch-size: expected a positive integer, got -4"),
         (["--learning-rate", "0"], "argument --learning-rate: expected a positive number, got 0"),
+        (["--weight-decay", "-1"], "argument --weight-decay: expected a number >= 0, got -1"),
+        (
+            ["--decay-every", "3"],
+            "argument --decay-every: the 'constant_then_linear' schedule has no steps",
+        ),
+        (["--depth", "3"], "argument --depth: --model convpool_cnn_c takes no --depth"),
+        (
+            ["--model", "plain_cnn", "--activation", "selu"],
+            "argument --activation: --model plain_cnn takes no --activation",
+        ),
+        (
+            ["--model", "nin", "--input-standardization", "component"],
+            "argument --input-standardization: --model nin normalizes its input itself",
+        ),
+        (["--run-eagerly", "--jit-compile"], "argument --run-eagerly: not allowed with"),
     ],
 )
 def test_bad_arguments_are_argparse_errors(argv, message, capsys):
@@ -223,7 +239,16 @@ def test_norm_defaults_to_the_models_default(tmp_path, monkeypatch):
 
 
 # Flags that do not change what a run trains: a run may resume with others.
-NON_RUN_FLAGS = {"help", "data_dir", "download", "output", "export", "connect_timeout", "verbose"}
+NON_RUN_FLAGS = {
+    "help",
+    "data_dir",
+    "download",
+    "output",
+    "export",
+    "connect_timeout",
+    "verbose",
+    "run_eagerly",
+}
 # Other values for every flag of cli.RUN_FLAGS than FAST and the defaults give.
 OTHER_RUN_FLAGS = [
     "--model", "resnet18",
@@ -234,6 +259,16 @@ OTHER_RUN_FLAGS = [
     "--batch-size", "100",
     "--init-batch-size", "100",
     "--learning-rate", "0.01",
+    "--test-examples", "20",
+    "--optimizer", "sgd",
+    "--schedule", "halving",
+    "--decay-every", "2",
+    "--weight-decay", "0.001",
+    "--augment", "flip",
+    "--kernel-initializer", "he_normal",
+    "--activation", "selu",
+    "--input-standardization", "component",
+    "--track-hidden-inputs",
     "--data-normalization", "batch",
     "--bn-momentum", "0.5",
     "--recompute-statistics",
@@ -260,8 +295,9 @@ def test_run_directory_refuses_a_run_with_other_flags(tmp_path, monkeypatch, cap
     assert len(err.splitlines()) == 1
     assert err.endswith("pick another --output, or delete that directory to start over")
     changes = err[err.index("(") + 1 : err.rindex(")")].split("; ")
+    # resnet18 takes --activation, not plain_cnn's --depth.
     assert {change.split()[0] for change in changes} == {
-        "--" + name.replace("_", "-") for name in cli.RUN_FLAGS
+        "--" + name.replace("_", "-") for name in cli.RUN_FLAGS if name != "depth"
     }
     for change in ("--epochs was 2, now 3", "--norm was wn_mobn, now bn", "--seed was 0, now 1"):
         assert change in changes
@@ -493,6 +529,65 @@ def test_train_examples_keeps_the_first_n_training_examples(tmp_path, monkeypatc
     monkeypatch.setattr(cli, "_fit_and_report", fit_and_report)
     assert cli.main(["--train-examples", "50", "--output", str(tmp_path / "run")] + FAST) == 0
     assert seen == {"x": 50, "y": 50, "test": 360}  # the test split stays whole
+    assert cli.main(["--test-examples", "20", "--output", str(tmp_path / "run2")] + FAST) == 0
+    assert seen == {"x": 1437, "y": 1437, "test": 20}
+
+
+def _built_models(monkeypatch):
+    """Every (model, network, preprocess) the CLI builds, in a list."""
+    built, build_model = [], cli.build_model
+    monkeypatch.setattr(
+        cli, "build_model", lambda *a, **k: built.append(build_model(*a, **k)) or built[-1]
+    )
+    return built
+
+
+def test_optimizer_schedule_and_weight_decay_flags_reach_the_training(tmp_path, monkeypatch):
+    built = _built_models(monkeypatch)
+    run_dir = str(tmp_path / "run")
+    argv = ["--epochs", "2", "--train-examples", "20", "--optimizer", "rmsprop"]
+    argv += ["--learning-rate", "0.008", "--schedule", "halving", "--decay-every", "1"]
+    assert cli.main(argv + ["--weight-decay", "0.01", "--output", run_dir] + FAST) == 0
+    ((model, _, _),) = built
+    assert isinstance(model.optimizer, keras.optimizers.RMSprop)
+    # Halved after epoch 0: the second epoch ran at 0.004.
+    assert float(model.optimizer.learning_rate) == pytest.approx(0.004)
+    kernels = [v for v in model.trainable_variables if len(v.shape) >= 2]
+    expected = 0.01 / 2 * sum(float(np.sum(keras.ops.convert_to_numpy(v) ** 2)) for v in kernels)
+    assert sum(float(loss) for loss in model.losses) == pytest.approx(expected, rel=1e-5)
+
+
+def test_builder_flags_and_input_standardization_reach_the_model(tmp_path, monkeypatch):
+    built = _built_models(monkeypatch)
+    argv = ["--model", "plain_cnn", "--depth", "3", "--kernel-initializer", "zeros"]
+    argv += ["--input-standardization", "component", "--epochs", "1", "--train-examples", "20"]
+    assert cli.main(argv + ["--output", str(tmp_path / "run")] + FAST) == 0
+    ((model, net, preprocess),) = built
+    convs = [layer for layer in net.layers if isinstance(layer, keras.layers.Conv2D)]
+    assert len(convs) == 2  # and the logits' Dense
+    # The zero kernels stay zero: no gradient reaches them through the zero logits' layer.
+    assert all(not np.any(keras.ops.convert_to_numpy(c.kernel)) for c in convs)
+    assert preprocess.axis == (1, 2, 3)  # per component: one statistic per pixel and channel
+
+
+def test_a_builder_refusing_a_flags_value_is_a_one_line_error(tmp_path, capsys):
+    argv = ["--kernel-initializer", "no_such_initializer", "--output", str(tmp_path / "run")]
+    assert cli.main(argv + FAST) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("keras-norms-train: error: ") and "no_such_initializer" in err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_track_hidden_inputs_logs_each_hidden_layer(tmp_path):
+    run_dir = str(tmp_path / "run")
+    argv = ["--epochs", "2", "--train-examples", "20", "--track-hidden-inputs"]
+    assert cli.main(argv + ["--output", run_dir] + FAST) == 0
+    with open(os.path.join(run_dir, "history.csv")) as f:
+        rows = list(csv.DictReader(f))
+    columns = [c for c in rows[0] if c.startswith("hidden_input_mean_")]
+    # ConvPool-CNN-C's 10 weight layers (9 convolutions, the logits) but the first.
+    assert len(columns) == 9
+    assert all(np.isfinite(float(row[c])) for row in rows for c in columns)
 
 
 def test_bn_momentum_and_recomputed_statistics(tmp_path):

@@ -2,6 +2,7 @@
 
 import argparse
 import dataclasses
+import inspect
 import json
 import os
 import string
@@ -13,11 +14,12 @@ import numpy as np
 
 from keras_norms import data_dependent_init, datasets, precise_statistics
 from keras_norms.command_line import positive_int
-from keras_norms.models import BUILDERS
+from keras_norms.models import BUILDERS, recipes
 from keras_norms.models.nin import DATA_NORMALIZATIONS
 from keras_norms.optional import MissingDependencyError
 from keras_norms.policies import dtype_policy
 from keras_norms.training import data
+from keras_norms.training.callbacks import EpochTime, HiddenInputStatistics
 from keras_norms.training.distribution import (
     STRATEGIES,
     StrategyError,
@@ -40,19 +42,32 @@ RUN_FLAGS = (
     "dataset",
     "image_size",
     "train_examples",
+    "test_examples",
     "epochs",
     "batch_size",
     "init_batch_size",
     "learning_rate",
+    "optimizer",
+    "schedule",
+    "decay_every",
+    "weight_decay",
+    "augment",
+    "kernel_initializer",
+    "depth",
+    "activation",
+    "input_standardization",
     "data_normalization",
     "bn_momentum",
     "recompute_statistics",
+    "track_hidden_inputs",
     "seed",
     "strategy",
     "mixed_precision",
     "jit_compile",
 )
 FLAGS_FILE = "flags.json"
+# Flags passed to the builder when given, for the builders whose `build` takes them.
+BUILDER_FLAGS = ("kernel_initializer", "depth", "activation")
 
 
 def _init_batch_size(text):
@@ -96,6 +111,13 @@ def _positive_float(text):
     return value
 
 
+def _non_negative_float(text):
+    value = float(text)
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text}")
+    return value
+
+
 def _builders_help():
     """One line per builder: its norms (default first) and its recipe, from the registry."""
     lines = []
@@ -104,7 +126,8 @@ def _builders_help():
         norms = [builder.default_norm] + [n for n in builder.norms if n != builder.default_norm]
         lines.append(
             f"  {name}: --norm {'|'.join(norms)}; batch {recipe.batch_size}, "
-            f"learning rate {recipe.learning_rate:g} ({recipe.schedule.__name__}), "
+            f"{recipe.optimizer} at {recipe.learning_rate:g} ({recipe.schedule}"
+            f"{f', weight decay {recipe.weight_decay:g}' if recipe.weight_decay else ''}), "
             f"digits at {recipe.digits_image_size}x{recipe.digits_image_size}"
         )
     return "models (norms, the first the default; the paper's recipe):\n" + "\n".join(lines)
@@ -142,6 +165,12 @@ def build_parser():
         default=None,
         help="train on the first N examples of the training split only (default: all)",
     )
+    parser.add_argument(
+        "--test-examples",
+        type=positive_int,
+        default=None,
+        help="validate and test on the first N examples of the test split only (default: all)",
+    )
     parser.add_argument("--epochs", type=positive_int, default=30)
     parser.add_argument(
         "--batch-size",
@@ -160,6 +189,62 @@ def build_parser():
         type=_positive_float,
         default=None,
         help="initial learning rate (default: the model's recipe, see below)",
+    )
+    parser.add_argument(
+        "--optimizer",
+        default=None,
+        choices=sorted(recipes.OPTIMIZERS),
+        help="'sgd', 'momentum' (SGD, momentum 0.9), 'rmsprop' or 'adam' (default: the recipe's)",
+    )
+    parser.add_argument(
+        "--schedule",
+        default=None,
+        choices=sorted(recipes.SCHEDULES),
+        help="learning-rate schedule (default: the recipe's): 'constant', "
+        "'constant_then_linear' (to zero over the second half), 'halving' (x0.5 every "
+        "1/8 of the run, NormProp), 'tenfold' (x0.1 every 3/5 of the run, Normalized "
+        "Convolution)",
+    )
+    parser.add_argument(
+        "--decay-every",
+        type=positive_int,
+        default=None,
+        help="epochs between the steps of 'halving' or 'tenfold' (default: the fraction "
+        "of the run above; NormProp's sections 5.1-5.4 halve every 10 epochs)",
+    )
+    parser.add_argument(
+        "--weight-decay",
+        type=_non_negative_float,
+        default=None,
+        help="L2 weight decay as a term of the loss, weight_decay/2 * sum ||W||^2 over the "
+        "kernels (default: the recipe's)",
+    )
+    parser.add_argument(
+        "--augment",
+        default="none",
+        choices=data.AUGMENTATIONS,
+        help="training-time augmentation: 'flip' (horizontal, NormProp's CIFAR runs) or "
+        "'flip_shift' (and random shifts up to 10%% of the side, Normalized Convolution's "
+        "CIFAR-10 runs); not for digits, which flipping changes",
+    )
+    parser.add_argument(
+        "--kernel-initializer",
+        default=None,
+        help="every kernel's initializer, a Keras name such as glorot_normal (Xavier) or "
+        "he_normal (Kaiming) (default: the builder's)",
+    )
+    parser.add_argument(
+        "--depth", type=positive_int, default=None, help="weight layers, for plain_cnn"
+    )
+    parser.add_argument(
+        "--activation", default=None, help="activation, for resnet18 ('relu' or 'selu')"
+    )
+    parser.add_argument(
+        "--input-standardization",
+        default="channel",
+        choices=data.STANDARDIZATIONS,
+        help="for models that do not normalize their input: per 'channel' (the notes' "
+        "eq. 1.13-1.16) or per 'component' (every pixel and channel, eq. 1.6)",
     )
     parser.add_argument(
         "--data-normalization",
@@ -181,6 +266,13 @@ def build_parser():
         help="after training, set every running mean and variance to its population value "
         "over the training split (keras_norms.recompute_batch_statistics) before the test; "
         "metrics.json keeps the test accuracy with the running averages too",
+    )
+    parser.add_argument(
+        "--track-hidden-inputs",
+        action="store_true",
+        help="log, per epoch, the mean and standard deviation of one unit's input in every "
+        "hidden layer over the test split (internal covariate shift, NormProp's figure 2) "
+        "to history.csv",
     )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
@@ -221,6 +313,12 @@ def build_parser():
     parser.add_argument(
         "--jit-compile", action="store_true", help="compile the training step with XLA"
     )
+    parser.add_argument(
+        "--run-eagerly",
+        action="store_true",
+        help="run every step eagerly, uncompiled (Keras' run_eagerly): slower per step, "
+        "but no tracing, so faster for a few steps (the experiments' quick scale)",
+    )
     parser.add_argument("--verbose", type=int, default=1, choices=(0, 1, 2))
     return parser
 
@@ -229,15 +327,8 @@ class CheckpointError(RuntimeError):
     """The run directory's backup exists but cannot be restored."""
 
 
-class EpochTime(keras.callbacks.Callback):
-    """Adds each epoch's wall time, `epoch_time_s`, to the logs the callbacks after it see."""
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self._start = time.perf_counter()
-
-    def on_epoch_end(self, epoch, logs=None):
-        if logs is not None:
-            logs["epoch_time_s"] = time.perf_counter() - self._start
+class BuilderArgumentError(ValueError):
+    """The builder refused an argument the flags passed it (e.g. --kernel-initializer)."""
 
 
 class RunDirectoryError(RuntimeError):
@@ -281,64 +372,83 @@ def _drop_history_from(path, epoch):
             f.writelines(kept)
 
 
-def build_callbacks(args, run_dir):
-    """CSV log, resumable backup, checkpoint and the learning-rate schedule.
+def build_callbacks(args, run_dir, extra=()):
+    """Epoch time, `extra` measurements, CSV log, resumable backup, checkpoint, schedule.
 
-    The log comes first, so an epoch is logged before it is backed up: a
-    run killed in between redoes the epoch rather than losing its row.
+    The log comes after the measurements (it records what they add to the
+    logs) and before the backup, so an epoch is logged before it is backed
+    up: a run killed in between redoes the epoch rather than losing its row.
     """
     backup_dir = os.path.join(run_dir, "backup")
     history_path = os.path.join(run_dir, "history.csv")
     resuming = os.path.isdir(backup_dir)
+    schedule = recipes.SCHEDULES[args.schedule](args.learning_rate, args.epochs, args.decay_every)
     return [
         EpochTime(),
+        *extra,
         keras.callbacks.CSVLogger(history_path, append=resuming),
         ResumableBackup(backup_dir, history_path),
         keras.callbacks.ModelCheckpoint(os.path.join(run_dir, "model.keras")),
-        keras.callbacks.LearningRateScheduler(
-            BUILDERS[args.model].recipe.schedule(args.learning_rate, args.epochs)
-        ),
+        keras.callbacks.LearningRateScheduler(schedule),
     ]
 
 
+def _builder_arguments(args):
+    """The BUILDER_FLAGS given on the command line, as `build` keyword arguments."""
+    return {name: getattr(args, name) for name in BUILDER_FLAGS if getattr(args, name) is not None}
+
+
 def build_model(args, splits, synchronized=False):
-    """The builder behind the data normalization, compiled with the recipe.
+    """The compiled model, the builder's network in it, and the network's input preprocessing.
 
     Models that normalize their input themselves (nin) get `global` element-
-    wise statistics of the training split or `batch` normalization; others
-    get per-channel standardization adapted on the training split.
+    wise statistics of the training split or `batch` normalization, and are
+    the model; others get the training split's standardization per channel
+    or per component (`--input-standardization`) in front of the network.
+    The recipe's optimizer and L2 weight decay (or the flags') compile it.
     `synchronized` all-reduces batch statistics over replicas.
+
+    Returns:
+        `(model, network, preprocess)`: `preprocess(x)` is what `network` sees of `x`.
     """
     builder = BUILDERS[args.model]
-    kwargs = {}
+    kwargs = _builder_arguments(args)
     if builder.data_normalization:
         kwargs["data_normalization"] = (
             data.standardizer(splits.x_train, elementwise=True)
             if args.data_normalization == "global"
             else "batch"
         )
-    net = builder.build(
-        input_shape=splits.image_shape,
-        num_classes=splits.num_classes,
-        norm=args.norm,
-        synchronized=synchronized,
-        **kwargs,
-    )
+    try:
+        net = builder.build(
+            input_shape=splits.image_shape,
+            num_classes=splits.num_classes,
+            norm=args.norm,
+            synchronized=synchronized,
+            **kwargs,
+        )
+    except ValueError as error:  # the builder's own argument checks
+        raise BuilderArgumentError(str(error)) from None
     if args.bn_momentum is not None:
         for layer in precise_statistics.batch_normalizations(net):
             layer.momentum = args.bn_momentum
     if builder.data_normalization:
-        model = net
+        model, preprocess = net, lambda x: x
     else:
         inputs = keras.Input(shape=splits.image_shape, name="pixels")
-        model = keras.Model(inputs, net(data.standardizer(splits.x_train)(inputs)), name=net.name)
+        preprocess = data.standardizer(
+            splits.x_train, elementwise=args.input_standardization == "component"
+        )
+        model = keras.Model(inputs, net(preprocess(inputs)), name=net.name)
+    recipes.add_weight_decay(model, args.weight_decay)
     model.compile(
-        optimizer=builder.recipe.optimizer(args.learning_rate),
+        optimizer=recipes.OPTIMIZERS[args.optimizer](args.learning_rate),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         metrics=["accuracy"],
         jit_compile=args.jit_compile,
+        run_eagerly=args.run_eagerly,
     )
-    return model
+    return model, net, preprocess
 
 
 def _fail(message, status=1):
@@ -398,24 +508,39 @@ def train(args):
     splits = datasets.load(
         args.dataset, args.data_dir, args.image_size, seed=args.seed, download=args.download
     )
-    if args.train_examples is not None:  # the splits are shuffled: the first N are a sample
-        n = args.train_examples
-        splits = dataclasses.replace(splits, x_train=splits.x_train[:n], y_train=splits.y_train[:n])
+    # The splits are shuffled: the first N are a sample.
+    splits = dataclasses.replace(
+        splits,
+        x_train=splits.x_train[: args.train_examples],
+        y_train=splits.y_train[: args.train_examples],
+        x_test=splits.x_test[: args.test_examples],
+        y_test=splits.y_test[: args.test_examples],
+    )
     with open(os.path.join(run_dir, FLAGS_FILE), "w") as f:  # the data is here: a run starts
         json.dump(_run_flags(args), f, indent=2)
     with dtype_policy(args.mixed_precision):
         return _fit_and_report(args, strategy, run_dir, splits)
 
 
+def _measurements(args, net, preprocess, splits):
+    """The callbacks that add measurements to each epoch's logs, as the flags ask."""
+    if not args.track_hidden_inputs:
+        return []
+    x = keras.ops.convert_to_numpy(preprocess(splits.x_test))
+    return [HiddenInputStatistics(x, network=net, seed=args.seed)]
+
+
 def _fit_and_report(args, strategy, run_dir, splits):
     """Build, initialize and fit under `strategy`; evaluate, export, write metrics."""
     with strategy.scope():
-        model = build_model(args, splits, synchronized=strategy.num_replicas_in_sync > 1)
+        model, net, preprocess = build_model(
+            args, splits, synchronized=strategy.num_replicas_in_sync > 1
+        )
         init_rng = np.random.default_rng(args.seed)
         init_index = init_rng.permutation(len(splits.x_train))[: args.init_batch_size]
         data_dependent_init(model, splits.x_train[init_index])
     train_ds = data.make_pipeline(
-        splits.x_train, splits.y_train, args.batch_size, shuffle=True, seed=args.seed
+        splits.x_train, splits.y_train, args.batch_size, True, args.seed, args.augment
     )
     test_ds = data.make_pipeline(splits.x_test, splits.y_test, args.batch_size, False)
     start = time.perf_counter()
@@ -423,7 +548,7 @@ def _fit_and_report(args, strategy, run_dir, splits):
         train_ds,
         epochs=args.epochs,
         validation_data=test_ds,
-        callbacks=build_callbacks(args, run_dir),
+        callbacks=build_callbacks(args, run_dir, _measurements(args, net, preprocess, splits)),
         shuffle=False,  # the pipeline shuffles
         verbose=args.verbose,
     )
@@ -473,11 +598,16 @@ def _fit_and_report(args, strategy, run_dir, splits):
 def _apply_model_defaults(parser, args):
     """Fill the flags the model's recipe defaults; argparse errors for those it cannot take."""
     builder = BUILDERS[args.model]
-    args.batch_size = args.batch_size or builder.recipe.batch_size
-    args.learning_rate = args.learning_rate or builder.recipe.learning_rate
+    recipe = builder.recipe
+    args.batch_size = args.batch_size or recipe.batch_size
+    args.learning_rate = args.learning_rate or recipe.learning_rate
+    args.optimizer = args.optimizer or recipe.optimizer
+    args.schedule = args.schedule or recipe.schedule
+    if args.weight_decay is None:
+        args.weight_decay = recipe.weight_decay
     args.norm = args.norm or builder.default_norm
     if args.image_size is None and args.dataset == datasets.DIGITS:
-        args.image_size = builder.recipe.digits_image_size
+        args.image_size = recipe.digits_image_size
     if args.norm not in builder.norms:
         parser.error(
             f"argument --norm: invalid choice: {args.norm!r} for --model "
@@ -488,6 +618,28 @@ def _apply_model_defaults(parser, args):
         parser.error(
             f"argument --image-size: --model {args.model} needs images of at least "
             f"{minimum}x{minimum}. Received: --image-size {args.image_size}"
+        )
+    _check_model_flags(parser, args, builder)
+
+
+def _check_model_flags(parser, args, builder):
+    """argparse errors for flags the schedule or the builder does not take."""
+    if args.run_eagerly and args.jit_compile:
+        parser.error("argument --run-eagerly: not allowed with --jit-compile")
+    if args.decay_every is not None and args.schedule not in ("halving", "tenfold"):
+        parser.error(
+            f"argument --decay-every: the {args.schedule!r} schedule has no steps; "
+            "use it with --schedule halving or tenfold"
+        )
+    accepted = inspect.signature(builder.build).parameters
+    for name in _builder_arguments(args):
+        flag = f"--{name.replace('_', '-')}"
+        if name not in accepted:
+            parser.error(f"argument {flag}: --model {args.model} takes no {flag}")
+    if builder.data_normalization and args.input_standardization != "channel":
+        parser.error(
+            f"argument --input-standardization: --model {args.model} normalizes its input "
+            "itself; use --data-normalization"
         )
 
 
@@ -501,6 +653,7 @@ def main(argv=None):
         return _fail(error, status=2)
     except (
         OSError,
+        BuilderArgumentError,
         CheckpointError,
         RunDirectoryError,
         StrategyError,

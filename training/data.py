@@ -5,6 +5,29 @@ import numpy as np
 
 # Element-wise variance floor, as a fraction of the mean element variance.
 ELEMENTWISE_VARIANCE_FLOOR = 0.01
+# Training-time augmentations: NormProp's horizontal flips (arXiv:1603.01431,
+# section 5.5) and Normalized Convolution's flips and shifts up to 10 % of the
+# side (section 3.1).
+AUGMENTATIONS = ("none", "flip", "flip_shift")
+MAX_SHIFT = 0.1
+# Input standardization: per channel (notes eq. 1.13-1.16) or per component (eq. 1.6).
+STANDARDIZATIONS = ("channel", "component")
+
+
+def augmenter(augment, seed=0):
+    """Keras preprocessing layers for `augment` (one of AUGMENTATIONS), or None for "none".
+
+    Raises:
+        ValueError: for another name.
+    """
+    if augment not in AUGMENTATIONS:
+        raise ValueError(f"Expected augment in {AUGMENTATIONS}. Received: augment={augment!r}")
+    if augment == "none":
+        return None
+    layers = [keras.layers.RandomFlip("horizontal", seed=seed)]
+    if augment == "flip_shift":
+        layers.append(keras.layers.RandomTranslation(MAX_SHIFT, MAX_SHIFT, seed=seed))
+    return keras.Sequential(layers, name=f"augment_{augment}")
 
 
 class ArrayBatches(keras.utils.PyDataset):
@@ -13,10 +36,11 @@ class ArrayBatches(keras.utils.PyDataset):
     The backend-independent pipeline (JAX, PyTorch, or TensorFlow absent).
     """
 
-    def __init__(self, images, labels, batch_size, shuffle, seed=0):
+    def __init__(self, images, labels, batch_size, shuffle, seed=0, augment=None):
         super().__init__()
         self.images, self.labels = np.asarray(images, "float32"), labels
         self.batch_size = batch_size
+        self.augment = augment
         self.rng = np.random.default_rng(seed) if shuffle else None
         self.order = np.arange(len(images))
         self.on_epoch_end()
@@ -26,14 +50,17 @@ class ArrayBatches(keras.utils.PyDataset):
 
     def __getitem__(self, index):
         rows = self.order[index * self.batch_size : (index + 1) * self.batch_size]
-        return self.images[rows], self.labels[rows]
+        images = self.images[rows]
+        if self.augment is not None:
+            images = keras.ops.convert_to_numpy(self.augment(images, training=True))
+        return images, self.labels[rows]
 
     def on_epoch_end(self):
         if self.rng is not None:
             self.order = self.rng.permutation(len(self.images))
 
 
-def _tf_data_pipeline(images, labels, batch_size, shuffle, seed):
+def _tf_data_pipeline(images, labels, batch_size, shuffle, seed, augment):
     import tensorflow as tf
 
     dataset = tf.data.Dataset.from_tensor_slices((images, labels))
@@ -46,19 +73,25 @@ def _tf_data_pipeline(images, labels, batch_size, shuffle, seed):
     # In-memory data has no files to shard: each worker of a multi-worker
     # strategy takes its share of every global batch instead.
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
-    return dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE).with_options(options)
+    dataset = dataset.batch(batch_size)
+    if augment is not None:
+        dataset = dataset.map(
+            lambda x, y: (augment(x, training=True), y), num_parallel_calls=tf.data.AUTOTUNE
+        )
+    return dataset.prefetch(tf.data.AUTOTUNE).with_options(options)
 
 
-def make_pipeline(images, labels, batch_size, shuffle, seed=0):
-    """Batches of `(images, labels)` for `model.fit` / `evaluate`.
+def make_pipeline(images, labels, batch_size, shuffle, seed=0, augment="none"):
+    """Batches of `(images, labels)` for `model.fit` / `evaluate`, augmented as `augment` says.
 
     On the TensorFlow backend a `tf.data` pipeline (map with AUTOTUNE, cache,
     shuffle, batch, prefetch; sharded by data under multi-worker strategies);
     on JAX and PyTorch an `ArrayBatches` over the numpy arrays.
     """
+    layers = augmenter(augment, seed)
     if keras.backend.backend() == "tensorflow":
-        return _tf_data_pipeline(images, labels, batch_size, shuffle, seed)
-    return ArrayBatches(images, labels, batch_size, shuffle, seed)
+        return _tf_data_pipeline(images, labels, batch_size, shuffle, seed, layers)
+    return ArrayBatches(images, labels, batch_size, shuffle, seed, layers)
 
 
 def standardizer(x_train, elementwise=False):
