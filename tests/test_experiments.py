@@ -7,8 +7,15 @@ import os
 import numpy as np
 import pytest
 
-from keras_norms.training import experiment_runner
+from keras_norms.training import experiment_runner, experiments
 from keras_norms.training.experiments import EXPERIMENTS, QUICK
+
+# What each experiment's analyses add to its table.
+ANALYSIS_SECTIONS = {
+    "normprop": ("### Internal covariate shift", "internal_covariate_shift.png"),
+    "init": ("### Variance at initialization", "variance_at_initialization.png"),
+    "data_normalization": ("### Per-channel standard deviation estimators", None),
+}
 
 
 def test_list_names_every_experiment_and_its_source(capsys):
@@ -24,13 +31,25 @@ def test_a_name_is_required():
     assert exit_info.value.code == 2
 
 
+def test_every_configuration_name_is_unique_and_every_paper_value_names_one():
+    for experiment in EXPERIMENTS.values():
+        names = [c.name for c in experiment.configurations]
+        assert len(set(names)) == len(names)
+        for result in experiment.paper_results:
+            assert set(result.values) <= set(names), (experiment.name, result.source)
+
+
+@pytest.fixture(scope="module")
+def quick_output(tmp_path_factory):
+    return str(tmp_path_factory.mktemp("experiments"))
+
+
 @pytest.fixture(scope="module", params=sorted(EXPERIMENTS))
-def quick_run(request, tmp_path_factory):
-    """Each experiment at --scale quick, one seed, then run again (nothing left to train)."""
-    output = str(tmp_path_factory.mktemp("experiments"))
-    argv = [request.param, "--scale", QUICK, "--seeds", "1", "--output", output]
+def quick_run(request, quick_output):
+    """Each experiment at --scale quick, one seed."""
+    argv = [request.param, "--scale", QUICK, "--seeds", "1", "--output", quick_output]
     assert experiment_runner.main(argv) == 0
-    return EXPERIMENTS[request.param], output, argv
+    return EXPERIMENTS[request.param], quick_output, argv
 
 
 def test_every_pair_is_trained_and_reported(quick_run):
@@ -40,7 +59,8 @@ def test_every_pair_is_trained_and_reported(quick_run):
         rows = list(csv.DictReader(f))
     assert {r["configuration"] for r in rows} == {c.name for c in experiment.configurations}
     assert all(np.isfinite(float(r["loss"])) and float(r["epoch_time_s"]) > 0 for r in rows)
-    assert os.path.getsize(os.path.join(directory, "training_loss.png")) > 1000
+    for column in experiment.curves:
+        assert os.path.getsize(os.path.join(directory, f"{column}.png")) > 1000
     with open(os.path.join(directory, "table.md")) as f:
         table = f.read()
     assert experiment.paper_setting in table and "(n=1)" in table
@@ -53,19 +73,87 @@ def test_every_pair_is_trained_and_reported(quick_run):
         for result in experiment.paper_results:
             if configuration.name in result.values:
                 assert f"{result.values[configuration.name]:.2f}" in table
+    heading, figure = ANALYSIS_SECTIONS.get(experiment.name, (None, None))
+    assert (heading is not None) == bool(experiment.analyses)
+    if heading:
+        assert heading in table
+    if figure:
+        assert os.path.getsize(os.path.join(directory, figure)) > 1000
+    with open(os.path.join(output, "README.md")) as f:
+        assert f"[`{experiment.name}`]({experiment.name}/table.md)" in f.read()
 
 
-def test_a_finished_pair_is_skipped_and_a_new_seed_trained(quick_run, capsys):
-    experiment, output, argv = quick_run
+def test_a_finished_pair_is_skipped_and_a_new_seed_trained(tmp_path, capsys):
+    output = str(tmp_path)
+    argv = ["bn_test_phase", "--scale", QUICK, "--output", output]
+    assert experiment_runner.main(argv + ["--seeds", "1"]) == 0
     capsys.readouterr()
-    assert experiment_runner.main(argv[:-4] + ["--seeds", "2", "--output", output]) == 0
+    assert experiment_runner.main(argv + ["--seeds", "2"]) == 0
     out = capsys.readouterr().out
-    count = len(experiment.configurations)
+    count = len(experiments.BN_TEST_PHASE.configurations)
     assert out.count("seed 0: finished before, skipped") == count
     assert out.count("seed 1: training") == count
     assert "(n=2)" in out
 
 
+def test_all_runs_every_experiment_in_order(monkeypatch, tmp_path):
+    ran = []
+    monkeypatch.setattr(experiment_runner, "run_pairs", lambda args, e: ran.append(e.name))
+    monkeypatch.setattr(experiment_runner, "report", lambda args, e: "")
+    assert experiment_runner.main(["all", "--output", str(tmp_path)]) == 0
+    assert ran == list(EXPERIMENTS)
+
+
 def test_mean_and_spread_over_seeds():
     assert experiment_runner._mean_std([1.0, 2.0, 3.0]) == "2.00 ± 1.00"  # ddof=1
     assert experiment_runner._mean_std([4.0]) == "4.00 ± 0.00"
+
+
+def _rows(configuration, means_by_seed):
+    """History rows: means_by_seed[seed][epoch] is layer 1's input mean, layer 2's its negative."""
+    return [
+        {
+            "configuration": configuration,
+            "seed": seed,
+            "epoch": epoch,
+            "hidden_input_mean_1": value,
+            "hidden_input_mean_2": -value,
+        }
+        for seed, values in enumerate(means_by_seed)
+        for epoch, value in enumerate(values)
+    ]
+
+
+def test_hidden_input_means_average_over_seeds():
+    means = experiments._hidden_input_means(_rows("a", [[1.0, 3.0], [3.0, 5.0]]), "a")
+    assert means == {1: ([0, 1], [2.0, 4.0]), 2: ([0, 1], [-2.0, -4.0])}
+
+
+def test_internal_covariate_shift_table(tmp_path):
+    rows = []
+    for name, values in zip(
+        experiments.COVARIATE_SHIFT_CONFIGURATIONS, ([[0.1, 0.3]], [[1.0, -1.0]], [[2.0, 2.0]])
+    ):
+        rows += _rows(name, values)
+    (tmp_path / "normprop").mkdir()
+    args = experiment_runner.build_parser().parse_args(["normprop", "--output", str(tmp_path)])
+    markdown = experiments.internal_covariate_shift(args, experiments.NORMPROP, rows)
+    # |final mean| averaged over the two layers; the spread is the std over epochs.
+    assert "| normprop_batch_b50 | 0.300 | 0.100 |" in markdown
+    assert "| bn_b50 | 1.000 | 1.000 |" in markdown
+    assert "| none_b50 | 2.000 | 0.000 |" in markdown
+    assert (tmp_path / "normprop" / "internal_covariate_shift.png").stat().st_size > 1000
+
+
+def test_a_pair_finished_with_other_flags_is_refused_not_reused(tmp_path, monkeypatch, capsys):
+    output = str(tmp_path)
+    argv = ["bn_test_phase", "--scale", QUICK, "--seeds", "1", "--output", output]
+    assert experiment_runner.main(argv) == 0
+    changed = experiments.dataclasses.replace(
+        experiments.BN_TEST_PHASE, quick_flags=experiments._quick("--train-examples", "30")
+    )
+    monkeypatch.setitem(EXPERIMENTS, "bn_test_phase", changed)
+    capsys.readouterr()
+    assert experiment_runner.main(argv) == 1
+    err = capsys.readouterr().err
+    assert "holds a run trained with other flags (--train-examples was 20, now 30" in err

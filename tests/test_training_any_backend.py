@@ -32,3 +32,14 @@ def test_tf_distribute_off_tensorflow_is_a_one_line_error(strategy, tmp_path, ca
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1
     assert f"--strategy {strategy} uses tf.distribute and needs the TensorFlow backend" in err
+
+
+def test_augmentation_and_hidden_input_statistics_run_on_this_backend(tmp_path):
+    """`--augment` goes through ArrayBatches off TensorFlow; the callback logs every epoch."""
+    run_dir = str(tmp_path / "run")
+    argv = ["--epochs", "2", "--image-size", "12", "--batch-size", "100", "--verbose", "0"]
+    argv += ["--train-examples", "200", "--augment", "flip_shift", "--track-hidden-inputs"]
+    assert cli.main(argv + ["--output", run_dir]) == 0
+    with open(os.path.join(run_dir, "history.csv")) as f:
+        header, *rows = f.read().splitlines()
+    assert len(rows) == 2 and "hidden_input_mean_9" in header.split(",")

@@ -7,6 +7,10 @@ so that the runner's table puts them beside ours.
 """
 
 import dataclasses
+import os
+
+import keras
+import numpy as np
 
 QUICK, FULL = "quick", "full"
 SCALES = (QUICK, FULL)
@@ -39,7 +43,10 @@ class Experiment:
     show, and stated beside the table) or `paper_flags` (`--scale full` on
     any other dataset: the paper's own setting, `paper_setting`).
     `smoothing` is the Savitzky-Golay window for the curves (0: none), as
-    the paper smooths.
+    the paper smooths. `curves` are the `history.csv` columns plotted, one
+    figure each; `analyses` are functions `analysis(output_dir, experiment,
+    rows) -> markdown` whose sections follow the table (measurements that
+    are not a training run's, such as variance at initialization).
     """
 
     name: str
@@ -52,12 +59,156 @@ class Experiment:
     paper_setting: str
     paper_results: tuple = ()
     smoothing: int = 0
+    curves: tuple = ("loss",)
+    analyses: tuple = ()
 
     def flags(self, scale, dataset):
         """The flags every configuration gets at `scale` on `dataset`."""
         if scale == QUICK:
             return self.quick_flags
         return self.digits_flags if dataset == DIGITS else self.paper_flags
+
+
+def _quick(*flags):
+    """The quick scale: one epoch, 20 test examples, eager (no tracing), and `flags`."""
+    return ("--epochs", "1", "--test-examples", "20", "--run-eagerly") + flags
+
+
+def _configurations(common, variants):
+    """One `Configuration` per `(name, flags)` of `variants`, each after the `common` flags."""
+    return tuple(Configuration(name, tuple(common) + tuple(flags)) for name, flags in variants)
+
+
+def _training_arguments(configuration, experiment, args):
+    """`keras-norms-train`'s arguments for `configuration`, the recipe's defaults filled in."""
+    from keras_norms.training import cli
+
+    parser = cli.build_parser()
+    flags = list(configuration.flags) + list(experiment.flags(args.scale, args.dataset))
+    train_args = parser.parse_args(flags + ["--dataset", args.dataset])
+    cli._apply_model_defaults(parser, train_args)
+    return train_args
+
+
+def _standardized_training_images(train_args, data_dir, count):
+    """The first `count` training images, standardized per channel as the runs standardize them."""
+    from keras_norms import datasets
+    from keras_norms.training import data
+
+    splits = datasets.load(train_args.dataset, data_dir, train_args.image_size, seed=0)
+    x = splits.x_train[:count]
+    return keras.ops.convert_to_numpy(data.standardizer(splits.x_train)(x)), splits
+
+
+def variance_at_initialization(args, experiment, rows):
+    """Each configuration's network at initialization: per-layer pre-activation variance on
+    standardized training images against the notes' eq. 1.26/1.36 (`variance_propagation`)."""
+    from keras_norms.models import BUILDERS
+    from keras_norms.training import analysis, cli
+
+    curves, sections = {}, []
+    for configuration in experiment.configurations:
+        train_args = _training_arguments(configuration, experiment, args)
+        x, splits = _standardized_training_images(train_args, args.data_dir, 256)
+        keras.utils.set_random_seed(0)
+        model = BUILDERS[train_args.model].build(
+            input_shape=splits.image_shape,
+            num_classes=splits.num_classes,
+            norm=train_args.norm,
+            **cli._builder_arguments(train_args),
+        )
+        curves[configuration.name] = analysis.variance_propagation(model, x)
+        table = analysis.variance_propagation_table(curves[configuration.name])
+        sections += [f"#### {configuration.name}", "", table]
+    figure = "variance_at_initialization.png"
+    analysis.plot_variance_propagation(curves, os.path.join(args.output, experiment.name, figure))
+    return "\n".join(
+        [
+            "### Variance at initialization (notes eq. 1.26, 1.36; seed 0, 256 training images)",
+            "",
+            f"![variance at initialization]({figure})",
+            "",
+            *sections,
+        ]
+    )
+
+
+def standard_deviation_estimators(args, experiment, rows):
+    """The two per-channel standard deviations (notes eq. 1.16, 1.17) of the training images."""
+    from keras_norms import datasets
+    from keras_norms.training import analysis
+
+    train_args = _training_arguments(experiment.configurations[0], experiment, args)
+    splits = datasets.load(args.dataset, args.data_dir, train_args.image_size, seed=0)
+    return "### Per-channel standard deviation estimators\n\n" + analysis.standard_deviation_table(
+        splits.x_train, args.dataset
+    )
+
+
+# Figure 2 of NormProp compares these three networks.
+COVARIATE_SHIFT_CONFIGURATIONS = ("normprop_batch_b50", "bn_b50", "none_b50")
+
+
+def _hidden_input_means(rows, configuration):
+    """{layer k: (epochs, mean over seeds of the unit's input mean)} of one configuration."""
+    ours = [r for r in rows if r["configuration"] == configuration]
+    layers = sorted(int(k.rsplit("_", 1)[1]) for k in ours[0] if k.startswith("hidden_input_mean_"))
+    epochs = sorted({r["epoch"] for r in ours})
+    return {
+        k: (
+            epochs,
+            [
+                sum(r[f"hidden_input_mean_{k}"] for r in ours if r["epoch"] == e)
+                / sum(1 for r in ours if r["epoch"] == e)
+                for e in epochs
+            ],
+        )
+        for k in layers
+    }
+
+
+def internal_covariate_shift(args, experiment, rows):
+    """NormProp's figure 2: each hidden layer's unit input mean over the test split, per epoch.
+
+    The table gives, per network, the mean over layers of |final input mean| (the paper:
+    NormProp 0.19, BN 0.33 on CIFAR-10) and of the input mean's spread over epochs (its
+    standard deviation: the shift).
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    means = {name: _hidden_input_means(rows, name) for name in COVARIATE_SHIFT_CONFIGURATIONS}
+    layers = sorted(next(iter(means.values())))
+    columns = 4
+    fig, axes = plt.subplots(-(-len(layers) // columns), columns, figsize=(12, 5), squeeze=False)
+    lines = ["| network | mean \\|final input mean\\| | mean spread over epochs |", "|---|---|---|"]
+    for name, by_layer in means.items():
+        finals = [abs(by_layer[k][1][-1]) for k in layers]
+        spreads = [float(np.std(by_layer[k][1])) for k in layers]
+        lines.append(f"| {name} | {np.mean(finals):.3f} | {np.mean(spreads):.3f} |")
+        for ax, k in zip(axes.flat, layers):
+            epochs, values = by_layer[k]
+            ax.plot(np.array(epochs) + 1, values, marker="o", label=name)
+            ax.set_title(f"hidden layer {k + 1}", fontsize="small")
+    axes.flat[0].legend(fontsize="x-small")
+    fig.supxlabel("epoch")
+    fig.supylabel("input mean of one unit (test split)")
+    fig.tight_layout()
+    figure = "internal_covariate_shift.png"
+    fig.savefig(os.path.join(args.output, experiment.name, figure), dpi=100)
+    plt.close(fig)
+    return "\n".join(
+        [
+            "### Internal covariate shift (figure 2; mean over seeds)",
+            "",
+            *lines,
+            "",
+            f"![internal covariate shift]({figure})",
+            "",
+        ]
+    )
 
 
 WN = Experiment(
@@ -70,33 +221,102 @@ WN = Experiment(
         "On ConvPool-CNN-C, weight normalization trains faster than the plain "
         "parameterization and, with mean-only batch normalization, reaches the lowest test error"
     ),
-    configurations=tuple(
-        Configuration(name, ("--model", "convpool_cnn_c", "--norm", norm))
-        for name, norm in (
-            ("normal", "none"),
-            ("bn", "bn"),
-            ("wn", "wn"),
-            ("mobn", "mobn"),
-            ("wn_mobn", "wn_mobn"),
-        )
+    configurations=_configurations(
+        ("--model", "convpool_cnn_c"),
+        ((name, ("--norm", name)) for name in ("none", "bn", "wn", "mobn", "wn_mobn")),
     ),
-    quick_flags=("--epochs", "1", "--train-examples", "200", "--init-batch-size", "100"),
+    quick_flags=_quick("--train-examples", "20", "--init-batch-size", "20"),
     # The digits saturate near 99 %: a 300-example training subset lets the
-    # configurations differ.
-    digits_flags=("--epochs", "20", "--train-examples", "300", "--init-batch-size", "300"),
+    # configurations differ. Adam at the replication's 0.001: at the paper's
+    # 0.003, Adam's first sign-coherent steps shift every channel's mean, which
+    # nothing but mean-only BN removes, and WN alone does not recover within
+    # these 60 steps (the replication: "the training will not converge").
+    digits_flags=(
+        "--epochs",
+        "20",
+        "--train-examples",
+        "300",
+        "--init-batch-size",
+        "300",
+        "--learning-rate",
+        "0.001",
+    ),
     paper_flags=("--epochs", "200"),
     paper_setting="CIFAR-10 (50,000 training images), 200 epochs, Adam 0.003, batch 100",
     paper_results=(
         PaperResult(
             "Salimans & Kingma, test error %",
-            {"normal": 8.43, "bn": 8.05, "wn": 8.46, "mobn": 8.52, "wn_mobn": 7.31},
+            {"none": 8.43, "bn": 8.05, "wn": 8.46, "mobn": 8.52, "wn_mobn": 7.31},
         ),
         PaperResult(
             "replication (CIFAR-10, 100 epochs), test error %",
-            {"normal": 19.04, "bn": 19.17, "wn": 17.88, "mobn": 19.21, "wn_mobn": 18.33},
+            {"none": 19.04, "bn": 19.17, "wn": 17.88, "mobn": 19.21, "wn_mobn": 18.33},
         ),
     ),
     smoothing=5,
+)
+
+NORMPROP = Experiment(
+    name="normprop",
+    mirrors=(
+        "Arpit et al. (arXiv:1603.01431), section 5: figure 1 (global vs batch data "
+        "normalization), figure 2 (internal covariate shift), figure 4 (batch size, down to 1), "
+        "table 1 and the time per epoch of section 5.5"
+    ),
+    claim=(
+        "NormProp trains alike with global and batch data normalization, keeps the hidden "
+        "layers' input distributions steadier than BN, trains at batch size 1, and takes less "
+        "time per epoch than BN"
+    ),
+    configurations=_configurations(
+        ("--model", "nin", "--track-hidden-inputs"),
+        (
+            ("normprop_global_b50", ("--norm", "normprop", "--batch-size", "50")),
+            (
+                "normprop_batch_b50",
+                ("--norm", "normprop", "--data-normalization", "batch", "--batch-size", "50"),
+            ),
+            ("bn_b50", ("--norm", "bn", "--batch-size", "50")),
+            # Section 5.2: without normalization, larger learning rates diverge.
+            ("none_b50", ("--norm", "none", "--batch-size", "50", "--learning-rate", "0.0001")),
+            # Figure 4's learning rates are not given: 0.05 at batch 50, scaled linearly.
+            (
+                "normprop_global_b10",
+                ("--norm", "normprop", "--batch-size", "10", "--learning-rate", "0.01"),
+            ),
+            (
+                "normprop_global_b1",
+                ("--norm", "normprop", "--batch-size", "1", "--learning-rate", "0.001"),
+            ),
+        ),
+    ),
+    quick_flags=_quick("--train-examples", "10", "--init-batch-size", "10"),
+    # Sections 5.1-5.4 halve every 10 epochs of 30-50; here every 2 of 6.
+    digits_flags=(
+        "--epochs",
+        "6",
+        "--train-examples",
+        "400",
+        "--init-batch-size",
+        "100",
+        "--decay-every",
+        "2",
+    ),
+    paper_flags=("--epochs", "50", "--decay-every", "10"),
+    paper_setting=(
+        "CIFAR-10, NIN, SGD momentum 0.9 at 0.05 (batch 50), halved every 10 epochs, L2 weight "
+        "decay 5e-4, the test set as validation; table 1: 200 epochs halved every 25, no "
+        "augmentation; time per epoch on a GTX Titan X"
+    ),
+    paper_results=(
+        PaperResult(
+            "Arpit et al., test error % (table 1; section 5.1's best 9.65 for batch, b50)",
+            {"normprop_batch_b50": 9.11, "bn_b50": 9.41},
+        ),
+        PaperResult("Arpit et al., s / epoch", {"normprop_batch_b50": 84, "bn_b50": 96}),
+    ),
+    curves=("loss", "val_accuracy"),
+    analyses=(internal_covariate_shift,),
 )
 
 BN_TEST_PHASE = Experiment(
@@ -109,19 +329,144 @@ BN_TEST_PHASE = Experiment(
         "After short training, exponential running averages lag behind the weights (the more, "
         "the higher the momentum); statistics recomputed over the training set do not"
     ),
-    configurations=tuple(
-        Configuration(name, ("--model", "convpool_cnn_c", "--norm", "bn") + flags)
-        for name, flags in (
+    configurations=_configurations(
+        ("--model", "convpool_cnn_c", "--norm", "bn"),
+        (
             ("running_0.9", ("--bn-momentum", "0.9")),
             ("running_0.99", ("--bn-momentum", "0.99")),
             ("recomputed", ("--bn-momentum", "0.99", "--recompute-statistics")),
-        )
+        ),
     ),
-    quick_flags=("--epochs", "1", "--train-examples", "200", "--init-batch-size", "100"),
+    quick_flags=_quick("--train-examples", "20", "--init-batch-size", "20"),
     # Two epochs of the whole digits: 30 steps, too few for momentum 0.99 to forget its start.
     digits_flags=("--epochs", "2"),
     paper_flags=("--epochs", "2"),
     paper_setting="no numbers: the notes derive eq. 1.64 and 1.65 only",
 )
 
-EXPERIMENTS = {experiment.name: experiment for experiment in (WN, BN_TEST_PHASE)}
+DWCK = Experiment(
+    name="dwck",
+    mirrors=(
+        "Esposito & Ganaba (arXiv:2102.09685, DWCK), section 4 (ALL-CNN-C, batch sizes "
+        "256-16, learning rates 0.1-0.001, appendix C) and section 5.1 (learned statistics)"
+    ),
+    claim=(
+        "DWCK matches BN at large batches and is better and steadier at batch 16 and 32; "
+        "learned statistics gain over the plain network"
+    ),
+    configurations=_configurations(
+        ("--model", "all_cnn_c"),
+        tuple(
+            (
+                f"{norm}_b{batch}_lr{rate}",
+                ("--norm", norm, "--batch-size", batch, "--learning-rate", rate),
+            )
+            for norm in ("bn", "dwck")
+            for batch in ("64", "16")
+            for rate in ("0.05", "0.005")
+        )
+        + tuple(
+            (f"{norm}_b64_lr0.01", ("--norm", norm, "--batch-size", "64"))
+            for norm in ("learned", "none")
+        )
+        # README's open question: is the plain network at chance for Glorot's initialization?
+        + (("none_he_b64_lr0.01", ("--norm", "none", "--kernel-initializer", "he_normal")),),
+    ),
+    quick_flags=_quick("--train-examples", "16", "--image-size", "8"),
+    digits_flags=("--epochs", "6", "--train-examples", "400", "--image-size", "16"),
+    paper_flags=("--epochs", "50"),
+    paper_setting=(
+        "CIFAR-10, ALL-CNN-C, SGD; the paper gives curves, not numbers, and no epoch count "
+        "(its appendix C plots about 50)"
+    ),
+    curves=("loss", "val_accuracy"),
+)
+
+NC = Experiment(
+    name="nc",
+    mirrors=(
+        "Kim et al. (arXiv:2005.05274), section 3.1 and table 1 (ResNet-18 on CIFAR-10 at batch "
+        "size 2 against GN) and section 2.3 (SELU)"
+    ),
+    claim=(
+        "At batch size 2, Normalized Convolution reaches a lower error than GN; with SELU it "
+        "does not improve"
+    ),
+    configurations=_configurations(
+        ("--model", "resnet18"),
+        (
+            ("bn", ("--norm", "bn")),
+            ("gn", ("--norm", "gn")),
+            ("nc", ("--norm", "nc")),
+            ("nc_selu", ("--norm", "nc", "--activation", "selu")),
+        ),
+    ),
+    quick_flags=_quick("--train-examples", "8", "--image-size", "8"),
+    # 100 steps of batch 2 per epoch; the recipe's x0.1 after 3 of the 5 epochs.
+    digits_flags=("--epochs", "5", "--train-examples", "200"),
+    paper_flags=("--epochs", "50", "--augment", "flip_shift"),
+    paper_setting=(
+        "CIFAR-10, ResNet-18, SGD 0.01 without momentum or weight decay, x0.1 after every 30 "
+        "of 50 epochs, batch 2, horizontal flips and shifts up to 10 %"
+    ),
+    paper_results=(
+        PaperResult("Normalized Convolution, table 1, top-1 error %", {"gn": 10.14, "nc": 8.52}),
+    ),
+    curves=("loss", "val_accuracy"),
+)
+
+
+INIT = Experiment(
+    name="init",
+    mirrors=(
+        "the initialization and batch normalization notes, section 1.2 (eq. 1.26, 1.36, "
+        "1.45-1.46, figures 1.1-1.2, after He et al., arXiv:1502.01852, figures 2-3)"
+    ),
+    claim=(
+        "In a plain ReLU network, Xavier's initialization halves the variance at every layer "
+        "and Kaiming's keeps it; at 22 layers both train, at 30 Xavier's stalls"
+    ),
+    configurations=_configurations(
+        ("--model", "plain_cnn", "--norm", "none"),
+        (
+            (f"{name}_{depth}", ("--depth", depth, "--kernel-initializer", initializer))
+            for depth in ("22", "30")
+            for name, initializer in (("xavier", "glorot_normal"), ("kaiming", "he_normal"))
+        ),
+    ),
+    quick_flags=_quick("--train-examples", "16"),
+    digits_flags=("--epochs", "20"),
+    paper_flags=("--epochs", "100"),
+    paper_setting=(
+        "ImageNet for the figures (He et al.); on CIFAR-10 the notes report 33.82 and 33.90 % "
+        "error for the 22-layer model with the two initializations"
+    ),
+    curves=("loss", "accuracy"),
+    analyses=(variance_at_initialization,),
+)
+
+DATA_NORMALIZATION = Experiment(
+    name="data_normalization",
+    mirrors=(
+        "the initialization and batch normalization notes, section 1.1 (eq. 1.6 per component, "
+        "eq. 1.13-1.16 per channel; eq. 1.16 against eq. 1.17 on CIFAR-10, eq. 1.19-1.20)"
+    ),
+    claim=(
+        "The per-channel standard deviation pooled over all pixels (eq. 1.16) exceeds the mean "
+        "of per-image ones (eq. 1.17); standardizing per channel or per component trains alike"
+    ),
+    configurations=_configurations(
+        ("--model", "convpool_cnn_c", "--norm", "none"),
+        ((f"per_{name}", ("--input-standardization", name)) for name in ("channel", "component")),
+    ),
+    quick_flags=_quick("--train-examples", "20", "--init-batch-size", "20"),
+    digits_flags=("--epochs", "20", "--train-examples", "300", "--init-batch-size", "300"),
+    paper_flags=("--epochs", "200"),
+    paper_setting="no training numbers: the notes give CIFAR-10's statistics (below) only",
+    analyses=(standard_deviation_estimators,),
+)
+
+EXPERIMENTS = {
+    experiment.name: experiment
+    for experiment in (WN, NORMPROP, DWCK, NC, INIT, DATA_NORMALIZATION, BN_TEST_PHASE)
+}
