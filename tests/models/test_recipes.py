@@ -51,7 +51,7 @@ def test_a_schedule_without_steps_refuses_a_period(name):
 )
 def test_sgd_optimizers(name, cls, momentum):
     optimizer = recipes.OPTIMIZERS[name](0.1)
-    assert type(optimizer) is cls and optimizer.momentum == momentum
+    assert isinstance(optimizer, cls) and optimizer.momentum == momentum
     assert optimizer.weight_decay is None  # weight decay is a loss term (add_weight_decay)
 
 
