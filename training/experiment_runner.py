@@ -215,7 +215,9 @@ def figure(experiment, rows, column, path):
     import matplotlib.pyplot as plt
 
     label = CURVE_LABELS.get(column, column)
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig, ax = plt.subplots(figsize=(8, 4))
+    count = len(experiment.configurations)
+    ax.set_prop_cycle(color=plt.get_cmap("tab20" if count > 10 else "tab10").colors[:count])
     for configuration in experiment.configurations:
         ours = [r for r in rows if r["configuration"] == configuration.name and column in r]
         epochs = sorted({r["epoch"] for r in ours})
@@ -229,7 +231,7 @@ def figure(experiment, rows, column, path):
     if column.endswith("loss"):
         ax.set_yscale("log")
     ax.set_title(f"{experiment.name}: {label} (band: range over seeds)")
-    ax.legend(fontsize="small")
+    ax.legend(fontsize="small", loc="center left", bbox_to_anchor=(1, 0.5))
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
