@@ -131,29 +131,17 @@ def test_hidden_input_means_average_over_seeds():
 
 def test_internal_covariate_shift_table(tmp_path):
     rows = []
-    for name, values in zip(
-        experiments.COVARIATE_SHIFT_CONFIGURATIONS, ([[0.1, 0.3]], [[1.0, -1.0]], [[2.0, 2.0]])
-    ):
+    names = [c.name for c in experiments.NORMPROP.configurations]
+    for name, values in zip(names, ([[0.1, 0.3]], [[1.0, -1.0]], [[2.0, 2.0]])):
         rows += _rows(name, values)
+    for name in names[3:]:
+        rows += _rows(name, [[0.0, 0.0]])
     (tmp_path / "normprop").mkdir()
     args = experiment_runner.build_parser().parse_args(["normprop", "--output", str(tmp_path)])
     markdown = experiments.internal_covariate_shift(args, experiments.NORMPROP, rows)
     # |final mean| averaged over the two layers; the spread is the std over epochs.
-    assert "| normprop_batch_b50 | 0.300 | 0.100 |" in markdown
-    assert "| bn_b50 | 1.000 | 1.000 |" in markdown
-    assert "| none_b50 | 2.000 | 0.000 |" in markdown
+    assert f"| {names[0]} | 0.300 | 0.100 |" in markdown
+    assert f"| {names[1]} | 1.000 | 1.000 |" in markdown
+    assert f"| {names[2]} | 2.000 | 0.000 |" in markdown
+    assert all(f"| {name} | 0.000 | 0.000 |" in markdown for name in names[3:])
     assert (tmp_path / "normprop" / "internal_covariate_shift.png").stat().st_size > 1000
-
-
-def test_a_pair_finished_with_other_flags_is_refused_not_reused(tmp_path, monkeypatch, capsys):
-    output = str(tmp_path)
-    argv = ["bn_test_phase", "--scale", QUICK, "--seeds", "1", "--output", output]
-    assert experiment_runner.main(argv) == 0
-    changed = experiments.dataclasses.replace(
-        experiments.BN_TEST_PHASE, quick_flags=experiments._quick("--train-examples", "30")
-    )
-    monkeypatch.setitem(EXPERIMENTS, "bn_test_phase", changed)
-    capsys.readouterr()
-    assert experiment_runner.main(argv) == 1
-    err = capsys.readouterr().err
-    assert "holds a run trained with other flags (--train-examples was 20, now 30" in err
