@@ -643,10 +643,20 @@ def _check_model_flags(parser, args, builder):
         )
 
 
-def main(argv=None):
+def parse_args(argv=None):
+    """The command line's arguments with the model's recipe defaults filled in.
+
+    Raises:
+        SystemExit: argparse's exit (status 2) for flags it or the model cannot take.
+    """
     parser = build_parser()
     args = parser.parse_args(argv)
     _apply_model_defaults(parser, args)
+    return args
+
+
+def main(argv=None):
+    args = parse_args(argv)
     try:
         train(args)
     except datasets.DataUnavailableError as error:

@@ -78,8 +78,8 @@ def _run_dir(args, configuration, seed):
 
 
 def _train_argv(args, experiment, configuration, seed):
-    argv = list(configuration.flags) + list(experiment.flags(args.scale, args.dataset))
-    argv += ["--dataset", args.dataset, "--seed", str(seed), "--verbose", "0"]
+    argv = list(experiment.train_flags(configuration, args.scale, args.dataset))
+    argv += ["--seed", str(seed), "--verbose", "0"]
     argv += ["--output", _run_dir(args, configuration, seed)]
     return argv + (["--data-dir", args.data_dir] if args.data_dir else [])
 
@@ -91,9 +91,7 @@ def _finished(argv):
         RuntimeError: if its directory holds a run trained with other flags (the
             experiment's spec changed since): its results would not be this run's.
     """
-    parser = train_cli.build_parser()
-    train_args = parser.parse_args(argv)
-    train_cli._apply_model_defaults(parser, train_args)
+    train_args = train_cli.parse_args(argv)
     try:
         train_cli._check_run_flags(train_args.output, train_args)
     except train_cli.RunDirectoryError as error:

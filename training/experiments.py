@@ -68,6 +68,11 @@ class Experiment:
             return self.quick_flags
         return self.digits_flags if dataset == DIGITS else self.paper_flags
 
+    def train_flags(self, configuration, scale, dataset):
+        """`keras-norms-train`'s flags for `configuration` at `scale` on `dataset`, bar the run's
+        own (seed, output)."""
+        return configuration.flags + self.flags(scale, dataset) + ("--dataset", dataset)
+
 
 def _quick(*flags):
     """The quick scale: one epoch, 20 test examples, eager (no tracing), and `flags`."""
@@ -83,11 +88,7 @@ def _training_arguments(configuration, experiment, args):
     """`keras-norms-train`'s arguments for `configuration`, the recipe's defaults filled in."""
     from keras_norms.training import cli
 
-    parser = cli.build_parser()
-    flags = list(configuration.flags) + list(experiment.flags(args.scale, args.dataset))
-    train_args = parser.parse_args(flags + ["--dataset", args.dataset])
-    cli._apply_model_defaults(parser, train_args)
-    return train_args
+    return cli.parse_args(list(experiment.train_flags(configuration, args.scale, args.dataset)))
 
 
 def _standardized_training_images(train_args, data_dir, count):
@@ -106,10 +107,14 @@ def variance_at_initialization(args, experiment, rows):
     from keras_norms.models import BUILDERS
     from keras_norms.training import analysis, cli
 
-    curves, sections = {}, []
+    curves, sections, inputs = {}, [], {}  # the inputs: loaded once per image size
     for configuration in experiment.configurations:
         train_args = _training_arguments(configuration, experiment, args)
-        x, splits = _standardized_training_images(train_args, args.data_dir, 256)
+        if train_args.image_size not in inputs:
+            inputs[train_args.image_size] = _standardized_training_images(
+                train_args, args.data_dir, 256
+            )
+        x, splits = inputs[train_args.image_size]
         keras.utils.set_random_seed(0)
         model = BUILDERS[train_args.model].build(
             input_shape=splits.image_shape,
