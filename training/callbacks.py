@@ -8,6 +8,7 @@ from keras import ops
 
 from keras_norms.graph import is_model, iter_layers
 from keras_norms.layers import WeightNormalization
+from keras_norms.layers.arguments import check_names
 from keras_norms.layers.kernels import kernel_owner
 
 # The attributes under which Keras layers (and ours: NormPropConv2D,
@@ -83,21 +84,10 @@ def _check_batch_size(batch_size):
 
 
 def _check_layer_names(layers):
-    if layers is None:
-        return None
-    names = (layers,) if isinstance(layers, str) else layers
-    if (
-        not isinstance(names, (list, tuple))
-        or not names
-        or not all(isinstance(name, str) for name in names)
-    ):
-        raise TypeError(
-            f"{_NAME} expects layers to be None or a non-empty list of layer names. "
-            f"Received: layers={layers!r}"
-        )
-    if len(set(names)) != len(names):
+    names = check_names(_NAME, "layers", layers, "layer names")
+    if names is not None and len(set(names)) != len(names):
         raise ValueError(f"{_NAME} expects distinct layer names. Received: layers={layers!r}")
-    return tuple(names)
+    return names
 
 
 def _check_network(network):

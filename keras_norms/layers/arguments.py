@@ -65,6 +65,29 @@ def check_positive_int(layer, name, value):
     return int(value)
 
 
+def check_names(layer, name, value, what):
+    """`None`, or `value` as a tuple of strings (one string is one name).
+
+    `what` says what the names name, e.g. "layer names".
+
+    Raises:
+        TypeError: for anything but None, a string, or a non-empty list or tuple of strings.
+    """
+    if value is None:
+        return None
+    names = (value,) if isinstance(value, str) else value
+    if (
+        not isinstance(names, (tuple, list))
+        or not names
+        or not all(isinstance(n, str) for n in names)
+    ):
+        raise TypeError(
+            f"{_layer_name(layer)} expects {name} to be None or a non-empty list of {what}. "
+            f"Received: {name}={value!r}"
+        )
+    return tuple(names)
+
+
 def check_int_tuple(layer, name, value, length):
     """A positive int, or `length` of them, as a tuple of `length` Python ints.
 

@@ -6,7 +6,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from keras_norms.layers.arguments import check_bool, is_integer
+from keras_norms.layers.arguments import check_bool, check_names, is_integer
 from keras_norms.layers.batch_statistics import batch_mean
 from keras_norms.layers.kernels import (
     is_known,
@@ -72,23 +72,6 @@ def _check_axis(axis):
             f"ints. Received: axis={axis!r}"
         )
     return tuple(int(a) for a in axes)
-
-
-def _check_kernel_names(kernel_names):
-    """`None`, or the names as a tuple of strings (one string is one name)."""
-    if kernel_names is None:
-        return None
-    names = (kernel_names,) if isinstance(kernel_names, str) else kernel_names
-    if (
-        not isinstance(names, (tuple, list))
-        or not names
-        or not all(isinstance(n, str) for n in names)
-    ):
-        raise TypeError(
-            "WeightNormalization expects kernel_names to be None or a non-empty list of "
-            f"variable names. Received: kernel_names={kernel_names!r}"
-        )
-    return tuple(names)
 
 
 def _data_init_defined(layer, axis, kernel_names):
@@ -242,7 +225,7 @@ class WeightNormalization(keras.layers.Wrapper):
     def __init__(
         self, layer, data_init=None, log_scale=False, axis="output", kernel_names=None, **kwargs
     ):
-        kernel_names = _check_kernel_names(kernel_names)
+        kernel_names = check_names(self, "kernel_names", kernel_names, "variable names")
         _check_wrappable(layer, kernel_names)
         super().__init__(layer, **kwargs)
         self.axis = _check_axis(axis)

@@ -91,18 +91,9 @@ def _conv(x, filters, size, stride, padding, norm, last, name, synchronized, ini
         if padding:
             x = keras.layers.ZeroPadding2D(padding, name=f"{name}_pad")(x)
     activation = None if last else "relu"
-    if norm == "normprop":
-        return NormPropConv2D(
-            filters,
-            size,
-            stride,
-            padding=mode,
-            activation=activation,
-            kernel_initializer=initializer(),
-            name=name,
-        )(x)
-    if norm == "none" or last:
-        return keras.layers.Conv2D(
+    if norm in ("normprop", "none") or last:
+        convolution = NormPropConv2D if norm == "normprop" else keras.layers.Conv2D
+        return convolution(
             filters,
             size,
             stride,
