@@ -2,7 +2,8 @@
 
 Every (configuration, seed) pair is one `keras-norms-train` run in its own
 directory, `OUTPUT/NAME/runs/CONFIGURATION/seedK`; a pair whose `metrics.json`
-exists is skipped, and a stopped pair resumes from its last finished epoch
+exists is skipped (refused if it was trained with other flags than the spec's
+now), and a stopped pair resumes from its last finished epoch
 (the training CLI's backup), so a stopped experiment resumes where it was.
 After the runs, `OUTPUT/NAME/` holds `histories.csv` (every run's per-epoch
 history), `table.md` (mean ± standard deviation over seeds, the papers'
