@@ -23,7 +23,8 @@ from keras import ops
 
 from keras_norms.graph import is_model, iter_layers, normalization_pairs
 from keras_norms.layers.batch_statistics import affine_from_statistics
-from keras_norms.layers.linear import channel_axis, is_plain_linear, kernel_output_axis
+from keras_norms.layers.kernels import output_axes
+from keras_norms.layers.linear import channel_axis, is_plain_linear
 from keras_norms.policies import dtype_policy
 
 
@@ -199,14 +200,31 @@ def as_float32(model):
     return cloned
 
 
-def _folded_weights(linear, affine):
-    """Kernel and bias of the plain linear layer `linear` with `affine` folded in."""
-    kernel = _numpy(linear.kernel)
-    axis = kernel_output_axis(linear) % kernel.ndim
-    bias = _numpy(linear.bias) if linear.use_bias else np.zeros(kernel.shape[axis])
-    scale, shift = affine
+def folded_weights(layer, affine):
+    """Kernel and bias of `layer` with a following per-channel affine map folded in.
+
+    `y = (x . kernel + bias) * scale + shift` is `x . (kernel * scale) +
+    (bias * scale + shift)`, `scale` broadcast along the kernel's output
+    feature axes (`keras_norms.layers.kernels.output_axes`: the last axis,
+    the next to last of a transposed convolution, `(in, multiplier)` of a
+    depthwise one, whose output channel `i * multiplier + m` is flattened
+    in that order).
+
+    Args:
+        layer: a built plain linear layer (Dense, convolution, transposed or
+            depthwise convolution) with a `kernel` and, if `use_bias`, a `bias`.
+        affine: `(scale, shift)`, numpy arrays of shape `(C,)` for the
+            layer's `C` output channels.
+
+    Returns:
+        `[kernel, bias]`, float32 numpy arrays.
+    """
+    kernel = _numpy(layer.kernel)
     shape = [1] * kernel.ndim
-    shape[axis] = -1
+    for axis in output_axes(layer, "kernel"):
+        shape[axis] = kernel.shape[axis]
+    scale, shift = affine
+    bias = _numpy(layer.bias) if layer.use_bias else np.zeros(np.size(scale))
     kernel = kernel * np.reshape(scale, shape)
     return [kernel.astype("float32"), (bias * scale + shift).astype("float32")]
 
@@ -299,7 +317,7 @@ def fold(model):
         if norm is None:
             _copy_weights(form, new)
         else:
-            new.set_weights(_folded_weights(form, inference_affine(norm)))
+            new.set_weights(folded_weights(form, inference_affine(norm)))
     _fold_in_place(folded)  # the layers inside the custom layers it copied
     return folded
 
@@ -316,7 +334,7 @@ def _fold_in_place(model):
     ]
 
 
-def _is_graph_model(model):
+def is_graph_model(model):
     """Whether `keras.models.clone_model` can copy `model`: functional or sequential."""
     from keras.src.models.functional import Functional  # Keras exports no public class
 
@@ -341,7 +359,7 @@ def deployment_form(model):
     Yields:
         The model to export.
     """
-    if _is_graph_model(model):
+    if is_graph_model(model):
         yield fold(model)
         return
     folded = _fold_in_place(model)
