@@ -1,11 +1,15 @@
-"""Every (builder, norm) pair of the builder registry, with a small input for each."""
+"""Every (builder, norm) pair of the papers' builders, with a small input for each.
+
+The converted keras.applications builders have tests of their own
+(`tests/test_surgery.py`).
+"""
 
 import keras
 
 from keras_norms.graph import iter_layers
-from keras_norms.models import BUILDERS
+from keras_norms.models import BUILDERS, paper_builders
 
-CASES = [(name, norm) for name in sorted(BUILDERS) for norm in BUILDERS[name].norms]
+CASES = [(name, norm) for name in paper_builders() for norm in BUILDERS[name].norms]
 
 
 def small_input_shape(builder):

@@ -9,7 +9,13 @@ available here by name, e.g. `keras_norms.models.convpool_cnn_c`.
 import importlib
 import pkgutil
 
-from keras_norms.models.registry import BUILDERS, Builder, get_builder, register_builder
+from keras_norms.models.registry import (
+    BUILDERS,
+    Builder,
+    get_builder,
+    paper_builders,
+    register_builder,
+)
 
 _SUPPORT_MODULES = {"arguments", "recipes", "registry"}
 for _module in pkgutil.iter_modules(__path__):
@@ -17,4 +23,11 @@ for _module in pkgutil.iter_modules(__path__):
         importlib.import_module(f"{__name__}.{_module.name}")
 globals().update({name: builder.build for name, builder in BUILDERS.items()})
 
-__all__ = ["BUILDERS", "Builder", "get_builder", "register_builder", *sorted(BUILDERS)]
+__all__ = [
+    "BUILDERS",
+    "Builder",
+    "get_builder",
+    "paper_builders",
+    "register_builder",
+    *sorted(BUILDERS),
+]

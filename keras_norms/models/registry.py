@@ -27,6 +27,10 @@ class Builder:
         data_normalization: whether it normalizes its input itself and takes
             a `data_normalization` argument (NIN); others get per-channel
             standardization from the training CLI.
+        application: whether it is a `keras.applications` network whose
+            normalizations `keras_norms.replace_normalization` converts, not
+            one of the papers' networks (`paper_builders()`: the ones the
+            per-builder tests and benchmarks run, small enough to run all).
     """
 
     name: str
@@ -35,6 +39,7 @@ class Builder:
     min_input_size: int
     recipe: Recipe
     data_normalization: bool = False
+    application: bool = False
 
     @property
     def default_norm(self):
@@ -60,6 +65,11 @@ def register_builder(builder):
         raise ValueError(f"A builder named {builder.name!r} is already registered.")
     BUILDERS[builder.name] = builder
     return builder.build
+
+
+def paper_builders():
+    """The names of the registered builders of the papers' networks, sorted."""
+    return sorted(name for name, builder in BUILDERS.items() if not builder.application)
 
 
 def get_builder(name):
