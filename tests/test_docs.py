@@ -29,6 +29,16 @@ def test_readme_usage_example_runs():
     assert model.layers[1].initialized.numpy()
 
 
+def test_readme_surgery_example_runs(recwarn):
+    text = README.read_text()
+    (example,) = re.findall(r"### Normalization surgery\n\n```python\n(.*?)```", text, re.S)
+    namespace = {}
+    exec(compile(example, str(README), "exec"), namespace)
+    summary = "gn: 52 replaced (0 exact), 0 kept; parameters 2270794 -> 2236682"
+    assert str(namespace["report"]).splitlines()[0] == summary
+    assert summary in example
+
+
 @pytest.mark.parametrize(
     "module",
     [weight_norm, mean_only_bn, normprop, dwck, learned_statistics, normalized_conv, interop],
