@@ -23,8 +23,8 @@ from keras import ops
 
 from keras_norms.graph import is_model, iter_layers, normalization_pairs
 from keras_norms.layers.batch_statistics import affine_from_statistics
-from keras_norms.layers.kernels import output_axes
-from keras_norms.layers.linear import channel_axis, is_plain_linear
+from keras_norms.layers.kernels import DEPTHWISE_LAYERS, output_axes
+from keras_norms.layers.linear import is_plain_linear
 from keras_norms.policies import dtype_policy
 
 
@@ -114,9 +114,19 @@ def inference_affine(layer):
     )
 
 
-def _is_linear(layer):
-    """Whether `layer` is a plain Dense / Conv / ConvTranspose (`is_plain_linear`), linear."""
-    return is_plain_linear(layer) and layer.activation in (None, keras.activations.linear)
+def is_foldable_linear(layer):
+    """Whether a per-channel affine map after `layer` folds into its kernel and bias.
+
+    True for a plain Dense, convolution or transposed convolution
+    (`is_plain_linear`) and for a depthwise convolution, without activation.
+    """
+    linear = is_plain_linear(layer) or isinstance(layer, DEPTHWISE_LAYERS)
+    return linear and layer.activation in (None, keras.activations.linear)
+
+
+def output_channel_axis(layer):
+    """The channel axis of a foldable linear layer's output: -1, or 1 for channels first."""
+    return -1 if getattr(layer, "data_format", "channels_last") == "channels_last" else 1
 
 
 def is_mixed_precision(model):
@@ -241,8 +251,9 @@ def fold(model):
       layer, or a `keras.Sequential` adding the activation and the constant
       post-activation shift, Arpit et al. 2016, arXiv:1603.01431, eq. 9,
       11) is replaced by that plain layer;
-    - a linear layer (a plain Keras `Dense`, `Conv1D/2D/3D` or
-      `Conv1D/2D/3DTranspose` without activation, or a layer whose plain
+    - a linear layer (a plain Keras `Dense`, `Conv1D/2D/3D`,
+      `Conv1D/2D/3DTranspose` or `DepthwiseConv1D/2D` without activation,
+      `is_foldable_linear`, or a layer whose plain
       layer is one) whose only output is used only by a normalization with
       an inference affine map (`inference_affine`) on its channel axis
       (`keras_norms.graph.normalization_pairs`) gets that map folded into
@@ -285,9 +296,9 @@ def fold(model):
     forms = {id(layer): plain.get(id(layer), layer) for layer in layers}
     pairs = normalization_pairs(
         model,
-        [layer for layer in layers if _is_linear(forms[id(layer)])],
+        [layer for layer in layers if is_foldable_linear(forms[id(layer)])],
         [layer for layer in layers if has_inference_affine(layer)],
-        channel_axis=lambda layer: channel_axis(forms[id(layer)]),
+        channel_axis=lambda layer: output_channel_axis(forms[id(layer)]),
     )
     folded_norms = {id(norm) for norm in pairs.values()}
     sources = {}  # id(new layer) -> the layer whose weights (folded or not) it takes

@@ -32,7 +32,9 @@ from keras_norms.folding import (
     folded_weights,
     has_inference_affine,
     inference_affine,
+    is_foldable_linear,
     is_graph_model,
+    output_channel_axis,
 )
 from keras_norms.graph import is_model, iter_layers, normalization_pairs
 from keras_norms.layers import NormalizedConv2D, WeightNormalization
@@ -153,16 +155,6 @@ def _check_arguments(model, target, source):
             "replace_normalization expects source to be a Keras layer class or a tuple of "
             f"them. Received: source={source!r}"
         )
-
-
-def _is_linear(layer):
-    """A linear layer a following per-channel affine map folds into: plain or depthwise."""
-    linear = is_plain_linear(layer) or isinstance(layer, DEPTHWISE_LAYERS)
-    return linear and layer.activation in (None, keras.activations.linear)
-
-
-def _channel_axis(layer):
-    return -1 if getattr(layer, "data_format", "channels_last") == "channels_last" else 1
 
 
 def _numpy(variable):
@@ -491,9 +483,9 @@ def replace_normalization(model, target, source=keras.layers.BatchNormalization,
             f"replace_normalization found no {source} layer in model {model.name}. "
             f"Received: source={source!r}"
         )
-    linears = {id(layer): layer for layer in layers if _is_linear(layer)}
+    linears = {id(layer): layer for layer in layers if is_foldable_linear(layer)}
     pairs = normalization_pairs(
-        model, linears.values(), [n for n in norms if has_inference_affine(n)], _channel_axis
+        model, linears.values(), [n for n in norms if has_inference_affine(n)], output_channel_axis
     )
     linear_of = {id(norm): linears[linear_id] for linear_id, norm in pairs.items()}
     plan, replaced = _Plan(), []

@@ -122,6 +122,27 @@ def test_folds_into_a_plain_dense_layer_without_bias():
     np.testing.assert_allclose(_predict(folded, x), x @ kernel + bias, rtol=1e-5, atol=1e-5)
 
 
+def test_folds_into_a_depthwise_convolution():
+    """Output channel i * multiplier + m of a depthwise kernel (3, 3, in, multiplier)."""
+    rng = np.random.default_rng(7)
+    model = keras.Sequential(
+        [
+            keras.Input((6, 6, 3)),
+            keras.layers.DepthwiseConv2D(3, depth_multiplier=2, use_bias=False),
+            keras.layers.BatchNormalization(),
+        ]
+    )
+    perturb_statistics(model, rng)
+    folded = fold(model)
+    assert isinstance(folded.layers[1], FoldedNormalization)
+    bn = model.layers[1]
+    scale = numpy(bn.gamma, "float64") / np.sqrt(numpy(bn.moving_variance, "float64") + bn.epsilon)
+    kernel = numpy(model.layers[0].kernel, "float64") * scale.reshape(3, 2)
+    np.testing.assert_allclose(numpy(folded.layers[0].kernel), kernel, rtol=1e-6)
+    x = rng.normal(size=(2, 6, 6, 3)).astype("float32")
+    np.testing.assert_allclose(_predict(folded, x), _predict(model, x), rtol=1e-5, atol=1e-5)
+
+
 def test_normalization_after_an_activation_is_kept():
     """BN after a ReLU is not an affine map of a linear layer's output: not folded."""
     model = keras.Sequential(
