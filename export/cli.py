@@ -1,4 +1,4 @@
-"""`keras-norms-export`: a `.keras` model to a SavedModel and a TFLite file."""
+"""`keras-norms-export`: a `.keras` model to a SavedModel, a TFLite file and an ONNX file."""
 
 import argparse
 import importlib
@@ -16,8 +16,11 @@ from keras_norms.command_line import positive_int
 from keras_norms.export.parity import (
     DEFAULT_TOLERANCE,
     DYNAMIC_AXIS_SIZE,
+    EXPORT_FORMATS,
+    FORMAT_LABELS,
     PARITY_SOURCES,
     RANDOM,
+    REPORT_KEYS,
     ParityError,
     parity_inputs,
     sizes_dynamic_axes,
@@ -38,14 +41,33 @@ def _shape(text):
     return shape
 
 
+def _formats(text):
+    """`"savedmodel,onnx"` as `("savedmodel", "onnx")`."""
+    names = tuple(name.strip() for name in text.split(","))
+    if any(name not in EXPORT_FORMATS for name in names):
+        raise argparse.ArgumentTypeError(
+            f"expected one or more of {','.join(EXPORT_FORMATS)} separated by commas, got {text!r}"
+        )
+    return names
+
+
 def build_parser():
     parser = argparse.ArgumentParser(
         prog="keras-norms-export",
-        description="Fold normalization into plain layers, export a SavedModel "
-        "and a TFLite file, and check both against the Keras model.",
+        description="Fold normalization into plain layers, export a SavedModel, "
+        "a TFLite file and an ONNX file, and check each against the Keras model.",
     )
     parser.add_argument("model", help="path of a .keras file")
     parser.add_argument("--output", required=True, help="directory to write into")
+    parser.add_argument(
+        "--format",
+        type=_formats,
+        default=EXPORT_FORMATS,
+        metavar="FORMAT,...",
+        help=f"the files to write and check, separated by commas, from {','.join(EXPORT_FORMATS)} "
+        f"(default: all three); tflite alone still converts from a SavedModel, which it does "
+        "not keep",
+    )
     parser.add_argument(
         "--dataset",
         default=datasets.DIGITS,
@@ -204,7 +226,7 @@ def main(argv=None):
         model = load_model(args.model, args.custom_code)
         shape = _parity_shape(_input_shape(model)[1:], args.parity_shape)
         inputs = parity_inputs(args.dataset, shape, args.num_samples, args.seed, args.data_dir)
-        report = export_and_check(model, args.output, inputs, args.tolerance)
+        report = export_and_check(model, args.output, inputs, args.tolerance, args.format)
     except (
         OSError,
         ValueError,
@@ -215,12 +237,12 @@ def main(argv=None):
     ) as error:
         print(f"keras-norms-export: error: {error}", file=sys.stderr)
         return 1
-    print(f"SavedModel: {report['saved_model']}  TFLite: {report['tflite']}")
+    written = [(FORMAT_LABELS[name], REPORT_KEYS[name]) for name in report["formats"]]
+    print("  ".join(f"{label}: {report[key]}" for label, key in written))
     print(
         f"parity on {report['num_inputs']} inputs of shape {tuple(report['input_shape'])} "
         "(max |logit difference|): "
-        f"SavedModel {report['saved_model_max_abs_diff']:.2e}, "
-        f"TFLite {report['tflite_max_abs_diff']:.2e}"
+        + ", ".join(f"{label} {report[key + '_max_abs_diff']:.2e}" for label, key in written)
     )
     return 0
 

@@ -1,12 +1,26 @@
-"""SavedModel and TFLite export with a parity check against the Keras model."""
+"""SavedModel, TFLite and ONNX export with a parity check against the Keras model."""
 
 import collections
+import contextlib
 import json
 import os
+import tempfile
+import warnings
 
 import numpy as np
 
-from keras_norms.export.parity import DEFAULT_TOLERANCE, ParityError, max_abs_diff
+from keras_norms.export.parity import (
+    DEFAULT_TOLERANCE,
+    EXPORT_FORMATS,
+    FORMAT_LABELS,
+    ONNX,
+    REPORT_KEYS,
+    SAVEDMODEL,
+    TFLITE,
+    ParityError,
+    check_formats,
+    max_abs_diff,
+)
 from keras_norms.folding import as_float32, deployment_form, is_mixed_precision
 from keras_norms.optional import require
 
@@ -48,6 +62,105 @@ def saved_model_op_counts(path):
     return collections.Counter(node.op for node in nodes)
 
 
+def export_onnx(model, path):
+    """Write `model` as an ONNX file through Keras' `model.export(path, format="onnx")`.
+
+    On TensorFlow, Keras traces the model's inference call and converts it
+    with tf2onnx (its default opset). The batch axis and every `None` axis of
+    the model's input stay dynamic. A functional or Sequential model is
+    exported from its own `inputs` (Keras' ONNX route would otherwise refuse
+    a model that was built but never called, such as a fresh `fold(model)`);
+    a subclassed model must have been called once. Tensors that layers hold
+    as constants (Keras `Normalization` statistics) stay constants of the
+    graph (`_frozen_before_tf2onnx`).
+    """
+    tf2onnx = require("tf2onnx", "export", "ONNX export")
+    inputs = getattr(model, "inputs", None)  # None for a subclassed model: Keras finds it
+    signature = None if not inputs else [inputs[0] if len(inputs) == 1 else list(inputs)]
+    with warnings.catch_warnings(), _frozen_before_tf2onnx(tf2onnx):
+        # Keras' numpy-2 patch of tf2onnx reads `np.object` once: a FutureWarning only.
+        warnings.filterwarnings("ignore", message=r".*`np\.object`", category=FutureWarning)
+        model.export(path, format="onnx", verbose=False, input_signature=signature)
+    return path
+
+
+@contextlib.contextmanager
+def _frozen_before_tf2onnx(tf2onnx):
+    """Keras' call of `tf2onnx.convert.from_function` gets its function frozen first.
+
+    tf2onnx 1.17 names the ONNX graph's inputs after every non-resource input
+    of the traced function, the tensors it captures included; it then
+    freezes the function, which turns those captures into constants, but
+    keeps them as inputs: a layer's constant tensor (Keras `Normalization`'s
+    mean and variance, which the training CLI puts in every model) becomes
+    an ONNX input with its value lost. Frozen first (tf2onnx's own
+    `convert_variables_to_constants_v2`, the same call it makes next), the
+    function's only inputs are the model's.
+    """
+    original = tf2onnx.convert.from_function
+
+    def from_function(function, *args, **kwargs):
+        return original(_FrozenFunction(function, tf2onnx), *args, **kwargs)
+
+    tf2onnx.convert.from_function = from_function
+    try:
+        yield
+    finally:
+        tf2onnx.convert.from_function = original
+
+
+class _FrozenFunction:
+    """A `tf.function` whose concrete functions have variables and captures as constants."""
+
+    def __init__(self, function, tf2onnx):
+        self._function = function
+        self._freeze = tf2onnx.tf_loader.convert_variables_to_constants_v2
+
+    def get_concrete_function(self, *args, **kwargs):
+        concrete = self._function.get_concrete_function(*args, **kwargs)
+        frozen = self._freeze(concrete, lower_control_flow=False, aggressive_inlining=True)
+        # tf2onnx names the ONNX inputs from it (the Keras inputs' names, as unfrozen).
+        frozen.graph.structured_input_signature = concrete.structured_input_signature
+        return frozen
+
+
+def run_onnx(path, inputs):
+    """Outputs of an ONNX file's single output on `inputs`, run with onnxruntime on CPU."""
+    onnxruntime = require("onnxruntime", "export", "running ONNX files")
+    session = onnxruntime.InferenceSession(path, providers=["CPUExecutionProvider"])
+    (input_detail,) = session.get_inputs()
+    (outputs,) = session.run(None, {input_detail.name: inputs})
+    return outputs
+
+
+def onnx_op_counts(path):
+    """How many nodes of each op type an ONNX file's graph has.
+
+    Counts the main graph, the subgraphs of control-flow nodes (`If`,
+    `Loop`, `Scan` bodies) and the model's local functions, e.g.
+    `{"Conv": 9, "Sqrt": 0, ...}` (a `collections.Counter`), as
+    `saved_model_op_counts` does for a SavedModel.
+    """
+    onnx = require("onnx", "export", "reading ONNX files")
+    model = onnx.load(path, load_external_data=False)
+    counts = collections.Counter()
+
+    def count(nodes):
+        for node in nodes:
+            counts[node.op_type] += 1
+            for attribute in node.attribute:  # the bodies of If, Loop and Scan
+                graphs = list(attribute.graphs)
+                if attribute.HasField("g"):
+                    graphs.append(attribute.g)
+                for graph in graphs:
+                    count(graph.node)
+
+    count(model.graph.node)
+    for function in model.functions:
+        count(function.node)
+    return counts
+
+
 def run_tflite(path, inputs):
     """Outputs of a TFLite file on `inputs`, run with `ai_edge_litert`.
 
@@ -65,19 +178,30 @@ def run_tflite(path, inputs):
     return interpreter.get_tensor(output_detail["index"])
 
 
-def export_and_check(model, output_dir, inputs, tolerance=DEFAULT_TOLERANCE):
+def export_and_check(
+    model, output_dir, inputs, tolerance=DEFAULT_TOLERANCE, formats=EXPORT_FORMATS
+):
     """Fold, export and check a Keras model; returns the parity report.
 
-    Writes `output_dir/saved_model/` (from the folded model:
-    `keras_norms.folding.deployment_form`, which folds a subclassed model's
-    weight normalization in place), then
-    `output_dir/model.tflite` converted from it, runs the Keras model, the
-    reloaded SavedModel and the TFLite file on the same `inputs` (float32,
-    the model's input shape with a batch axis) and reports the maximum
-    absolute difference of their outputs (logits) from the Keras model's,
-    also written to `output_dir/parity.json`. `None` axes of the model's
-    input (a variable length or image size) stay dynamic in both files;
-    the report's `input_shape` is the size they were checked at.
+    Exports the folded model (`keras_norms.folding.deployment_form`, which
+    folds a subclassed model's weight normalization in place) in each of
+    `formats` (default: all three): `output_dir/saved_model/`,
+    `output_dir/model.tflite` (converted from that SavedModel) and
+    `output_dir/model.onnx` (Keras' ONNX export, tf2onnx). Runs the Keras
+    model and each file (the reloaded SavedModel, TFLite through
+    `ai_edge_litert`, ONNX through onnxruntime) on the same `inputs`
+    (float32, the model's input shape with a batch axis) and reports the
+    maximum absolute difference of their outputs (logits) from the Keras
+    model's, also written to `output_dir/parity.json`: per format, its
+    path (`saved_model`, `tflite`, `onnx`) and difference
+    (`saved_model_max_abs_diff`, `tflite_max_abs_diff`,
+    `onnx_max_abs_diff`), plus `formats`. The batch axis and `None` axes of
+    the model's input (a variable length or image size) stay dynamic in
+    every file; the report's `input_shape` is the size they were checked at.
+
+    `"tflite"` without `"savedmodel"` converts from a SavedModel written to
+    a temporary directory and deleted after; only the TFLite file is kept
+    and checked.
 
     A model trained under mixed precision is rebuilt in float32 first
     (`as_float32`): the files compute in float32, parity is measured
@@ -86,39 +210,69 @@ def export_and_check(model, output_dir, inputs, tolerance=DEFAULT_TOLERANCE):
     (`mixed_precision_max_abs_diff`, not checked).
 
     Raises:
-        ParityError: if either difference exceeds `tolerance`.
+        ValueError: if `formats` names a format not in
+            `("savedmodel", "tflite", "onnx")`, or none.
+        MissingDependencyError: before anything is written, if a requested
+            format's converter or runtime is not installed.
+        ParityError: if any difference exceeds `tolerance`; the message
+            lists every format's difference.
     """
+    formats = check_formats(formats, "export_and_check")
+    _require_runtimes(formats)
     inputs = np.asarray(inputs, "float32")
     os.makedirs(output_dir, exist_ok=True)
     model(inputs[:1])  # a reloaded subclassed model must have been called to be exported
-    with deployment_form(model) as deployable:
-        saved_model_dir = export_saved_model(deployable, os.path.join(output_dir, "saved_model"))
-    tflite_path = convert_tflite(saved_model_dir, os.path.join(output_dir, "model.tflite"))
+    paths = {}
+    with tempfile.TemporaryDirectory() as scratch:
+        with deployment_form(model) as deployable:
+            if SAVEDMODEL in formats or TFLITE in formats:
+                saved_model_dir = export_saved_model(
+                    deployable,
+                    os.path.join(output_dir if SAVEDMODEL in formats else scratch, "saved_model"),
+                )
+                if SAVEDMODEL in formats:
+                    paths[SAVEDMODEL] = saved_model_dir
+            if ONNX in formats:
+                paths[ONNX] = export_onnx(deployable, os.path.join(output_dir, "model.onnx"))
+        if TFLITE in formats:
+            paths[TFLITE] = convert_tflite(
+                saved_model_dir, os.path.join(output_dir, "model.tflite")
+            )
     mixed = model.predict(inputs, verbose=0) if is_mixed_precision(model) else None
     if mixed is not None:
         model = as_float32(model)
     expected = model.predict(inputs, verbose=0)
-    report = {
-        "saved_model": saved_model_dir,
-        "tflite": tflite_path,
-        "num_inputs": len(inputs),
-        "input_shape": list(inputs.shape[1:]),
-        "tolerance": tolerance,
-        "saved_model_max_abs_diff": max_abs_diff(
-            run_saved_model(saved_model_dir, inputs), expected
-        ),
-        "tflite_max_abs_diff": max_abs_diff(run_tflite(tflite_path, inputs), expected),
-    }
+    run = {SAVEDMODEL: run_saved_model, TFLITE: run_tflite, ONNX: run_onnx}
+    report = {REPORT_KEYS[name]: paths[name] for name in formats}
+    report.update(
+        formats=list(formats),
+        num_inputs=len(inputs),
+        input_shape=list(inputs.shape[1:]),
+        tolerance=tolerance,
+    )
+    for name in formats:
+        report[f"{REPORT_KEYS[name]}_max_abs_diff"] = max_abs_diff(
+            run[name](paths[name], inputs), expected
+        )
     if mixed is not None:
         report["mixed_precision_max_abs_diff"] = max_abs_diff(mixed, expected)
     with open(os.path.join(output_dir, "parity.json"), "w") as f:
         json.dump(report, f, indent=2)
-    worst = max(report["saved_model_max_abs_diff"], report["tflite_max_abs_diff"])
+    differences = {name: report[f"{REPORT_KEYS[name]}_max_abs_diff"] for name in formats}
+    worst = max(differences.values())
     if worst > tolerance:
+        each = ", ".join(f"{FORMAT_LABELS[name]} {diff:.3e}" for name, diff in differences.items())
         raise ParityError(
             f"exported model differs from the Keras model: max |logit difference| "
-            f"{worst:.3e} > tolerance {tolerance:.1e} (SavedModel "
-            f"{report['saved_model_max_abs_diff']:.3e}, TFLite "
-            f"{report['tflite_max_abs_diff']:.3e})"
+            f"{worst:.3e} > tolerance {tolerance:.1e} ({each})"
         )
     return report
+
+
+def _require_runtimes(formats):
+    """Raises MissingDependencyError for a requested format's missing converter or runtime."""
+    if TFLITE in formats:
+        require("ai_edge_litert.interpreter", "export", "running TFLite files")
+    if ONNX in formats:
+        for module in ("tf2onnx", "onnx", "onnxruntime"):
+            require(module, "export", "ONNX export")

@@ -8,6 +8,13 @@ import numpy as np
 
 from keras_norms import datasets
 
+# The formats `export_and_check` and `keras-norms-export --format` write, in this order.
+SAVEDMODEL, TFLITE, ONNX = "savedmodel", "tflite", "onnx"
+EXPORT_FORMATS = (SAVEDMODEL, TFLITE, ONNX)
+# Each format's name in messages, and its key in a parity report (its file; with
+# `_max_abs_diff` appended, its difference).
+FORMAT_LABELS = {SAVEDMODEL: "SavedModel", TFLITE: "TFLite", ONNX: "ONNX"}
+REPORT_KEYS = {SAVEDMODEL: "saved_model", TFLITE: "tflite", ONNX: "onnx"}
 # Largest |logit difference| an exported file may have from the Keras model.
 DEFAULT_TOLERANCE = 1e-4
 RANDOM = "random"
@@ -17,6 +24,25 @@ PARITY_SOURCES = datasets.DATASETS + (RANDOM,)
 # (a variable length, height or width): the model is exported with the axis
 # still dynamic, and checked at this size.
 DYNAMIC_AXIS_SIZE = 64
+
+
+def check_formats(formats, caller="export_and_check"):
+    """`formats` as a tuple in `EXPORT_FORMATS` order, each once.
+
+    Raises:
+        ValueError: if `formats` is a string, empty, or names a format
+            that is not in `EXPORT_FORMATS`.
+    """
+    try:
+        names = () if isinstance(formats, str) else tuple(formats)
+    except TypeError:  # not a sequence
+        names = ()
+    if not names or any(name not in EXPORT_FORMATS for name in names):
+        raise ValueError(
+            f"{caller} expected `formats` to be a tuple of one or more of "
+            f"{', '.join(map(repr, EXPORT_FORMATS))}. Received: formats={formats!r}"
+        )
+    return tuple(name for name in EXPORT_FORMATS if name in names)
 
 
 class ParityError(RuntimeError):

@@ -1,7 +1,9 @@
-"""SavedModel and TFLite export, parity checks and `keras-norms-export`."""
+"""SavedModel, TFLite and ONNX export, parity checks and `keras-norms-export`."""
 
 import json
 import os
+import re
+import sys
 
 import keras
 import numpy as np
@@ -10,11 +12,17 @@ import pytest
 from keras_norms import data_dependent_init
 from keras_norms.export import cli, exporter
 from keras_norms.export.parity import ParityError
+from keras_norms.graph import iter_layers
 from keras_norms.layers import WeightNormalization
-from keras_norms.models import all_cnn_c, convpool_cnn_c, nin, resnet18
-from keras_norms.models.convpool_cnn_c import NORMS as CONVPOOL_NORMS
+from keras_norms.models import BUILDERS, convpool_cnn_c
+from keras_norms.optional import MissingDependencyError
 from keras_norms.training import data
+from tests.builder_cases import CASES, build_small, small_input_shape
 from tests.layer_test_helper import perturb_statistics
+
+# What a folded weight, batch or mean-only normalization must not leave in a graph.
+NORM_OPS_SAVED_MODEL = ("Rsqrt", "Sqrt", "Square", "Sum", "Sub")
+NORM_OPS_ONNX = ("Sqrt", "Reciprocal", "ReduceSum", "ReduceMean", "ReduceL2", "Div", "Sub")
 
 
 def _initialized_model(norm, seed=0):
@@ -26,62 +34,99 @@ def _initialized_model(norm, seed=0):
     return model, x
 
 
+def _perturb_biases(model, rng):
+    """Random biases, and GroupNormalization's gamma and beta, in every layer of `model`.
+
+    A zero bias hides nothing from a test: tf2onnx drops an `Add` of zeros.
+    (Normalizations with running statistics get theirs from `perturb_statistics`.)
+    """
+    for layer in iter_layers(model):
+        names = ("bias",) if hasattr(layer, "moving_mean") else ("bias", "gamma", "beta")
+        for name in names:
+            variable = getattr(layer, name, None)
+            if isinstance(variable, keras.Variable):
+                variable.assign(variable + rng.normal(0.0, 0.1, variable.shape))
+
+
+def _builder_case(builder, norm, num_inputs=16):
+    """`builder` with `norm` on its small input, its weights as after training, and inputs."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(num_inputs,) + small_input_shape(builder)).astype("float32")
+    kwargs = {}
+    if BUILDERS[builder].data_normalization:  # NIN: element-wise keras.layers.Normalization
+        kwargs["data_normalization"] = data.standardizer(x, elementwise=True)
+    model = build_small(builder, norm, **kwargs)
+    data_dependent_init(model, x)
+    perturb_statistics(model, rng)
+    _perturb_biases(model, rng)
+    return model, x
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    """`exported(builder, norm)`: `(model, inputs, report)`, exported once to every format."""
+    cache = {}
+
+    def export(builder, norm):
+        if (builder, norm) not in cache:
+            model, x = _builder_case(builder, norm)
+            output_dir = str(tmp_path_factory.mktemp(f"{builder}_{norm}"))
+            cache[builder, norm] = model, x, exporter.export_and_check(model, output_dir, x)
+        return cache[builder, norm]
+
+    return export
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("norm", CONVPOOL_NORMS)
-def test_saved_model_and_tflite_match_keras(norm, tmp_path):
-    model, x = _initialized_model(norm)
-    report = exporter.export_and_check(model, str(tmp_path), x)
-    assert report["saved_model_max_abs_diff"] <= 1e-4
-    assert report["tflite_max_abs_diff"] <= 1e-4
-    # The check compares against the Keras model's own logits on the same inputs.
+@pytest.mark.parametrize("builder, norm", CASES)
+def test_every_builder_and_norm_exports_to_every_format_with_parity(builder, norm, exported):
+    """SavedModel, TFLite and ONNX of every (builder, norm), folded or not, within 1e-4.
+
+    Includes the norms that cannot fold: Normalized Convolution and
+    GroupNormalization (per-example statistics), DWCK and learned statistics
+    after a ReLU (per-channel affine maps).
+    """
+    model, x, report = exported(builder, norm)
+    assert report["formats"] == ["savedmodel", "tflite", "onnx"]
+    differences = {key: report[f"{key}_max_abs_diff"] for key in ("saved_model", "tflite", "onnx")}
+    assert max(differences.values()) <= 1e-4, differences
+    with open(os.path.join(os.path.dirname(report["onnx"]), "parity.json")) as f:
+        assert json.load(f)["onnx_max_abs_diff"] == differences["onnx"]
+    # The check compares against the Keras model's own logits on the same inputs,
+    # and the batch axis is dynamic: one example runs as well as sixteen.
     expected = model.predict(x, verbose=0)
-    tflite = exporter.run_tflite(report["tflite"], x)
-    assert tflite.shape == (64, 10)
-    np.testing.assert_allclose(tflite, expected, atol=1e-4)
-    with open(tmp_path / "parity.json") as f:
-        assert json.load(f)["num_inputs"] == 64
+    for run, path in [(exporter.run_tflite, report["tflite"]), (exporter.run_onnx, report["onnx"])]:
+        assert run(path, x).shape == (16, 3)
+        np.testing.assert_allclose(run(path, x[:1]), expected[:1], atol=1e-4)
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("norm", ["normprop", "bn", "none"])
-def test_nin_saved_model_and_tflite_match_keras(norm, tmp_path):
-    rng = np.random.default_rng(2)
-    x = rng.normal(size=(32, 32, 32, 1)).astype("float32")
-    model = nin((32, 32, 1), 10, norm, data_normalization=data.standardizer(x, elementwise=True))
-    report = exporter.export_and_check(model, str(tmp_path), x)
-    assert report["tflite_max_abs_diff"] <= 1e-4 and report["saved_model_max_abs_diff"] <= 1e-4
-    if norm == "normprop":  # gamma / ||W_i|| folded into plain kernels
-        ops = _saved_model_op_counts(report["saved_model"])
-        assert ops["Conv2D"] == 9 and ops["Rsqrt"] == 0 and ops["Sum"] == 0
+def test_nin_normprop_exports_plain_convolutions(exported):
+    """NormProp's gamma / ||W_i|| is folded into plain kernels, in both graphs.
+
+    (The global data normalization before them stays: one `Sub` and one `Mul`.)
+    """
+    _, _, report = exported("nin", "normprop")
+    ops = exporter.saved_model_op_counts(report["saved_model"])
+    assert ops["Conv2D"] == 9 and ops["Rsqrt"] == 0 and ops["Sum"] == 0
+    onnx_ops = exporter.onnx_op_counts(report["onnx"])
+    assert onnx_ops["Conv"] == 9 and onnx_ops["Sub"] == 1
+    assert not any(onnx_ops[op] for op in ("Sqrt", "Reciprocal", "ReduceSum", "ReduceL2", "Div"))
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("norm", ["dwck", "learned", "bn", "none"])
-def test_all_cnn_c_saved_model_and_tflite_match_keras(norm, tmp_path):
-    rng = np.random.default_rng(3)
-    x = rng.normal(size=(16, 32, 32, 1)).astype("float32")
-    model = all_cnn_c((32, 32, 1), 10, norm)
-    model(x, training=True)  # move running statistics away from their start
-    report = exporter.export_and_check(model, str(tmp_path), x)
-    assert report["tflite_max_abs_diff"] <= 1e-4 and report["saved_model_max_abs_diff"] <= 1e-4
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("norm", ["nc", "gn"])
-def test_resnet18_saved_model_and_tflite_match_keras(norm, tmp_path):
-    x = np.random.default_rng(4).normal(size=(8, 16, 16, 1)).astype("float32")
-    report = exporter.export_and_check(resnet18((16, 16, 1), 10, norm), str(tmp_path), x)
-    assert report["tflite_max_abs_diff"] <= 1e-4 and report["saved_model_max_abs_diff"] <= 1e-4
-
-
-def test_parity_failure_raises(tmp_path, monkeypatch):
-    model, x = _initialized_model("wn_mobn")
-    broken = exporter.run_tflite
-    monkeypatch.setattr(exporter, "run_tflite", lambda path, inputs: broken(path, inputs) + 1e-3)
+def test_parity_failure_lists_every_formats_difference(tmp_path, monkeypatch):
+    model = _variable_length_model()
+    x = np.random.default_rng(6).normal(size=(8, 16, 1)).astype("float32")
+    data_dependent_init(model, x)
+    broken = exporter.run_onnx
+    monkeypatch.setattr(exporter, "run_onnx", lambda path, inputs: broken(path, inputs) + 1e-3)
+    number = r"\d\.\d{3}e[+-]\d\d"
     with pytest.raises(
-        ParityError, match=r"max \|logit difference\| 1\.0\d*e-03 > tolerance 1\.0e-04"
+        ParityError,
+        match=rf"max \|logit difference\| 1\.0\d*e-03 > tolerance 1\.0e-04 "
+        rf"\(SavedModel {number}, TFLite {number}, ONNX 1\.0\d*e-03\)$",
     ):
-        exporter.export_and_check(model, str(tmp_path), x[:8])
+        exporter.export_and_check(model, str(tmp_path), x)
 
 
 def _saved_model_op_counts(path):
@@ -95,19 +140,140 @@ def _saved_model_op_counts(path):
 
 
 @pytest.mark.parametrize("norm", ["wn", "wn_mobn", "bn"])
-def test_deployed_graph_is_the_plain_networks_graph(norm, tmp_path):
-    """Folded: the SavedModel holds no norm (Square, Sum, Rsqrt) or mean subtraction.
+def test_deployed_graph_is_the_plain_networks_graph(norm, exported):
+    """Folded: neither the SavedModel nor the ONNX file holds a norm or a mean subtraction.
 
+    Same op counts as the plain network's export, biases nonzero in both.
     (The TFLite converter constant-folds an unfolded kernel too, so the
-    SavedModel is where folding shows.)
+    SavedModel and ONNX graphs are where folding shows.)
     """
-    plain, x = _initialized_model("none")
-    normalized, _ = _initialized_model(norm)
-    plain_report = exporter.export_and_check(plain, str(tmp_path / "none"), x[:4])
-    report = exporter.export_and_check(normalized, str(tmp_path / norm), x[:4])
+    _, _, plain = exported("convpool_cnn_c", "none")
+    _, _, report = exported("convpool_cnn_c", norm)
     ops = _saved_model_op_counts(report["saved_model"])
-    assert ops == _saved_model_op_counts(plain_report["saved_model"])
-    assert ops["Conv2D"] == 9 and ops["Rsqrt"] == 0 and ops["Sum"] == 0
+    assert ops == _saved_model_op_counts(plain["saved_model"])
+    assert ops["Conv2D"] == 9 and not any(ops[op] for op in NORM_OPS_SAVED_MODEL)
+    onnx_ops = exporter.onnx_op_counts(report["onnx"])
+    assert onnx_ops == exporter.onnx_op_counts(plain["onnx"])
+    assert onnx_ops["Conv"] == 9 and onnx_ops["MatMul"] == 1 and onnx_ops["Add"] == 1
+    assert not any(onnx_ops[op] for op in NORM_OPS_ONNX)
+
+
+@pytest.mark.parametrize("formats", [("savedmodel", "pb"), "onnx", (), None, ["ONNX"]], ids=repr)
+def test_export_and_check_refuses_unknown_formats(formats, tmp_path):
+    with pytest.raises(ValueError) as error:
+        exporter.export_and_check(
+            _variable_length_model(), str(tmp_path / "out"), np.zeros((1, 8, 1)), formats=formats
+        )
+    message = str(error.value)
+    assert message.startswith("export_and_check expected `formats` to be a tuple of one or more")
+    assert "'savedmodel', 'tflite', 'onnx'" in message
+    assert message.endswith(f"Received: formats={formats!r}")
+    assert not (tmp_path / "out").exists()
+
+
+def test_export_and_check_writes_only_the_formats_asked_for(tmp_path):
+    """TFLite alone converts from a SavedModel in a temporary directory, not kept."""
+    model = _variable_length_model()
+    x = np.random.default_rng(10).normal(size=(4, 16, 1)).astype("float32")
+    data_dependent_init(model, x)
+    report = exporter.export_and_check(model, str(tmp_path), x, formats=("onnx", "tflite"))
+    assert sorted(os.listdir(tmp_path)) == ["model.onnx", "model.tflite", "parity.json"]
+    assert report["formats"] == ["tflite", "onnx"]
+    assert "saved_model" not in report and "saved_model_max_abs_diff" not in report
+    assert report["tflite_max_abs_diff"] <= 1e-4 and report["onnx_max_abs_diff"] <= 1e-4
+
+
+def test_missing_onnxruntime_is_reported_before_anything_is_written(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # `import onnxruntime` fails
+    with pytest.raises(MissingDependencyError) as error:
+        exporter.export_and_check(
+            _variable_length_model(), str(tmp_path / "out"), np.zeros((1, 8, 1))
+        )
+    assert str(error.value) == (
+        "ONNX export needs onnxruntime, which is not installed; "
+        "install it with: pip install 'keras-norms[export]'"
+    )
+    assert not (tmp_path / "out").exists()
+    # Without ONNX, the other formats still export.
+    x = np.random.default_rng(11).normal(size=(2, 8, 1))
+    report = exporter.export_and_check(
+        _variable_length_model(), str(tmp_path / "out"), x, formats=("savedmodel",)
+    )
+    assert report["saved_model_max_abs_diff"] <= 1e-4
+
+
+def test_onnx_keeps_normalization_statistics_as_constants(tmp_path):
+    """Keras `Normalization` holds its statistics as constant tensors, not variables.
+
+    tf2onnx alone would make each an input of the ONNX graph, with its value
+    lost; the export freezes them first: the only input is the images.
+    """
+    x = np.random.default_rng(12).normal(2.0, 3.0, size=(8, 6, 6, 2)).astype("float32")
+    inputs = keras.Input((6, 6, 2), name="images")
+    h = data.standardizer(x)(inputs)  # adapted per channel: the training CLI's
+    h = data.standardizer(x, elementwise=True)(h)  # given per pixel: NIN's
+    model = keras.Model(inputs, keras.layers.Dense(3)(keras.layers.Flatten()(h)))
+    path = exporter.export_onnx(model, str(tmp_path / "model.onnx"))
+    import onnx
+
+    assert [i.name for i in onnx.load(path).graph.input] == ["images"]
+    np.testing.assert_allclose(
+        exporter.run_onnx(path, x), model.predict(x, verbose=0), rtol=1e-5, atol=1e-5
+    )
+
+
+def test_onnx_op_counts_include_subgraphs_and_functions(tmp_path):
+    """`If` branches and local functions are counted with the main graph."""
+    from onnx import TensorProto, checker, helper, save
+
+    def branch(name, op):
+        out = helper.make_tensor_value_info(f"{name}_y", TensorProto.FLOAT, [2])
+        return helper.make_graph([helper.make_node(op, ["x"], [f"{name}_y"])], name, [], [out])
+
+    function = helper.make_function(
+        "local",
+        "Twice",
+        ["a"],
+        ["b"],
+        [helper.make_node("Add", ["a", "a"], ["b"])],
+        opset_imports=[helper.make_opsetid("", 18)],
+    )
+    nodes = [
+        helper.make_node("Relu", ["x"], ["r"]),
+        helper.make_node("ReduceSum", ["r"], ["s"], keepdims=0),
+        helper.make_node("Cast", ["s"], ["c"], to=TensorProto.BOOL),
+        helper.make_node(
+            "If", ["c"], ["i"], then_branch=branch("then", "Neg"), else_branch=branch("else", "Abs")
+        ),
+        helper.make_node("Twice", ["i"], ["y"], domain="local"),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2])],
+    )
+    model = helper.make_model(
+        graph,
+        functions=[function],
+        opset_imports=[helper.make_opsetid("", 18), helper.make_opsetid("local", 1)],
+        ir_version=10,  # onnxruntime 1.31 reads up to 13; onnx 1.23 writes 14 by default
+    )
+    checker.check_model(model)
+    path = str(tmp_path / "model.onnx")
+    save(model, path)
+    assert exporter.onnx_op_counts(path) == {
+        "Relu": 1,
+        "ReduceSum": 1,
+        "Cast": 1,
+        "If": 1,
+        "Neg": 1,
+        "Abs": 1,
+        "Twice": 1,
+        "Add": 1,
+    }
+    x = np.array([1.0, -2.0], "float32")  # sum(relu(x)) = 1, True: the Neg branch
+    np.testing.assert_allclose(exporter.run_onnx(path, x), -2 * x)
 
 
 def test_export_cli_on_a_keras_file(tmp_path, capsys):
@@ -116,8 +282,35 @@ def test_export_cli_on_a_keras_file(tmp_path, capsys):
     model.save(path)
     out_dir = str(tmp_path / "export")
     assert cli.main([path, "--output", out_dir, "--dataset", "digits", "--num-samples", "32"]) == 0
-    assert {"saved_model", "model.tflite", "parity.json"} <= set(os.listdir(out_dir))
-    assert "parity on 32 inputs" in capsys.readouterr().out
+    assert {"saved_model", "model.tflite", "model.onnx", "parity.json"} <= set(os.listdir(out_dir))
+    out = capsys.readouterr().out
+    assert f"ONNX: {os.path.join(out_dir, 'model.onnx')}" in out
+    assert re.search(r"parity on 32 inputs .*: SavedModel .*, TFLite .*, ONNX \d\.\d\de-\d\d$", out)
+
+
+def test_export_cli_writes_the_formats_asked_for(tmp_path, capsys):
+    model = _variable_length_model()
+    path = str(tmp_path / "model.keras")
+    model.save(path)
+    out_dir = tmp_path / "out"
+    argv = [path, "--output", str(out_dir), "--dataset", "random", "--num-samples", "4"]
+    assert cli.main(argv + ["--format", "onnx"]) == 0
+    assert sorted(os.listdir(out_dir)) == ["model.onnx", "parity.json"]
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == f"ONNX: {out_dir / 'model.onnx'}"
+    assert re.fullmatch(r"parity on 4 inputs .*\(max \|logit difference\|\): ONNX \S+", out[1])
+
+
+@pytest.mark.parametrize("value", ["onnx,pb", "", "onnx,", "ONNX"])
+def test_export_cli_refuses_an_unknown_format(value, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["m.keras", "--output", "o", "--format", value])
+    assert exit_info.value.code == 2
+    errors = [line for line in capsys.readouterr().err.splitlines() if "error" in line]
+    assert errors == [
+        "keras-norms-export: error: argument --format: expected one or more of "
+        f"savedmodel,tflite,onnx separated by commas, got {value!r}"
+    ]
 
 
 def test_export_cli_reports_a_missing_file(tmp_path, capsys):
@@ -199,8 +392,14 @@ def test_a_subclassed_model_exports_with_weight_norm_folded_in_place(tmp_path):
     before = [np.array(w) for w in model.get_weights()]
     report = exporter.export_and_check(model, str(tmp_path), x)
     assert report["saved_model_max_abs_diff"] <= 1e-4 and report["tflite_max_abs_diff"] <= 1e-4
+    assert report["onnx_max_abs_diff"] <= 1e-4
     ops = exporter.saved_model_op_counts(report["saved_model"])
     assert ops["Rsqrt"] == 0 and ops["Square"] == 0 and ops["Conv2D"] == 1
+    onnx_ops = exporter.onnx_op_counts(report["onnx"])
+    assert onnx_ops["Conv"] == 1 and not any(onnx_ops[op] for op in NORM_OPS_ONNX)
+    np.testing.assert_allclose(
+        exporter.run_onnx(report["onnx"], x[:3]), model.predict(x[:3], verbose=0), atol=1e-4
+    )
     # Restored after export: v, g, bias as they were; the model still trains as WN.
     for old, new in zip(before, model.get_weights()):
         np.testing.assert_array_equal(old, new)
@@ -218,6 +417,8 @@ def test_export_cli_exports_a_subclassed_model(tmp_path, capsys):
     assert "parity on 8 inputs" in capsys.readouterr().out
     ops = exporter.saved_model_op_counts(str(tmp_path / "out" / "saved_model"))
     assert ops["Rsqrt"] == 0 and ops["Conv2D"] == 1
+    onnx_ops = exporter.onnx_op_counts(str(tmp_path / "out" / "model.onnx"))
+    assert onnx_ops["Conv"] == 1 and onnx_ops["Sqrt"] == 0
 
 
 def _variable_length_model():
@@ -251,12 +452,12 @@ def test_export_cli_keeps_none_axes_dynamic(make_model, options, parity_shape, t
     assert cli.main([path, "--output", str(out_dir), "--num-samples", "4"] + options) == 0
     assert f"parity on 4 inputs of shape {tuple(parity_shape)}" in capsys.readouterr().out
     with open(out_dir / "parity.json") as f:
-        assert json.load(f)["input_shape"] == parity_shape
-    # Another length or image size than the parity check's runs in the TFLite file.
+        report = json.load(f)
+    assert report["input_shape"] == parity_shape and report["onnx_max_abs_diff"] <= 1e-4
+    # Another batch size and length or image size than the parity check's runs in the
+    # TFLite and ONNX files.
     other_shape = (2,) + tuple(size + 5 for size in parity_shape[:-1]) + (1,)
     other = np.random.default_rng(9).normal(size=other_shape).astype("float32")
-    np.testing.assert_allclose(
-        exporter.run_tflite(str(out_dir / "model.tflite"), other),
-        model.predict(other, verbose=0),
-        atol=1e-4,
-    )
+    expected = model.predict(other, verbose=0)
+    for run, name in [(exporter.run_tflite, "model.tflite"), (exporter.run_onnx, "model.onnx")]:
+        np.testing.assert_allclose(run(str(out_dir / name), other), expected, atol=1e-4)

@@ -285,7 +285,7 @@ def build_parser():
     parser.add_argument(
         "--export",
         action="store_true",
-        help="export a SavedModel and a TFLite file and check their parity",
+        help="export a SavedModel, a TFLite file and an ONNX file and check their parity",
     )
     parser.add_argument(
         "--strategy",
@@ -590,7 +590,8 @@ def _fit_and_report(args, strategy, run_dir, splits):
         print(
             f"export parity (max |logit difference|): "
             f"SavedModel {report['saved_model_max_abs_diff']:.2e}, "
-            f"TFLite {report['tflite_max_abs_diff']:.2e}"
+            f"TFLite {report['tflite_max_abs_diff']:.2e}, "
+            f"ONNX {report['onnx_max_abs_diff']:.2e}"
         )
     return metrics
 
