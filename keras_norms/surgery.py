@@ -457,7 +457,9 @@ def replace_normalization(model, target, source=keras.layers.BatchNormalization,
 
     Returns:
         `(new_model, report)`: a new `keras.Model` (the given one is not
-        changed and shares no layer with it) and a `ReplacementReport`.
+        changed and shares no layer with it) and a `ReplacementReport`. A
+        model of a functional subclass (a keras-hub `Backbone`) comes back
+        as a plain functional model with the same inputs and outputs.
 
     Raises:
         TypeError: if `model` is not a `keras.Model` or `source` not a layer

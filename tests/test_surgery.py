@@ -265,6 +265,30 @@ def test_sequential_and_nested_models(build, target, tmp_path):
     np.testing.assert_allclose(_out(keras.models.load_model(path), x), _out(new, x), atol=1e-6)
 
 
+def test_a_keras_hub_backbone_converts():
+    """A keras-hub backbone (a functional model of its own class) comes back functional."""
+    keras_hub = pytest.importorskip("keras_hub")
+    backbone = keras_hub.models.ResNetBackbone(
+        input_conv_filters=[64],
+        input_conv_kernel_sizes=[7],
+        stackwise_num_filters=[64, 128],
+        stackwise_num_blocks=[1, 1],
+        stackwise_num_strides=[1, 2],
+        block_type="basic_block",
+        use_pre_activation=False,
+        image_shape=(32, 32, 3),
+    )
+    _trained_statistics(backbone)
+    x = _images(2, (32, 32, 3))
+    new, report = _replace(backbone, "wn")
+    assert len(report.replaced) == 6 and report.exact
+    assert _max_relative(_out(new, x), _out(backbone, x)) < 1e-5
+    assert isinstance(new, keras.Model) and not isinstance(new, keras_hub.models.Backbone)
+    new, report = _replace(backbone, "gn")
+    assert len(report.replaced) == 6 and not report.refused
+    assert any(isinstance(layer, keras.layers.GroupNormalization) for layer in iter_layers(new))
+
+
 def test_normalization_inside_a_wrapper_is_reported_not_replaced():
     inputs = keras.Input((3, 4))
     x = keras.layers.TimeDistributed(keras.layers.BatchNormalization(name="bn"))(inputs)
