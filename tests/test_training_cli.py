@@ -181,8 +181,8 @@ def test_missing_data_exits_2_with_instructions(tmp_path, capsys):
     [
         (
             ["--model", "vgg"],
-            "invalid choice: 'vgg' (choose from all_cnn_c, convpool_cnn_c, nin, plain_cnn, "
-            "resnet18)",
+            "invalid choice: 'vgg' (choose from all_cnn_c, convpool_cnn_c, efficientnet_b0, "
+            "mobilenet_v2, nin, plain_cnn, resnet18, resnet50)",
         ),
         (
             ["--norm", "gn"],
