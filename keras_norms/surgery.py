@@ -376,18 +376,28 @@ def _accepted(layer, kwargs):
     return {key: value for key, value in kwargs.items() if key in parameters}
 
 
-def _rebuild(model, plan):
-    """`model` cloned with the plan's layers in place, the other layers' weights copied."""
+def _rebuild(model, plan, rebuilt=None):
+    """`model` cloned with the plan's layers in place, the other layers' weights copied.
+
+    Nested functional and Sequential models are rebuilt the same way, each
+    once however often it is called (`rebuilt`: by the id of the original),
+    so that a functional model inside a Sequential one also gets `call`.
+    """
+    rebuilt = {} if rebuilt is None else rebuilt
     copies, removed, new_ids = [], set(), {id(layer) for layer in plan.new.values()}
 
     def clone(layer):
         if id(layer) in plan.new:
             return plan.new[id(layer)]
         if id(layer) in plan.dropped:
-            # Skipped by `call`; stays as an identity only inside a nested Sequential model.
+            # Skipped by `call`; stays as an identity only in a Sequential model.
             identity = keras.layers.Identity(name=layer.name)
             removed.add(id(identity))
             return identity
+        if is_graph_model(layer):
+            if id(layer) not in rebuilt:
+                rebuilt[id(layer)] = _rebuild(layer, plan, rebuilt)
+            return rebuilt[id(layer)]
         copy = _copy(layer)
         copies.append((layer, copy))
         return copy
@@ -400,14 +410,14 @@ def _rebuild(model, plan):
         return layer(*args, **kwargs)
 
     functional = not isinstance(model, keras.Sequential)
-    rebuilt = keras.models.clone_model(
-        model, clone_function=clone, call_function=call if functional else None, recursive=True
+    result = keras.models.clone_model(
+        model, clone_function=clone, call_function=call if functional else None
     )
     for old, new in copies:
         new.set_weights(old.get_weights())
         if hasattr(new, "finalize_state"):  # adapted preprocessing layers
             new.finalize_state()
-    return rebuilt
+    return result
 
 
 def replace_normalization(model, target, source=keras.layers.BatchNormalization, x_init=None):

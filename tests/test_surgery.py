@@ -249,7 +249,20 @@ def _nested_model_in_model():
     return _trained_statistics(keras.Model(inputs, outputs, name="twice"))
 
 
-@pytest.mark.parametrize("build", [_sequential, _nested_functional, _nested_model_in_model])
+def _functional_in_sequential():
+    inputs = keras.Input((8, 8, 3))
+    x = keras.layers.Conv2D(4, 3, padding="same", name="inner_conv")(inputs)
+    x = keras.layers.BatchNormalization(name="inner_bn")(x)
+    inner = keras.Model(inputs, keras.layers.ReLU()(x), name="inner")
+    head = [keras.layers.GlobalAveragePooling2D(), keras.layers.Dense(2)]
+    model = keras.Sequential([keras.Input((8, 8, 3)), inner, *head], name="outer_seq")
+    return _trained_statistics(model)
+
+
+@pytest.mark.parametrize(
+    "build",
+    [_sequential, _nested_functional, _nested_model_in_model, _functional_in_sequential],
+)
 @pytest.mark.parametrize("target", ["wn", "mobn", "gn"])
 def test_sequential_and_nested_models(build, target, tmp_path):
     model = build()
