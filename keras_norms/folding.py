@@ -164,7 +164,12 @@ def _float32_config(config):
     return result
 
 
-def _copy_weights(old, new):
+def copy_weights(old, new):
+    """Give the built layer `new` the weights of `old` (same type and config).
+
+    An adapted preprocessing layer (Keras `Normalization`) is finalized
+    after, as `adapt` does.
+    """
     new.set_weights(old.get_weights())
     if hasattr(new, "finalize_state"):  # adapted preprocessing layers
         new.finalize_state()
@@ -206,7 +211,7 @@ def as_float32(model):
     """
     cloned, clones = _clone(model, _plain_copy)
     for old, new in clones:
-        _copy_weights(old, new)
+        copy_weights(old, new)
     return cloned
 
 
@@ -326,7 +331,7 @@ def fold(model):
             continue
         form, norm = sources[id(new)]
         if norm is None:
-            _copy_weights(form, new)
+            copy_weights(form, new)
         else:
             new.set_weights(folded_weights(form, inference_affine(norm)))
     _fold_in_place(folded)  # the layers inside the custom layers it copied

@@ -29,6 +29,7 @@ from keras import ops
 
 from keras_norms.data_init import data_dependent_init
 from keras_norms.folding import (
+    copy_weights,
     folded_weights,
     has_inference_affine,
     inference_affine,
@@ -38,7 +39,6 @@ from keras_norms.folding import (
 )
 from keras_norms.graph import is_model, iter_layers, normalization_pairs
 from keras_norms.layers import NormalizedConv2D, WeightNormalization
-from keras_norms.layers.kernels import DEPTHWISE_LAYERS
 from keras_norms.layers.linear import is_plain_linear
 from keras_norms.norms import NORM_LAYERS, create_norm_layer
 
@@ -218,19 +218,12 @@ def _composed(linear, norm):
         return list(inference_affine(norm))
     if isinstance(linear, WeightNormalization):
         linear = linear.plain_layer()
-    if norm is None:
-        scale = np.ones(int(linear.bias.shape[0]) if linear.use_bias else _channels(linear))
+    if norm is None:  # the linear layer alone: a plain layer with a bias (`plain_layer`)
+        scale = np.ones(int(linear.bias.shape[0]))
         affine = (scale, np.zeros_like(scale))
     else:
         affine = inference_affine(norm)
     return folded_weights(linear, affine)
-
-
-def _channels(linear):
-    kernel = linear.kernel
-    if isinstance(linear, DEPTHWISE_LAYERS):
-        return int(np.prod(kernel.shape[-2:]))
-    return int(kernel.shape[-1])
 
 
 def _same_inference(old, new):
@@ -256,7 +249,10 @@ class _Plan:
     def __init__(self):
         self.new = {}  # id(old layer) -> new layer, built, weights set
         self.dropped = set()  # ids of the old normalizations removed from the graph
-        self.weight_normalized = []  # WeightNormalization layers created
+
+    def weight_normalized(self):
+        """The `WeightNormalization` layers the plan creates."""
+        return [layer for layer in self.new.values() if isinstance(layer, WeightNormalization)]
 
 
 def _fold_into(linear, affine, *, weight_normalized, use_bias):
@@ -357,7 +353,6 @@ def _replace_kernel(target, old, linear, plan):
     except ValueError as error:  # WeightNormalization refuses the layer
         raise _Refused(str(error)) from error
     plan.new[id(linear)] = new_linear
-    plan.weight_normalized.append(new_linear)
     if new_norm is None:
         plan.dropped.add(id(old))
         new = f"WeightNormalization({type(linear).__name__} {linear.name}), normalization folded"
@@ -414,9 +409,7 @@ def _rebuild(model, plan, rebuilt=None):
         model, clone_function=clone, call_function=call if functional else None
     )
     for old, new in copies:
-        new.set_weights(old.get_weights())
-        if hasattr(new, "finalize_state"):  # adapted preprocessing layers
-            new.finalize_state()
+        copy_weights(old, new)
     return result
 
 
@@ -513,7 +506,7 @@ def replace_normalization(model, target, source=keras.layers.BatchNormalization,
             refused.append(Refusal(norm.name, str(refusal)))
     new_model = _rebuild(model, plan)
     if x_init is not None:
-        for layer in plan.weight_normalized:
+        for layer in plan.weight_normalized():
             layer.initialized.assign(False)
         data_dependent_init(new_model, x_init)
         replaced = [dataclasses.replace(r, exact=False) for r in replaced]
