@@ -59,7 +59,8 @@ from keras_norms.export.exporter import (
     onnx_op_counts,
 )
 from keras_norms.folding import fold
-from keras_norms.models import BUILDERS
+from keras_norms.models import BUILDERS, paper_builders
+from keras_norms.surgery import replace_normalization
 
 from measure import (
     calibrated_calls,
@@ -138,11 +139,6 @@ def layer_table(rounds, steps):
         }
         for name in LAYERS
     ]
-
-
-def paper_builders():
-    """The registered builders of the papers' networks (not `keras.applications` ones), sorted."""
-    return sorted(name for name, b in BUILDERS.items() if not getattr(b, "application", False))
 
 
 def _inference_model(builder, norm):
@@ -561,22 +557,18 @@ def export_section(builders, args, workdir):
 APPLICATION_INPUT = (32, 32, 3)
 APPLICATION_BATCH = 32
 APPLICATION_TARGETS = ("gn", "mobn", "wn", "nc")
+# The registered keras.applications builders, each building its BN original.
 APPLICATIONS = {
-    "resnet50": lambda: keras.applications.ResNet50(
-        weights=None, input_shape=APPLICATION_INPUT, classes=10
-    ),
-    "mobilenet_v2": lambda: keras.applications.MobileNetV2(
-        weights=None, input_shape=APPLICATION_INPUT, classes=10
-    ),
-    "efficientnet_b0": lambda: keras.applications.EfficientNetB0(
-        weights=None, input_shape=APPLICATION_INPUT, classes=10
-    ),
+    name: functools.partial(builder.build, APPLICATION_INPUT, 10, "bn")
+    for name, builder in sorted(BUILDERS.items())
+    if builder.application
 }
 
 
 def _compiled(model):
     model.compile(
-        optimizer=keras.optimizers.SGD(0.01), loss=keras.losses.SparseCategoricalCrossentropy()
+        optimizer=keras.optimizers.SGD(0.01),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
     )
     return model
 
@@ -587,7 +579,7 @@ def applications_table(
     batch=APPLICATION_BATCH,
     applications=None,
     targets=APPLICATION_TARGETS,
-    replace=None,
+    replace=replace_normalization,
     block_ms=30,
 ):
     """Training throughput of keras.applications models with BN replaced, as a ratio to BN's.
@@ -605,16 +597,8 @@ def applications_table(
     median over rounds of BN's step time over the variant's in the same
     round, with its quartiles.
 
-    Returns the rows, or `None` (after printing why) if
-    `keras_norms.replace_normalization` does not exist.
+    Returns the rows.
     """
-    if replace is None:
-        import keras_norms
-
-        replace = getattr(keras_norms, "replace_normalization", None)
-        if replace is None:
-            print("\nApplications: skipped: keras_norms.replace_normalization does not exist yet")
-            return None
     applications = APPLICATIONS if applications is None else applications
     rows = []
     for name, make in applications.items():
@@ -786,16 +770,14 @@ def main(argv=None):
         with tempfile.TemporaryDirectory() as workdir:
             report.update(export_section(builders, args, workdir))
     if "applications" in args.sections:
-        rows = applications_table(args.rounds, args.steps)
-        if rows is not None:
-            report["applications"] = rows
-            _print_table(
-                f"Applications: training throughput, batch {APPLICATION_BATCH}, "
-                f"{APPLICATION_INPUT}, BN replaced; ratio to BN: median over rounds "
-                f"(interquartile range)",
-                rows,
-                ["application", "norm", "replaced", "images_per_s", "throughput_vs_bn", "skipped"],
-            )
+        report["applications"] = applications_table(args.rounds, args.steps)
+        _print_table(
+            f"Applications: training throughput, batch {APPLICATION_BATCH}, "
+            f"{APPLICATION_INPUT}, BN replaced; ratio to BN: median over rounds "
+            f"(interquartile range)",
+            report["applications"],
+            ["application", "norm", "replaced", "images_per_s", "throughput_vs_bn", "skipped"],
+        )
     if "wn_backends" in args.sections and args.wn_backends:
         print("\nWeight normalization per backend")
         wn_argv = ["--backends", args.wn_backends] + (["--quick"] if args.wn_quick else [])

@@ -443,16 +443,6 @@ def test_applications_table_ratios_and_skipped_targets():
     assert math.isnan(by_norm["nc"]["throughput_vs_bn"])
 
 
-def test_applications_table_is_skipped_without_replace_normalization(monkeypatch, capsys):
-    import keras_norms
-
-    monkeypatch.delattr(keras_norms, "replace_normalization", raising=False)
-    assert _load("run_all").applications_table(rounds=1, steps=1) is None
-    assert "skipped: keras_norms.replace_normalization does not exist yet" in (
-        capsys.readouterr().out
-    )
-
-
 def test_weight_norm_backends_ratios_are_quotients_of_its_printed_times(capsys):
     import keras
 
