@@ -22,6 +22,7 @@ from keras_norms.export.parity import (
     RANDOM,
     REPORT_KEYS,
     ParityError,
+    differences_line,
     parity_inputs,
     sizes_dynamic_axes,
 )
@@ -241,8 +242,7 @@ def main(argv=None):
     print("  ".join(f"{label}: {report[key]}" for label, key in written))
     print(
         f"parity on {report['num_inputs']} inputs of shape {tuple(report['input_shape'])} "
-        "(max |logit difference|): "
-        + ", ".join(f"{label} {report[key + '_max_abs_diff']:.2e}" for label, key in written)
+        "(max |logit difference|): " + differences_line(report)
     )
     return 0
 

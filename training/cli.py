@@ -577,6 +577,7 @@ def _fit_and_report(args, strategy, run_dir, splits):
     export = args.export and is_chief(strategy)
     if export:
         from keras_norms.export.exporter import export_and_check
+        from keras_norms.export.parity import differences_line
 
         report = export_and_check(model, os.path.join(run_dir, "export"), splits.x_test)
         metrics["export"] = report
@@ -587,12 +588,7 @@ def _fit_and_report(args, strategy, run_dir, splits):
         f"training time: {wall_time:.1f} s  run directory: {run_dir}"
     )
     if export:
-        print(
-            f"export parity (max |logit difference|): "
-            f"SavedModel {report['saved_model_max_abs_diff']:.2e}, "
-            f"TFLite {report['tflite_max_abs_diff']:.2e}, "
-            f"ONNX {report['onnx_max_abs_diff']:.2e}"
-        )
+        print(f"export parity (max |logit difference|): {differences_line(report)}")
     return metrics
 
 
