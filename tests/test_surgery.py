@@ -231,6 +231,19 @@ def _sequential():
     )
 
 
+def _sequential_without_input():
+    """A Sequential model without keras.Input, built by its first call, as users often do."""
+    layers = [
+        keras.layers.Conv2D(4, 3, name="conv"),
+        keras.layers.BatchNormalization(name="bn"),
+        keras.layers.GlobalAveragePooling2D(),
+        keras.layers.Dense(2),
+    ]
+    model = keras.Sequential(layers, name="lazy")
+    model(_images())
+    return _trained_statistics(model)
+
+
 def _nested_functional():
     inner = _sequential()
     inputs = keras.Input((8, 8, 3))
@@ -261,7 +274,13 @@ def _functional_in_sequential():
 
 @pytest.mark.parametrize(
     "build",
-    [_sequential, _nested_functional, _nested_model_in_model, _functional_in_sequential],
+    [
+        _sequential,
+        _sequential_without_input,
+        _nested_functional,
+        _nested_model_in_model,
+        _functional_in_sequential,
+    ],
 )
 @pytest.mark.parametrize("target", ["wn", "mobn", "gn"])
 def test_sequential_and_nested_models(build, target, tmp_path):
