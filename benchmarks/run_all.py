@@ -734,6 +734,10 @@ def _parse(argv):
     unknown = sorted(set(args.sections) - set(SECTIONS))
     if unknown:
         parser.error(f"unknown sections {unknown}; expected some of {list(SECTIONS)}")
+    problem = "wn_backends" in args.sections and args.wn_backends
+    problem = problem and weight_norm_backends.backends_problem(args.wn_backends)
+    if problem:  # before the other sections' minutes of measuring
+        parser.error(f"argument --wn-backends: {problem}")
     return args
 
 

@@ -48,6 +48,7 @@ Goal (CPU): weight normalization <= 1.05x the plain layer, every backend and lay
 """
 
 import argparse
+import importlib.util
 import json
 import os
 import platform
@@ -346,6 +347,19 @@ def _print_table(title, rows, columns):
         print("| " + " | ".join(_cell(row, key) for key in columns.values()) + " |")
 
 
+def backends_problem(backends):
+    """Why the comma-separated `backends` cannot be measured here, or None."""
+    for backend in backends.split(","):
+        if backend not in BACKENDS:
+            return f"expected some of {list(BACKENDS)}. Received: {backend!r}"
+        if importlib.util.find_spec(backend) is None:
+            return (
+                f"{backend} is not installed; install JAX and PyTorch with: "
+                "pip install 'keras-norms[backends]'"
+            )
+    return None
+
+
 def _parse(argv):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--backends", default=",".join(BACKENDS), help="comma-separated")
@@ -369,6 +383,9 @@ def _parse(argv):
     # Set in the backend processes this script starts.
     parser.add_argument("--backend", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    problem = args.backend is None and backends_problem(args.backends)
+    if problem:
+        parser.error(f"argument --backends: {problem}")
     defaults = (2, 1, 1, 1) if args.quick else (5, 3, 3, 4)
     for name, default in zip(("rounds", "steps", "warmup", "processes"), defaults):
         if getattr(args, name) is None:

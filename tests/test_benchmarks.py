@@ -71,8 +71,12 @@ def test_normalized_conv_benchmark_runs(capsys):
 
 
 def test_run_all_ratios_are_quotients_of_its_measurements(capsys):
+    import keras
+
+    # The backend this suite runs on: README's test command installs no other.
+    backend = keras.backend.backend()
     argv = ["--sections", "layers,builders,wn_backends", "--rounds", "1", "--steps", "1"]
-    argv += ["--builders", "convpool_cnn_c", "--wn-backends", "jax", "--wn-quick"]
+    argv += ["--builders", "convpool_cnn_c", "--wn-backends", backend, "--wn-quick"]
     module = _load("run_all")
     report = module.main(argv)
     assert "exports" not in report and "applications" not in report
@@ -92,7 +96,7 @@ def test_run_all_ratios_are_quotients_of_its_measurements(capsys):
         assert row["throughput_vs_bn"] == pytest.approx(expected)
     out = capsys.readouterr().out
     assert "Builders: training throughput" in out and "Export:" not in out
-    assert {row["backend"] for row in report["weight_norm_backends"]} == {"jax"}
+    assert {row["backend"] for row in report["weight_norm_backends"]} == {backend}
     for row in report["weight_norm_backends"]:
         assert row["ratio"] == pytest.approx(row["variant_ms"] / row["baseline_ms"])
 
@@ -441,6 +445,29 @@ def test_applications_table_ratios_and_skipped_targets():
     assert gn["throughput_vs_bn_q1"] <= gn["throughput_vs_bn"] <= gn["throughput_vs_bn_q3"]
     assert by_norm["nc"]["skipped"].startswith("Normalized Convolution needs")
     assert math.isnan(by_norm["nc"]["throughput_vs_bn"])
+
+
+@pytest.mark.parametrize(
+    "script, argv",
+    [
+        ("weight_norm_backends", ["--quick", "--backends", "tensorflow,jax"]),
+        ("run_all", ["--sections", "layers,wn_backends", "--wn-backends", "tensorflow,jax"]),
+    ],
+)
+def test_a_backend_not_installed_is_named_with_its_extra_before_measuring(
+    script, argv, monkeypatch, capsys
+):
+    module = _load(script)
+    installed = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "jax" else installed(name, *a)
+    )
+    with pytest.raises(SystemExit) as exit_info:
+        module.main(argv)
+    assert exit_info.value.code == 2
+    out, err = capsys.readouterr()
+    assert "backends: jax is not installed" in err and "keras-norms[backends]" in err
+    assert "Layers:" not in out  # refused before measuring
 
 
 def test_weight_norm_backends_ratios_are_quotients_of_its_printed_times(capsys):
