@@ -79,6 +79,65 @@ def test_killed_run_resumes_where_it_stopped(tmp_path, monkeypatch):
     assert not os.path.exists(os.path.join(run_dir, "backup"))
 
 
+class _Killed(BaseException):
+    """A SIGKILL at that point: nothing after it runs, no handler catches it."""
+
+
+class _EpochsRun(keras.callbacks.Callback):
+    def __init__(self):
+        super().__init__()
+        self.epochs = []
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epochs.append(epoch)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "kill_point, epochs_redone",
+    [("writing the weights", [1]), ("between the renames", [])],
+)
+def test_a_run_killed_while_backing_up_resumes_from_a_whole_backup(
+    kill_point, epochs_redone, tmp_path, monkeypatch
+):
+    """Killed in epoch 1's backup: the resumed run restores epoch 0's, or epoch 1's if it was
+    written whole, and the log still has each epoch once."""
+    run_dir = str(tmp_path / "run")
+    args = ["--epochs", "2", "--output", run_dir] + FAST
+    saves, save_weights, replace = [], keras.Model.save_weights, os.replace
+
+    def killed_in_the_second_save(model, filepath, *a, **kw):
+        saves.append(filepath)
+        if len(saves) == 2 and kill_point == "writing the weights":
+            with open(filepath, "wb") as f:
+                f.write(b"\x89HDF\r\n\x1a\n")  # the first bytes of an HDF5 file
+            raise _Killed
+        return save_weights(model, filepath, *a, **kw)
+
+    def killed_before_the_second_backup_is_in_place(source, destination):
+        if len(saves) == 2 and destination == os.path.join(run_dir, "backup"):
+            raise _Killed
+        return replace(source, destination)
+
+    monkeypatch.setattr(keras.Model, "save_weights", killed_in_the_second_save)
+    monkeypatch.setattr(os, "replace", killed_before_the_second_backup_is_in_place)
+    with pytest.raises(_Killed):
+        cli.main(args)
+    monkeypatch.undo()
+    resumed = _EpochsRun()
+    build = cli.build_callbacks
+    monkeypatch.setattr(cli, "build_callbacks", lambda *a: build(*a) + [resumed])
+    assert cli.main(args) == 0
+    assert resumed.epochs == epochs_redone
+    assert _history_epochs(run_dir) == [0, 1]
+    assert sorted(os.listdir(run_dir)) == [
+        "flags.json",
+        "history.csv",
+        "metrics.json",
+        "model.keras",
+    ]
+
+
 def _train_on_mock_cifar10(run_dir, num_examples, *args):
     """One epoch on `num_examples` tfds mock CIFAR-10 images; the exit status."""
     with tfds.testing.mock_data(num_examples=num_examples):
@@ -470,29 +529,34 @@ def test_run_killed_mid_epoch_resumes_and_matches_an_uninterrupted_run(tmp_path)
     """SIGKILL during epoch 2 of 4; the same command resumes after epoch 1."""
     args = ["--epochs", "4", "--image-size", "12", "--batch-size", "20"]
     killed_dir, clean_dir = str(tmp_path / "killed"), str(tmp_path / "clean")
-    process = subprocess.Popen(
-        _train_command(*args, "--output", killed_dir),
-        env=_environment(),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        _wait_for_epochs(killed_dir, 1, process)
-        time.sleep(0.3)  # into the next epoch
-        process.send_signal(signal.SIGKILL)
-        process.wait(timeout=60)
-    finally:
-        process.kill()
+    with open(tmp_path / "killed.err", "w+") as err:
+        process = subprocess.Popen(
+            _train_command(*args, "--output", killed_dir),
+            env=_environment(),
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+        )
+        try:
+            _wait_for_epochs(killed_dir, 1, process)
+            time.sleep(0.3)  # into the next epoch, or into the backup of the first
+            process.send_signal(signal.SIGKILL)
+            process.wait(timeout=60)
+        except AssertionError as error:
+            err.seek(0)
+            raise AssertionError(f"{error}; its stderr:\n{err.read()[-3000:]}") from None
+        finally:
+            process.kill()
     done = len(_history_epochs(killed_dir))
     assert 1 <= done < 4 and os.path.isdir(os.path.join(killed_dir, "backup"))
     for run_dir in (killed_dir, clean_dir):
-        subprocess.run(
+        result = subprocess.run(
             _train_command(*args, "--output", run_dir),
             env=_environment(),
-            check=True,
             capture_output=True,
+            text=True,
             timeout=600,
         )
+        assert result.returncode == 0, f"{run_dir}: {result.stderr[-3000:]}"
     assert _history_epochs(killed_dir) == [0, 1, 2, 3]
     resumed, clean = _metrics(killed_dir), _metrics(clean_dir)
     assert abs(resumed["test_accuracy"] - clean["test_accuracy"]) <= 0.05, (resumed, clean)

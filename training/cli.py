@@ -5,6 +5,7 @@ import dataclasses
 import inspect
 import json
 import os
+import shutil
 import string
 import sys
 import time
@@ -336,16 +337,32 @@ class RunDirectoryError(RuntimeError):
 
 
 class ResumableBackup(keras.callbacks.BackupAndRestore):
-    """Keras `BackupAndRestore` that reports an unreadable backup clearly and
-    keeps `history.csv` to the epochs it resumes after.
+    """Keras `BackupAndRestore` whose backup survives a kill at any moment,
+    that reports an unreadable backup clearly and keeps `history.csv` to the
+    epochs it resumes after.
 
-    A run killed after logging an epoch but before backing it up redoes
-    that epoch; its stale row is dropped so every epoch appears once.
+    Keras writes its weights file and its epoch file in place, so a run
+    killed while it writes them leaves a backup that cannot be read, or one
+    epoch's weights beside another epoch's count. Here each epoch's backup is
+    written whole into `<backup_dir>.tmp` and then renamed into place; a
+    rename that a kill interrupted is finished when the callback is built,
+    before anything reads the backup. A run killed after logging an epoch
+    but before backing it up redoes that epoch; its stale row is dropped so
+    every epoch appears once.
     """
+
+    # The files of `backup_dir` that Keras' BackupAndRestore restores from.
+    WEIGHTS, METADATA = "latest.weights.h5", "training_metadata.json"
 
     def __init__(self, backup_dir, history_path):
         super().__init__(backup_dir)
         self.history_path = history_path
+        self.staging_dir, self.previous_dir = backup_dir + ".tmp", backup_dir + ".old"
+        if not os.path.isdir(backup_dir) and os.path.isdir(self.previous_dir):
+            # Killed between the two renames of `on_epoch_end`: the staged backup is whole.
+            os.replace(self.staging_dir, backup_dir)
+        for leftover in (self.staging_dir, self.previous_dir):
+            shutil.rmtree(leftover, ignore_errors=True)
 
     def on_train_begin(self, logs=None):
         try:
@@ -358,6 +375,17 @@ class ResumableBackup(keras.callbacks.BackupAndRestore):
             ) from None
         # BackupAndRestore hands the restored epoch to fit() this way.
         _drop_history_from(self.history_path, getattr(self.model, "_initial_epoch", 0) or 0)
+
+    def on_epoch_end(self, epoch, logs=None):
+        shutil.rmtree(self.staging_dir, ignore_errors=True)
+        os.makedirs(self.staging_dir)
+        self.model.save_weights(os.path.join(self.staging_dir, self.WEIGHTS))
+        with open(os.path.join(self.staging_dir, self.METADATA), "w") as f:
+            json.dump({"epoch": epoch + 1, "batch": 0}, f)
+        if os.path.isdir(self.backup_dir):
+            os.replace(self.backup_dir, self.previous_dir)
+        os.replace(self.staging_dir, self.backup_dir)
+        shutil.rmtree(self.previous_dir, ignore_errors=True)
 
 
 def _drop_history_from(path, epoch):
@@ -379,15 +407,15 @@ def build_callbacks(args, run_dir, extra=()):
     logs) and before the backup, so an epoch is logged before it is backed
     up: a run killed in between redoes the epoch rather than losing its row.
     """
-    backup_dir = os.path.join(run_dir, "backup")
     history_path = os.path.join(run_dir, "history.csv")
-    resuming = os.path.isdir(backup_dir)
+    backup = ResumableBackup(os.path.join(run_dir, "backup"), history_path)
+    resuming = os.path.isdir(backup.backup_dir)
     schedule = recipes.SCHEDULES[args.schedule](args.learning_rate, args.epochs, args.decay_every)
     return [
         EpochTime(),
         *extra,
         keras.callbacks.CSVLogger(history_path, append=resuming),
-        ResumableBackup(backup_dir, history_path),
+        backup,
         keras.callbacks.ModelCheckpoint(os.path.join(run_dir, "model.keras")),
         keras.callbacks.LearningRateScheduler(schedule),
     ]
