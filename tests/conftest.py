@@ -1,10 +1,21 @@
-"""Test-session set-up: two logical CPU devices for the tf.distribute tests.
+"""Test-session set-up: each pytest-xdist worker's share of the cores, and two
+logical CPU devices for the tf.distribute tests.
 
-They must be configured before TensorFlow initializes its devices, so this
-runs at collection, before any test module builds a tensor.
+Both must be set before the backend starts its thread pools and devices, so
+this runs at collection, before any test module builds a tensor.
 """
 
-import keras
+import os
+
+# pytest-xdist runs one worker per core (setup.cfg): each worker, and the
+# processes its tests start, keeps its share of the cores, or their thread
+# pools (TensorFlow's, PyTorch's OpenMP: one thread per core each) oversubscribe them.
+WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+if WORKERS > 1:
+    for variable in ("TF_NUM_INTRAOP_THREADS", "OMP_NUM_THREADS"):
+        os.environ.setdefault(variable, str(max(1, (os.cpu_count() or 1) // WORKERS)))
+
+import keras  # noqa: E402  (after the thread counts, which are read when the backend starts)
 
 LOGICAL_CPUS = 2
 
