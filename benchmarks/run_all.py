@@ -734,10 +734,11 @@ def _parse(argv):
     unknown = sorted(set(args.sections) - set(SECTIONS))
     if unknown:
         parser.error(f"unknown sections {unknown}; expected some of {list(SECTIONS)}")
-    problem = "wn_backends" in args.sections and args.wn_backends
-    problem = problem and weight_norm_backends.backends_problem(args.wn_backends)
-    if problem:  # before the other sections' minutes of measuring
-        parser.error(f"argument --wn-backends: {problem}")
+    if "wn_backends" in args.sections and args.wn_backends:
+        # Checked before the other sections' minutes of measuring.
+        problem = weight_norm_backends.backends_problem(args.wn_backends)
+        if problem:
+            parser.error(f"argument --wn-backends: {problem}")
     return args
 
 

@@ -37,9 +37,10 @@ LEARNING_RATE = 1e-3
 # amplification of rounding over the steps scales both alike.
 # Measured on the 2-core CPU (TF 2.21), one and two threads per process, where
 # the earlier fixed tolerances failed: at most 18 % of the update (plain CNN
-# BN, where a permutation of the batch tips the same near-tie; ConvPool-CNN-C
-# WN, tiny 1x1 maps) and 3.4 % elsewhere (All-CNN-C DWCK). Unsynchronized
-# statistics: 84 % to 10^22 %, and they fail (test below).
+# BN, a near-tie that one of three permutations of the batch on one replica
+# tips as well; ConvPool-CNN-C WN, tiny 1x1 maps) and 3.4 % elsewhere
+# (All-CNN-C DWCK). Unsynchronized statistics: 84 % to 10^22 %, and they fail
+# (test below).
 UPDATE_FRACTION = 0.4
 ULPS = 1e-6
 
