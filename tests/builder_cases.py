@@ -4,6 +4,8 @@ The converted keras.applications builders have tests of their own
 (`tests/test_surgery.py`).
 """
 
+import inspect
+
 import keras
 
 from keras_norms.graph import iter_layers
@@ -20,6 +22,17 @@ def small_input_shape(builder):
 def build_small(builder, norm, num_classes=3, **kwargs):
     """`builder` with `norm` on its small input."""
     return BUILDERS[builder].build(small_input_shape(builder), num_classes, norm, **kwargs)
+
+
+def takes_width_multiplier(builder):
+    """Whether `builder`'s `build` takes a `width_multiplier`."""
+    return "width_multiplier" in inspect.signature(BUILDERS[builder].build).parameters
+
+
+def build_narrow(builder, norm, num_classes=3):
+    """`build_small` at a quarter of the paper's widths, where `builder` takes a multiplier."""
+    kwargs = {"width_multiplier": 0.25} if takes_width_multiplier(builder) else {}
+    return build_small(builder, norm, num_classes, **kwargs)
 
 
 def switch_off_noise(model):

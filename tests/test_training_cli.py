@@ -179,6 +179,10 @@ def test_nin_on_digits_resizes_to_32_and_uses_the_papers_recipe(tmp_path):
                 "batch",
                 "--epochs",
                 "1",
+                "--train-examples",
+                "200",
+                "--width-multiplier",
+                "0.25",
                 "--output",
                 run_dir,
                 "--verbose",
@@ -189,6 +193,7 @@ def test_nin_on_digits_resizes_to_32_and_uses_the_papers_recipe(tmp_path):
     )
     model = keras.saving.load_model(os.path.join(run_dir, "model.keras"))
     assert model.input_shape == (None, 32, 32, 1)
+    assert model.get_layer("conv1").filters == 192 // 4
     assert model.get_layer("batch_data_normalization") is not None
     assert isinstance(model.optimizer, keras.optimizers.SGD)
     # Weight decay 5e-4 is a term of the loss (add_weight_decay), not the optimizer's.
@@ -262,6 +267,14 @@ def test_missing_data_exits_2_with_instructions(tmp_path, capsys):
         ),
         (["--depth", "3"], "argument --depth: --model convpool_cnn_c takes no --depth"),
         (
+            ["--model", "plain_cnn", "--width-multiplier", "0.5"],
+            "argument --width-multiplier: --model plain_cnn takes no --width-multiplier",
+        ),
+        (
+            ["--width-multiplier", "0"],
+            "argument --width-multiplier: expected a positive number, got 0",
+        ),
+        (
             ["--model", "plain_cnn", "--activation", "selu"],
             "argument --activation: --model plain_cnn takes no --activation",
         ),
@@ -326,6 +339,7 @@ OTHER_RUN_FLAGS = [
     "--weight-decay", "0.001",
     "--augment", "flip",
     "--kernel-initializer", "he_normal",
+    "--width-multiplier", "0.5",
     "--activation", "selu",
     "--input-standardization", "component",
     "--track-hidden-inputs",
@@ -573,6 +587,8 @@ def test_mixed_precision_and_xla_run_exports_a_float32_model(tmp_path):
         "--export",
         "--mixed-precision",
         "--jit-compile",
+        "--width-multiplier",
+        "0.25",  # float16 convolutions are slow on CPUs
     ] + FAST
     assert cli.main(argv) == 0
     assert keras.config.dtype_policy().name == "float32"  # restored after the run

@@ -54,6 +54,7 @@ RUN_FLAGS = (
     "weight_decay",
     "augment",
     "kernel_initializer",
+    "width_multiplier",
     "depth",
     "activation",
     "input_standardization",
@@ -68,7 +69,7 @@ RUN_FLAGS = (
 )
 FLAGS_FILE = "flags.json"
 # Flags passed to the builder when given, for the builders whose `build` takes them.
-BUILDER_FLAGS = ("kernel_initializer", "depth", "activation")
+BUILDER_FLAGS = ("kernel_initializer", "width_multiplier", "depth", "activation")
 
 
 def _init_batch_size(text):
@@ -233,6 +234,13 @@ def build_parser():
         default=None,
         help="every kernel's initializer, a Keras name such as glorot_normal (Xavier) or "
         "he_normal (Kaiming) (default: the builder's)",
+    )
+    parser.add_argument(
+        "--width-multiplier",
+        type=_positive_float,
+        default=None,
+        help="every hidden layer's filters times this (e.g. 0.25: a quarter of the paper's "
+        "widths), for convpool_cnn_c, all_cnn_c, nin and resnet18 (default: 1, the paper's)",
     )
     parser.add_argument(
         "--depth", type=positive_int, default=None, help="weight layers, for plain_cnn"

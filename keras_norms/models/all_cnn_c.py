@@ -2,7 +2,11 @@
 
 import keras
 
-from keras_norms.models.arguments import check_builder_arguments, check_kernel_initializer
+from keras_norms.models.arguments import (
+    check_builder_arguments,
+    check_kernel_initializer,
+    check_width_multiplier,
+)
 from keras_norms.models.recipes import Recipe
 from keras_norms.models.registry import Builder, register_builder
 from keras_norms.norms import create_norm_layer
@@ -45,6 +49,7 @@ def all_cnn_c(
     name=None,
     synchronized=False,
     kernel_initializer="glorot_uniform",
+    width_multiplier=1.0,
 ):
     """Build ALL-CNN-C with one of the DWCK paper's normalizations.
 
@@ -78,6 +83,9 @@ def all_cnn_c(
             2015, for these ReLU layers) or an `Initializer` instance (an
             unseeded one is copied per kernel). Defaults to
             `"glorot_uniform"`, Keras' default.
+        width_multiplier: every hidden layer's filter count is multiplied by
+            it and rounded (at least 1), as `alpha` in Keras' MobileNet; the
+            logits keep `num_classes`. Defaults to 1.0, the paper's widths.
 
     Returns:
         A functional `keras.Model` from `(batch, H, W, C)` images to
@@ -85,8 +93,9 @@ def all_cnn_c(
 
     Raises:
         ValueError: for an unknown `norm`, a malformed `input_shape`, a
-            bad `num_classes`, or a `kernel_initializer` that
-            `keras.initializers.get` refuses (before any layer is built).
+            bad `num_classes`, a `kernel_initializer` that `keras.initializers.get`
+            refuses, or a `width_multiplier` that is not positive and finite
+            (before any layer is built).
 
     Reference:
         Esposito & Ganaba, "Convolutional Normalization" (arXiv:2102.09685),
@@ -97,11 +106,13 @@ def all_cnn_c(
         "all_cnn_c", input_shape, num_classes, norm, NORMS
     )
     initializer = check_kernel_initializer("all_cnn_c", kernel_initializer)
+    scale = check_width_multiplier("all_cnn_c", width_multiplier)
     table = input_shape[:2] == (_TABLE_SIZE, _TABLE_SIZE)
     inputs = keras.Input(shape=input_shape, name="images")
     x = inputs
     for index, (filters, size, stride, stack) in enumerate(ARCHITECTURE):
         layer_name = f"conv{index + 1}"
+        filters = scale(filters)
         x = keras.layers.Conv2D(
             filters,
             size,

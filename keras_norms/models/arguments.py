@@ -98,3 +98,26 @@ def check_kernel_initializer(builder, kernel_initializer):
         if "seed" in config and config["seed"] is None:
             return lambda: type(initializer).from_config(config)
     return lambda: initializer
+
+
+def check_width_multiplier(builder, width_multiplier):
+    """Validate a builder's `width_multiplier`; returns `scale(filters)` for its layers.
+
+    `scale(filters)` is `max(1, round(filters * width_multiplier))`: every
+    hidden layer's filter count times the multiplier, as `alpha` in
+    `keras.applications.MobileNet`. `1.0` (the default) keeps the paper's
+    counts exactly; below 1 gives a narrower, cheaper network of the same
+    depth and layout. The number of classes is never scaled.
+
+    Raises:
+        ValueError: naming `builder`, for a bool, a non-number, or a value
+            that is not finite and positive.
+    """
+    number = isinstance(width_multiplier, (int, float, np.integer, np.floating))
+    if isinstance(width_multiplier, bool) or not number or not 0 < width_multiplier < np.inf:
+        raise ValueError(
+            f"{builder} expects a positive, finite width_multiplier (1.0: the paper's "
+            f"widths). Received: width_multiplier={width_multiplier!r}"
+        )
+    factor = float(width_multiplier)
+    return lambda filters: max(1, round(filters * factor))

@@ -3,7 +3,11 @@
 import keras
 
 from keras_norms.layers.weight_norm import WeightNormalization
-from keras_norms.models.arguments import check_builder_arguments, check_kernel_initializer
+from keras_norms.models.arguments import (
+    check_builder_arguments,
+    check_kernel_initializer,
+    check_width_multiplier,
+)
 from keras_norms.models.recipes import Recipe
 from keras_norms.models.registry import Builder, register_builder
 from keras_norms.norms import create_norm_layer
@@ -56,6 +60,7 @@ def convpool_cnn_c(
     name=None,
     synchronized=False,
     kernel_initializer="glorot_uniform",
+    width_multiplier=1.0,
 ):
     """Build ConvPool-CNN-C with one of the paper's five normalizations.
 
@@ -91,6 +96,9 @@ def convpool_cnn_c(
             `keras.initializers.get` accepts, e.g. `"he_normal"` or an
             `Initializer` instance (an unseeded one is copied per kernel).
             Defaults to `"glorot_uniform"`, Keras' default.
+        width_multiplier: every hidden layer's filter count is multiplied by
+            it and rounded (at least 1), as `alpha` in Keras' MobileNet; the
+            logits keep `num_classes`. Defaults to 1.0, the paper's widths.
 
     Returns:
         A functional `keras.Model` mapping `(batch, height, width, channels)`
@@ -98,14 +106,15 @@ def convpool_cnn_c(
 
     Raises:
         ValueError: for an unknown `norm`, a malformed `input_shape`, a side
-            smaller than 12, a non-positive `num_classes`, or a
-            `kernel_initializer` that `keras.initializers.get` refuses
-            (before any layer is built).
+            smaller than 12, a non-positive `num_classes`, a `kernel_initializer`
+            that `keras.initializers.get` refuses, or a `width_multiplier`
+            that is not positive and finite (before any layer is built).
     """
     input_shape, num_classes = check_builder_arguments(
         "convpool_cnn_c", input_shape, num_classes, norm, NORMS, MIN_SPATIAL_SIZE
     )
     initializer = check_kernel_initializer("convpool_cnn_c", kernel_initializer)
+    scale = check_width_multiplier("convpool_cnn_c", width_multiplier)
     use_bias = norm in ("none", "wn")
     inputs = keras.Input(shape=input_shape, name="images")
     x = keras.layers.GaussianNoise(NOISE_STDDEV, name="noise")(inputs)
@@ -120,7 +129,7 @@ def convpool_cnn_c(
         else:
             filters, size, padding = spec
             conv = keras.layers.Conv2D(
-                filters,
+                scale(filters),
                 size,
                 padding=padding,
                 use_bias=use_bias,

@@ -3,7 +3,11 @@
 import keras
 
 from keras_norms.layers.normprop import NormPropConv2D
-from keras_norms.models.arguments import check_builder_arguments, check_kernel_initializer
+from keras_norms.models.arguments import (
+    check_builder_arguments,
+    check_kernel_initializer,
+    check_width_multiplier,
+)
 from keras_norms.models.recipes import Recipe
 from keras_norms.models.registry import Builder, register_builder
 from keras_norms.norms import create_norm_layer
@@ -141,6 +145,7 @@ def nin(
     name=None,
     synchronized=False,
     kernel_initializer="glorot_uniform",
+    width_multiplier=1.0,
 ):
     """Build Network in Network as in the NormProp paper's protocol.
 
@@ -180,6 +185,9 @@ def nin(
             or an `Initializer` instance (an unseeded one is copied per
             kernel). Defaults to `"glorot_uniform"`, the default of Keras
             and `NormPropConv2D`.
+        width_multiplier: every hidden layer's filter count is multiplied by
+            it and rounded (at least 1), as `alpha` in Keras' MobileNet; the
+            logits keep `num_classes`. Defaults to 1.0, the paper's widths.
 
     Returns:
         A functional `keras.Model` from `(batch, H, W, C)` images to
@@ -187,9 +195,10 @@ def nin(
 
     Raises:
         ValueError: for an unknown `norm` or `data_normalization`, a
-            malformed `input_shape`, a side below 29, a bad `num_classes`, or
-            a `kernel_initializer` that `keras.initializers.get` refuses
-            (before any layer is built).
+            malformed `input_shape`, a side below 29, a bad `num_classes`, a
+            `kernel_initializer` that `keras.initializers.get` refuses, or a
+            `width_multiplier` that is not positive and finite (before any
+            layer is built).
 
     Reference:
         Arpit et al. 2016, section 5 (protocol); Lin, Chen & Yan, "Network
@@ -200,6 +209,7 @@ def nin(
     )
     _check_data_normalization(data_normalization)
     initializer = check_kernel_initializer("nin", kernel_initializer)
+    scale = check_width_multiplier("nin", width_multiplier)
     inputs = keras.Input(shape=input_shape, name="images")
     x = _data_normalization(inputs, input_shape, data_normalization, synchronized)
     counts = {"conv": 0, "pool": 0}
@@ -210,7 +220,7 @@ def nin(
             x = _pool(x, size, stride, padding, mode, layer_name)
         else:
             last = filters is None
-            filters = num_classes if last else filters
+            filters = num_classes if last else scale(filters)
             x = _conv(
                 x, filters, size, stride, padding, norm, last, layer_name, synchronized, initializer
             )

@@ -3,7 +3,11 @@
 import keras
 
 from keras_norms.layers.normalized_conv import NormalizedConv2D
-from keras_norms.models.arguments import check_builder_arguments, check_kernel_initializer
+from keras_norms.models.arguments import (
+    check_builder_arguments,
+    check_kernel_initializer,
+    check_width_multiplier,
+)
 from keras_norms.models.recipes import Recipe
 from keras_norms.models.registry import Builder, register_builder
 from keras_norms.norms import create_norm_layer
@@ -67,6 +71,7 @@ def resnet18(
     name=None,
     synchronized=False,
     kernel_initializer="glorot_uniform",
+    width_multiplier=1.0,
 ):
     """Build ResNet-18 with basic blocks [2, 2, 2, 2] and 64-512 filters.
 
@@ -96,14 +101,18 @@ def resnet18(
             `"he_normal"` (He et al. 2015, the ResNet paper's) or an
             `Initializer` instance (an unseeded one is copied per kernel).
             Defaults to `"glorot_uniform"`, Keras' default.
+        width_multiplier: every hidden layer's filter count is multiplied by
+            it and rounded (at least 1), as `alpha` in Keras' MobileNet; the
+            logits keep `num_classes`. Defaults to 1.0, the paper's widths.
 
     Returns:
         A functional `keras.Model` from images to `(batch, num_classes)` logits.
 
     Raises:
         ValueError: for an unknown `norm` or `activation`, a malformed
-            `input_shape`, a bad `num_classes`, or a `kernel_initializer`
-            that `keras.initializers.get` refuses (before any layer is built).
+            `input_shape`, a bad `num_classes`, a `kernel_initializer` that
+            `keras.initializers.get` refuses, or a `width_multiplier` that is
+            not positive and finite (before any layer is built).
 
     Reference:
         He et al., "Deep Residual Learning for Image Recognition", CVPR 2016;
@@ -117,13 +126,15 @@ def resnet18(
             f"resnet18 expects activation in {ACTIVATIONS}. Received: activation={activation!r}"
         )
     initializer = check_kernel_initializer("resnet18", kernel_initializer)
+    scale = check_width_multiplier("resnet18", width_multiplier)
     inputs = keras.Input(shape=input_shape, name="images")
     if max(input_shape[:2]) <= CIFAR_STEM_MAX_SIZE:
-        x = _conv_norm(inputs, 64, 3, 1, norm, activation, "stem", synchronized, initializer)
+        x = _conv_norm(inputs, scale(64), 3, 1, norm, activation, "stem", synchronized, initializer)
     else:
-        x = _conv_norm(inputs, 64, 7, 2, norm, activation, "stem", synchronized, initializer)
+        x = _conv_norm(inputs, scale(64), 7, 2, norm, activation, "stem", synchronized, initializer)
         x = keras.layers.MaxPooling2D(3, 2, padding="same", name="stem_pool")(x)
     for stage, (filters, stride) in enumerate(STAGES, start=1):
+        filters = scale(filters)
         block = f"stage{stage}_block"
         x = _basic_block(
             x, filters, stride, norm, activation, f"{block}1", synchronized, initializer

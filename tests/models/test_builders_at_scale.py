@@ -8,8 +8,15 @@ import numpy as np
 import pytest
 
 from keras_norms import data_dependent_init
-from keras_norms.models import BUILDERS
-from tests.builder_cases import CASES, build_small, small_input_shape, switch_off_noise
+from keras_norms.models import BUILDERS, paper_builders
+from tests.builder_cases import (
+    CASES,
+    build_narrow,
+    build_small,
+    small_input_shape,
+    switch_off_noise,
+    takes_width_multiplier,
+)
 from tests.layer_test_helper import MIXED_PRECISION_POLICIES, assert_allclose, dtype_policy
 
 BATCH = 8
@@ -33,9 +40,9 @@ def _data(builder):
     return x, rng.integers(0, 3, size=len(x))
 
 
-def _fit(builder, norm, x, y, jit_compile=False):
+def _fit(builder, norm, x, y, jit_compile=False, build=build_small):
     keras.utils.set_random_seed(0)
-    model = build_small(builder, norm)
+    model = build(builder, norm)
     switch_off_noise(model)
     model.compile(
         keras.optimizers.SGD(1e-3),
@@ -51,8 +58,9 @@ def _fit(builder, norm, x, y, jit_compile=False):
 @pytest.mark.parametrize("builder, norm", CASES)
 def test_mixed_precision_training_is_finite_with_float32_variables(builder, norm, policy):
     x, y = _data(builder)
+    # Narrow: float16 convolutions run ~30x slower than float32 on CPUs (NIN: 20 s a step).
     with dtype_policy(policy):
-        model, loss = _fit(builder, norm, x, y)
+        model, loss = _fit(builder, norm, x, y, build=build_narrow)
     assert np.isfinite(loss)
     outputs = model(x[:BATCH], training=False)
     assert keras.backend.standardize_dtype(outputs.dtype) == policy[len("mixed_") :]
@@ -104,3 +112,41 @@ def test_builders_take_numpy_integers(builder):
     model = BUILDERS[builder].build(tuple(np.int64(side) for side in shape), np.int64(3))
     assert model.input_shape == (None,) + shape
     assert model.output_shape == (None, 3)
+
+
+WIDTH_BUILDERS = [name for name in sorted(BUILDERS) if takes_width_multiplier(name)]
+
+
+@pytest.mark.parametrize("multiplier", [0.5, 1.7])
+@pytest.mark.parametrize("builder", WIDTH_BUILDERS)
+def test_width_multiplier_scales_every_hidden_layer_and_not_the_logits(builder, multiplier):
+    norm = BUILDERS[builder].default_norm
+    paper = build_small(builder, norm)
+    scaled = build_small(builder, norm, width_multiplier=multiplier)
+    compared = 0
+    for layer in paper.layers:
+        channels = layer.output.shape[-1]
+        if len(layer.output.shape) != 4 or channels in (1, 3):  # the input's or the logits'
+            continue
+        assert scaled.get_layer(layer.name).output.shape[-1] == round(channels * multiplier)
+        compared += 1
+    assert compared >= 8
+    assert scaled.output_shape == (None, 3)
+    outputs = scaled(np.ones((2,) + small_input_shape(builder), "float32"))
+    assert np.all(np.isfinite(keras.ops.convert_to_numpy(outputs)))
+
+
+def test_every_paper_builder_but_plain_cnn_takes_a_width_multiplier():
+    # plain_cnn's `width` is its one filter count (the init experiment's fan-in).
+    assert WIDTH_BUILDERS == sorted(set(paper_builders()) - {"plain_cnn"})
+
+
+@pytest.mark.parametrize("multiplier", [0, -0.5, float("nan"), float("inf"), True, "0.5", None])
+@pytest.mark.parametrize("builder", WIDTH_BUILDERS)
+def test_builders_refuse_a_width_multiplier_that_is_not_positive_and_finite(builder, multiplier):
+    message = (
+        f"{builder} expects a positive, finite width_multiplier (1.0: the paper's widths). "
+        f"Received: width_multiplier={multiplier!r}"
+    )
+    with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
+        build_small(builder, BUILDERS[builder].default_norm, width_multiplier=multiplier)
