@@ -53,6 +53,26 @@ CASES = {
         (4, 5),
         {"kernel": (1,)},
     ),
+    "einsum_dense_matrix": (
+        lambda: L.EinsumDense("ab,bc->ac", output_shape=3, bias_axes="c"),
+        {},
+        (5,),
+        {"kernel": (1,)},
+    ),
+    "conv1d": (lambda: L.Conv1D(3, 2), {}, (6, 2), {"kernel": (2,)}),
+    "conv3d": (lambda: L.Conv3D(2, 2), {}, (3, 3, 3, 2), {"kernel": (4,)}),
+    "conv2d_transpose": (
+        lambda: L.Conv2DTranspose(2, 3, strides=2),
+        {},
+        (4, 4, 3),
+        {"kernel": (2,)},  # (height, width, filters, input channels)
+    ),
+    "depthwise_conv1d": (
+        lambda: L.DepthwiseConv1D(3, depth_multiplier=2),
+        {},
+        (6, 3),
+        {"kernel": (1, 2)},
+    ),
     "depthwise_conv2d": (
         lambda: L.DepthwiseConv2D(3, depth_multiplier=2, activation="relu"),
         {},
@@ -80,6 +100,24 @@ CASES = {
     "embedding": (lambda: L.Embedding(12, 4), {}, (5,), {"embeddings": (1,)}),
     "gru": (
         lambda: L.GRU(4, return_sequences=True),
+        {},
+        (5, 3),
+        {"kernel": (1,), "recurrent_kernel": (1,)},
+    ),
+    "rnn_simple_rnn_cell": (
+        lambda: L.RNN(L.SimpleRNNCell(2)),
+        {},
+        (5, 3),
+        {"kernel": (1,), "recurrent_kernel": (1,)},
+    ),
+    "rnn_lstm_cell": (
+        lambda: L.RNN(L.LSTMCell(2)),
+        {},
+        (5, 3),
+        {"kernel": (1,), "recurrent_kernel": (1,)},
+    ),
+    "rnn_gru_cell": (
+        lambda: L.RNN(L.GRUCell(2)),
         {},
         (5, 3),
         {"kernel": (1,), "recurrent_kernel": (1,)},

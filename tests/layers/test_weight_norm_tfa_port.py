@@ -103,10 +103,11 @@ Notes:
     `fit`. After training, each output feature's weights have norm g and the
     model computes `x . w + b` (numpy).
 
-Beyond tfa, for the other layer types WeightNormalization wraps (EinsumDense, Conv1D/3D,
-Conv2DTranspose, DepthwiseConv1D/2D, SeparableConv1D/2D, Embedding, GRU and
-`keras.layers.RNN` of SimpleRNN/LSTM/GRU cells) and the RNN rules above:
-`test_beyond_tfa_*`, `test_scales_*`, `test_rnn_*` and `test_axis_defaults_to_output`.
+Beyond tfa: the RNN rules above (`test_scales_*`, `test_rnn_*`), the default axis
+(`test_axis_defaults_to_output`) and a data-initialized Embedding. The other layer types
+WeightNormalization wraps (EinsumDense, Conv1D/3D, Conv2DTranspose, DepthwiseConv1D/2D,
+SeparableConv1D/2D, Embedding, GRU, `keras.layers.RNN` of SimpleRNN/LSTM/GRU cells, a user's
+layer) have one table, in test_weight_norm_any_layer.py, with numpy references of eq. 2.
 """
 
 import os
@@ -538,102 +539,6 @@ def test_with_rnn():
 
 
 # Beyond tfa: more layer types, scales, RNN rules, axis -------------------------------------
-
-BEYOND_TFA_CASES = [
-    pytest.param(
-        lambda: keras.layers.EinsumDense("ab,bc->ac", output_shape=3, bias_axes="c"),
-        (5,),
-        id="EinsumDense",
-    ),
-    pytest.param(lambda: keras.layers.Conv1D(3, 2), (6, 2), id="Conv1D"),
-    pytest.param(lambda: keras.layers.Conv3D(2, 2), (3, 3, 3, 2), id="Conv3D"),
-    pytest.param(
-        lambda: keras.layers.Conv2DTranspose(2, 3, strides=2), (4, 4, 3), id="Conv2DTranspose"
-    ),
-    pytest.param(
-        lambda: keras.layers.DepthwiseConv1D(3, depth_multiplier=2), (6, 3), id="DepthwiseConv1D"
-    ),
-    pytest.param(
-        lambda: keras.layers.DepthwiseConv2D(3, depth_multiplier=2), (5, 5, 3), id="DepthwiseConv2D"
-    ),
-    pytest.param(lambda: keras.layers.SeparableConv1D(4, 3), (6, 3), id="SeparableConv1D"),
-    pytest.param(lambda: keras.layers.SeparableConv2D(4, 3), (5, 5, 3), id="SeparableConv2D"),
-    pytest.param(lambda: keras.layers.Embedding(10, 4), (6,), id="Embedding"),
-    pytest.param(lambda: keras.layers.GRU(2), (5, 3), id="GRU"),
-    pytest.param(
-        lambda: keras.layers.RNN(keras.layers.SimpleRNNCell(2)), (5, 3), id="RNN-SimpleRNNCell"
-    ),
-    pytest.param(lambda: keras.layers.RNN(keras.layers.LSTMCell(2)), (5, 3), id="RNN-LSTMCell"),
-    pytest.param(lambda: keras.layers.RNN(keras.layers.GRUCell(2)), (5, 3), id="RNN-GRUCell"),
-]
-
-# The layers with a kernel but no data-dependent init rule of their own are left out:
-# recurrent layers (refused) and Embedding (no bias, no pre-activation).
-BEYOND_TFA_DATA_INIT_CASES = [
-    case
-    for case in BEYOND_TFA_CASES
-    if case.id
-    in {
-        "EinsumDense",
-        "Conv1D",
-        "Conv3D",
-        "Conv2DTranspose",
-        "DepthwiseConv1D",
-        "DepthwiseConv2D",
-        "SeparableConv1D",
-        "SeparableConv2D",
-    }
-]
-
-
-def _beyond_tfa_inputs(make_inner, input_shape, n, seed):
-    rng = np.random.default_rng(seed)
-    if isinstance(make_inner(), keras.layers.Embedding):
-        return rng.integers(0, 10, size=(n,) + input_shape).astype("int32")
-    return (1.0 + 2.0 * rng.normal(size=(n,) + input_shape)).astype("float32")
-
-
-@pytest.mark.parametrize("make_inner, input_shape", BEYOND_TFA_CASES)
-def test_beyond_tfa_forward_pass(make_inner, input_shape):
-    """As test_forward_pass: wrapping with data_init=False leaves the output unchanged."""
-    x = _beyond_tfa_inputs(make_inner, input_shape, 3, seed=8)
-    inner = make_inner()
-    base_output = numpy(inner(x))
-    wn = WeightNormalization(inner, data_init=False)
-    assert_allclose(wn(x), base_output, rtol=1e-5, atol=1e-6)
-    _assert_g_is_norm_of_v(wn)
-
-
-@pytest.mark.parametrize("make_inner, input_shape", BEYOND_TFA_CASES)
-def test_beyond_tfa_removal(make_inner, input_shape):
-    """As test_removal, with every g moved away from ||v|| so that it shows in the output."""
-    x = _beyond_tfa_inputs(make_inner, input_shape, 3, seed=9)
-    inner = make_inner()
-    base_output = numpy(inner(x))
-    wn = WeightNormalization(inner, data_init=False)
-    wn(x)
-    _scale_every_g(wn, np.random.default_rng(10))
-    wn_output = numpy(wn(x))
-    assert not np.allclose(wn_output, base_output, rtol=1e-3, atol=1e-3)
-    removed = wn.plain_layer()
-    assert type(removed) is type(inner)
-    if _is_recurrent(inner):
-        assert type(removed.cell) is type(inner.cell)
-    assert_allclose(removed(x), wn_output, rtol=1e-5, atol=1e-6)
-
-
-@pytest.mark.parametrize("make_inner, input_shape", BEYOND_TFA_DATA_INIT_CASES)
-def test_beyond_tfa_data_init_standardizes_the_output(make_inner, input_shape):
-    """Paper section 3: after init, each output feature has mean 0 and std 1 on x_init."""
-    x = _beyond_tfa_inputs(make_inner, input_shape, 16, seed=11)
-    wn = WeightNormalization(make_inner())
-    model = keras.Sequential([keras.Input(shape=input_shape), wn])
-    assert data_dependent_init(model, x) == [wn]
-    t = numpy(model(x), "float64")
-    axes = tuple(range(t.ndim - 1))
-    assert_allclose(t.mean(axis=axes), 0.0, atol=1e-5)
-    assert_allclose(t.std(axis=axes), 1.0, rtol=1e-4)
-
 
 def test_beyond_tfa_data_init_with_an_embedding_in_the_model():
     """A weight-normalized Embedding is data-initialized by default, like a Dense.
