@@ -1,7 +1,9 @@
-"""`HiddenInputStatistics` against statistics computed independently (NormProp section 5.2)."""
+"""`HiddenInputStatistics` against statistics computed independently (NormProp section 5.2);
+`BatchLog` against each batch's own loss."""
 
 import csv
 import doctest
+import re
 
 import keras
 import numpy as np
@@ -15,7 +17,7 @@ from keras_norms.layers import (
     WeightNormalization,
 )
 from keras_norms.training import callbacks
-from keras_norms.training.callbacks import HiddenInputStatistics
+from keras_norms.training.callbacks import BatchLog, HiddenInputStatistics
 
 # float32 forward passes against float64 numpy ones, sums in another order.
 RTOL, ATOL = 1e-5, 1e-6
@@ -290,3 +292,42 @@ def test_subclassed_trained_model_raises_at_train_begin():
 def test_docstring_example_runs():
     failures, tried = doctest.testmod(callbacks, optionflags=doctest.NORMALIZE_WHITESPACE)
     assert tried > 0 and failures == 0
+
+
+def _batch_log_rows(path):
+    with open(path) as f:
+        return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(f)]
+
+
+@pytest.mark.parametrize("every", [1, 3])
+def test_batch_log_gives_each_steps_own_loss_and_accuracy(tmp_path, every):
+    """Learning rate 0 keeps the weights: each row must equal the loss of its own batch."""
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(50, 4)).astype("float32"), rng.integers(0, 3, size=50)
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])
+    loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    model.compile(keras.optimizers.SGD(0.0), loss, metrics=["accuracy"])
+    path = str(tmp_path / "steps.csv")
+    log = BatchLog(path, every, examples=50, batch_size=16)
+    model.fit(x, y, batch_size=16, epochs=2, shuffle=False, verbose=0, callbacks=[log])
+    batches = [slice(0, 16), slice(16, 32), slice(32, 48), slice(48, 50)]  # the last: 2
+    logits = keras.ops.convert_to_numpy(model(x))
+    rows = _batch_log_rows(path)
+    assert [row["step"] for row in rows] == list(range(every, 9, every))
+    for row in rows:
+        index = int(row["step"] - 1) % 4
+        part = batches[index]
+        expected_loss = float(loss(y[part], logits[part]))
+        expected_accuracy = np.mean(np.argmax(logits[part], axis=1) == y[part])
+        assert row["epoch"] == (row["step"] - 1) // 4
+        assert row["loss"] == pytest.approx(expected_loss, rel=1e-4)
+        assert row["accuracy"] == pytest.approx(expected_accuracy, abs=1e-4)
+
+
+@pytest.mark.parametrize("argument", ["every", "examples", "batch_size"])
+@pytest.mark.parametrize("value", [0, True, 2.0])
+def test_batch_log_refuses_a_count_that_is_not_a_positive_int(argument, value):
+    kwargs = {"every": 1, "examples": 10, "batch_size": 2, argument: value}
+    message = f"BatchLog expects a positive integer {argument}. Received: {argument}={value!r}"
+    with pytest.raises(ValueError, match=re.escape(message)):
+        BatchLog("steps.csv", **kwargs)

@@ -1,5 +1,8 @@
-"""Training callbacks: measurements taken between epochs, written into the epoch logs."""
+"""Training callbacks: measurements taken between epochs, written into the epoch logs, and
+the per-step training log."""
 
+import csv
+import os
 import time
 
 import keras
@@ -331,3 +334,67 @@ class EpochTime(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         if logs is not None:
             logs["epoch_time_s"] = time.perf_counter() - self._start
+
+
+class BatchLog(keras.callbacks.Callback):
+    """Every `every` training steps, the loss and metrics of that step's own batch, to a CSV.
+
+    Keras' batch logs hold each metric's running mean over the epoch so far,
+    weighted by examples; the batch's own value is recovered from two
+    consecutive means: `(m_k S_k - m_{k-1} S_{k-1}) / (S_k - S_{k-1})`, where
+    `S_k` is the examples seen after batch `k` (`batch_size` a batch, the
+    last batch of an epoch holding what is left of `examples`). Rows:
+    `step` (1-based, counted over epochs), `epoch` (0-based), then `loss`
+    and each metric, as `history.csv` names them. Appends to an existing
+    file, so a resumed run continues it.
+
+    Args:
+        path: the CSV file.
+        every: a positive int, the steps between two rows.
+        examples: training examples per epoch, a positive int.
+        batch_size: examples per step (the global batch), a positive int.
+
+    Raises:
+        ValueError: naming the callback, for an argument that is not a
+            positive int.
+    """
+
+    def __init__(self, path, every, examples, batch_size):
+        super().__init__()
+        for name, value in (("every", every), ("examples", examples), ("batch_size", batch_size)):
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+                raise ValueError(
+                    f"BatchLog expects a positive integer {name}. Received: {name}={value!r}"
+                )
+        self.path, self.every = path, int(every)
+        self.examples, self.batch_size = int(examples), int(batch_size)
+        self.steps_per_epoch = -(-self.examples // self.batch_size)
+
+    def _seen(self, batch):
+        """Examples seen in the epoch after its 0-based `batch`."""
+        return min((batch + 1) * self.batch_size, self.examples)
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch, self._previous = epoch, {}
+
+    def on_train_batch_end(self, batch, logs=None):
+        logs = logs or {}
+        means = {name: float(value) for name, value in logs.items()}
+        previous, self._previous = self._previous, means
+        step = self._epoch * self.steps_per_epoch + batch + 1
+        if step % self.every:
+            return
+        seen, before = self._seen(batch), self._seen(batch - 1) if batch else 0
+        values = {
+            name: (mean * seen - previous.get(name, 0.0) * before) / (seen - before)
+            for name, mean in means.items()
+        }
+        self._write({"step": step, "epoch": self._epoch, **values})
+
+    def _write(self, row):
+        new = not os.path.isfile(self.path)
+        with open(self.path, "a", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=list(row))
+            if new:
+                writer.writeheader()
+            writer.writerow(row)
