@@ -38,6 +38,35 @@ def test_digits_resize_keeps_the_images():
         assert distances.min() < 0.5 * np.median(distances)
 
 
+def test_digits_hard_are_the_digits_rotated_shifted_and_noised_with_five_test_copies():
+    plain = datasets.load("digits", image_size=16, seed=0)
+    hard = datasets.load("digits_hard", image_size=16, seed=0)
+    assert hard.x_train.shape == (1437, 16, 16, 1) and hard.x_test.shape == (1800, 16, 16, 1)
+    np.testing.assert_array_equal(hard.y_train, plain.y_train)
+    np.testing.assert_array_equal(hard.y_test, np.repeat(plain.y_test, 5))
+    assert 0.0 <= hard.x_train.min() and hard.x_train.max() <= 16.0
+    # Distorted: far from their originals, and the five copies of a test image differ.
+    difference = np.abs(hard.x_train - plain.x_train).mean(axis=(1, 2, 3))
+    assert np.median(difference) > 1.0
+    copies = hard.x_test[:5].reshape(5, -1)
+    assert np.all(np.abs(copies[1:] - copies[0]).mean(axis=1) > 1.0)
+    # Still the digits, but harder: the nearest class mean of the plain training images finds
+    # the class of a hard test image well above chance (10 %), far less often than a plain one.
+    means = np.stack([plain.x_train[plain.y_train == c].mean(axis=0) for c in range(10)])
+
+    def nearest_mean_accuracy(x, y):
+        distances = np.abs(x[:, None] - means[None]).mean(axis=(2, 3, 4))
+        return np.mean(np.argmin(distances, axis=1) == y)
+
+    hard_accuracy = nearest_mean_accuracy(hard.x_test, hard.y_test)
+    assert 0.25 < hard_accuracy < nearest_mean_accuracy(plain.x_test, plain.y_test) - 0.3
+    # Fixed for a split seed.
+    again = datasets.load("digits_hard", image_size=16, seed=0)
+    np.testing.assert_array_equal(hard.x_test, again.x_test)
+    resized = datasets.load("digits_hard", image_size=32, seed=0)
+    assert resized.x_train.shape == (1437, 32, 32, 1)
+
+
 def test_standardizer_uses_training_statistics_per_channel():
     """Eq. 1.13-1.16 of the initialization notes: per-channel mean, biased variance."""
     rng = np.random.default_rng(0)
@@ -98,7 +127,7 @@ def test_missing_tfds_data_raises_a_helpful_error(tmp_path):
 
 def test_unknown_dataset_lists_the_choices():
     with pytest.raises(
-        ValueError, match=r"Expected one of \('digits', 'cifar10'.*Received: 'mnist'"
+        ValueError, match=r"Expected one of \('digits', 'digits_hard', 'cifar10'.*Received: 'mnist'"
     ):
         datasets.load("mnist")
 
