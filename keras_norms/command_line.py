@@ -14,3 +14,15 @@ def positive_int(text):
     if value <= 0:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {text}")
     return value
+
+
+def non_negative_int(text):
+    """`text` as an int >= 0, for `argparse`'s `type=`.
+
+    Raises:
+        argparse.ArgumentTypeError: for a negative integer.
+    """
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text}")
+    return value

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
-from keras_norms import precise_statistics
+from keras_norms import datasets, precise_statistics
 from keras_norms.folding import is_mixed_precision
 from keras_norms.graph import iter_layers
 from keras_norms.layers import WeightNormalization
@@ -326,7 +326,9 @@ NON_RUN_FLAGS = {
 OTHER_RUN_FLAGS = [
     "--model", "resnet18",
     "--dataset", "cifar10",
+    "--split-seed", "1",
     "--image-size", "14",
+    "--validation-examples", "10",
     "--train-examples", "50",
     "--epochs", "3",
     "--batch-size", "100",
@@ -343,6 +345,7 @@ OTHER_RUN_FLAGS = [
     "--activation", "selu",
     "--input-standardization", "component",
     "--track-hidden-inputs",
+    "--log-every-steps", "5",
     "--data-normalization", "batch",
     "--bn-momentum", "0.5",
     "--recompute-statistics",
@@ -605,13 +608,41 @@ def test_train_examples_keeps_the_first_n_training_examples(tmp_path, monkeypatc
 
     def fit_and_report(args, strategy, run_dir, splits):
         seen.update(x=len(splits.x_train), y=len(splits.y_train), test=len(splits.x_test))
+        seen.update(splits=splits)
         return {}
 
+    def run(*flags):
+        seen.clear()
+        output = str(tmp_path / "_".join(flags))
+        assert cli.main([*flags, "--output", output] + FAST) == 0
+        return seen.pop("splits")
+
     monkeypatch.setattr(cli, "_fit_and_report", fit_and_report)
-    assert cli.main(["--train-examples", "50", "--output", str(tmp_path / "run")] + FAST) == 0
+    run("--train-examples", "50")
     assert seen == {"x": 50, "y": 50, "test": 360}  # the test split stays whole
-    assert cli.main(["--test-examples", "20", "--output", str(tmp_path / "run2")] + FAST) == 0
+    run("--test-examples", "20", "--seed", "3")
     assert seen == {"x": 1437, "y": 1437, "test": 20}
+    whole = run("--seed", "1", "--validation-examples", "0")
+    assert whole.x_validation is None
+    # The validation split: the last 100 of the training split, one split for every --seed.
+    for seed in ("0", "5"):
+        held = run("--validation-examples", "100", "--train-examples", "50", "--seed", seed)
+        assert seen == {"x": 50, "y": 50, "test": 360}
+        np.testing.assert_array_equal(held.x_validation, whole.x_train[-100:])
+        np.testing.assert_array_equal(held.y_validation, whole.y_train[-100:])
+        np.testing.assert_array_equal(held.x_train, whole.x_train[:50])
+        np.testing.assert_array_equal(held.x_test, whole.x_test)
+    other_split = run("--split-seed", "1", "--validation-examples", "0", "--seed", "1")
+    assert not np.array_equal(other_split.x_test, whole.x_test)
+
+
+def test_a_validation_split_that_leaves_no_training_example_is_refused(tmp_path, capsys):
+    argv = ["--validation-examples", "1437", "--output", str(tmp_path / "run")] + FAST
+    assert cli.main(argv) == 2
+    assert capsys.readouterr().err.strip() == (
+        "keras-norms-train: error: a validation split of 1437 examples leaves no training "
+        "example: the training split holds 1437"
+    )
 
 
 def _built_models(monkeypatch):
@@ -672,16 +703,36 @@ def test_track_hidden_inputs_logs_each_hidden_layer(tmp_path):
 
 
 def test_bn_momentum_and_recomputed_statistics(tmp_path):
-    """Every BN gets the momentum; the test runs on population statistics, both accuracies kept."""
+    """Every BN gets the momentum; validation and test run on population statistics, the
+    running averages' figures kept; model.keras holds the recomputed statistics."""
     run_dir = str(tmp_path / "run")
-    argv = ["--norm", "bn", "--epochs", "1", "--train-examples", "64", "--bn-momentum", "0.5"]
-    assert cli.main(argv + ["--recompute-statistics", "--output", run_dir] + FAST) == 0
-    with open(os.path.join(run_dir, "metrics.json")) as f:
-        metrics = json.load(f)
-    assert 0.0 <= metrics["test_accuracy_running_averages"] <= 1.0
+    argv = ["--norm", "bn", "--epochs", "2", "--train-examples", "64", "--bn-momentum", "0.5"]
+    argv += ["--validation-examples", "40", "--recompute-statistics", "--log-every-steps", "1"]
+    assert cli.main(argv + ["--output", run_dir] + FAST[:2] + ["--batch-size", "32"]) == 0
+    metrics = _metrics(run_dir)
+    for split in ("validation", "test"):
+        for figure in ("accuracy", "loss"):
+            assert f"{split}_{figure}_running_averages" in metrics
+        assert metrics[f"{split}_loss"] != metrics[f"{split}_loss_running_averages"]
+    with open(os.path.join(run_dir, "history.csv")) as f:
+        assert all("val_accuracy" in row for row in csv.DictReader(f))
+    with open(os.path.join(run_dir, "steps.csv")) as f:
+        assert [int(row["step"]) for row in csv.DictReader(f)] == [1, 2, 3, 4]
     model = keras.saving.load_model(os.path.join(run_dir, "model.keras"))
     momenta = [layer.momentum for layer in precise_statistics.batch_normalizations(model)]
     assert len(momenta) > 1 and set(momenta) == {0.5}
+    test = datasets.load_digits(12)
+    loss = model.evaluate(test.x_test, test.y_test, batch_size=32, verbose=0)[0]
+    assert loss == pytest.approx(metrics["test_loss"], rel=1e-4)
+
+
+def test_without_batch_statistics_nothing_is_recomputed(tmp_path):
+    run_dir = str(tmp_path / "run")
+    argv = ["--norm", "wn", "--epochs", "1", "--train-examples", "64", "--recompute-statistics"]
+    assert cli.main(argv + ["--output", run_dir] + FAST) == 0
+    metrics = _metrics(run_dir)
+    assert "test_accuracy" in metrics and "validation_accuracy" not in metrics
+    assert not any(key.endswith("_running_averages") for key in metrics)
 
 
 def test_bn_momentum_must_be_below_one(capsys):

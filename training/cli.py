@@ -14,13 +14,13 @@ import keras
 import numpy as np
 
 from keras_norms import data_dependent_init, datasets, precise_statistics
-from keras_norms.command_line import positive_int
+from keras_norms.command_line import non_negative_int, positive_int
 from keras_norms.models import BUILDERS, recipes
 from keras_norms.models.nin import DATA_NORMALIZATIONS
 from keras_norms.optional import MissingDependencyError
 from keras_norms.policies import dtype_policy
 from keras_norms.training import data
-from keras_norms.training.callbacks import EpochTime, HiddenInputStatistics
+from keras_norms.training.callbacks import BatchLog, EpochTime, HiddenInputStatistics
 from keras_norms.training.distribution import (
     STRATEGIES,
     StrategyError,
@@ -41,7 +41,9 @@ RUN_FLAGS = (
     "model",
     "norm",
     "dataset",
+    "split_seed",
     "image_size",
+    "validation_examples",
     "train_examples",
     "test_examples",
     "epochs",
@@ -62,6 +64,7 @@ RUN_FLAGS = (
     "bn_momentum",
     "recompute_statistics",
     "track_hidden_inputs",
+    "log_every_steps",
     "seed",
     "strategy",
     "mixed_precision",
@@ -162,16 +165,32 @@ def build_parser():
         help="resize images to this square size (digits default: the model's, see below)",
     )
     parser.add_argument(
+        "--split-seed",
+        type=int,
+        default=0,
+        help="the seed of the digits' train/test split, fixed while --seed varies the "
+        "initialization and batch order (default: 0)",
+    )
+    parser.add_argument(
+        "--validation-examples",
+        type=non_negative_int,
+        default=0,
+        help="hold out the last N examples of the training split as the validation split, "
+        "evaluated after every epoch (val_loss, val_accuracy) and at the end; the test split "
+        "is read once, after training (default: 0, no validation split)",
+    )
+    parser.add_argument(
         "--train-examples",
         type=positive_int,
         default=None,
-        help="train on the first N examples of the training split only (default: all)",
+        help="train on the first N examples of the training split (after the validation "
+        "split is held out) only (default: all)",
     )
     parser.add_argument(
         "--test-examples",
         type=positive_int,
         default=None,
-        help="validate and test on the first N examples of the test split only (default: all)",
+        help="test on the first N examples of the test split only (default: all)",
     )
     parser.add_argument("--epochs", type=positive_int, default=30)
     parser.add_argument(
@@ -280,8 +299,15 @@ def build_parser():
         "--track-hidden-inputs",
         action="store_true",
         help="log, per epoch, the mean and standard deviation of one unit's input in every "
-        "hidden layer over the test split (internal covariate shift, NormProp's figure 2) "
-        "to history.csv",
+        "hidden layer over the validation split, or the test split without one (internal "
+        "covariate shift, NormProp's figure 2) to history.csv",
+    )
+    parser.add_argument(
+        "--log-every-steps",
+        type=non_negative_int,
+        default=0,
+        help="every K steps, write that step's own training loss and accuracy to steps.csv "
+        "(default: 0, none)",
     )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
@@ -542,8 +568,9 @@ def train(args):
     _check_run_flags(run_dir, args)
     keras.utils.set_random_seed(args.seed)
     splits = datasets.load(
-        args.dataset, args.data_dir, args.image_size, seed=args.seed, download=args.download
+        args.dataset, args.data_dir, args.image_size, seed=args.split_seed, download=args.download
     )
+    splits = datasets.hold_out_validation(splits, args.validation_examples)
     # The splits are shuffled: the first N are a sample.
     splits = dataclasses.replace(
         splits,
@@ -558,12 +585,44 @@ def train(args):
         return _fit_and_report(args, strategy, run_dir, splits)
 
 
-def _measurements(args, net, preprocess, splits):
-    """The callbacks that add measurements to each epoch's logs, as the flags ask."""
-    if not args.track_hidden_inputs:
-        return []
-    x = keras.ops.convert_to_numpy(preprocess(splits.x_test))
-    return [HiddenInputStatistics(x, network=net, seed=args.seed)]
+def _measurements(args, net, preprocess, splits, run_dir):
+    """The callbacks that add measurements to the logs, as the flags ask: the hidden inputs'
+    statistics (over the validation split, or the test split without one) and the per-step
+    training log (steps.csv)."""
+    measurements = []
+    if args.track_hidden_inputs:
+        images = splits.x_test if splits.x_validation is None else splits.x_validation
+        x = keras.ops.convert_to_numpy(preprocess(images))
+        measurements.append(HiddenInputStatistics(x, network=net, seed=args.seed))
+    if args.log_every_steps:
+        path = os.path.join(run_dir, "steps.csv")
+        examples = len(splits.x_train)
+        measurements.append(BatchLog(path, args.log_every_steps, examples, args.batch_size))
+    return measurements
+
+
+def _final_evaluation(args, model, splits, pipelines):
+    """Each split's final loss and accuracy (`{split}_loss`, `{split}_accuracy` for the splits
+    of `pipelines`, a dict `{split: dataset}`).
+
+    With `--recompute-statistics`, a model with batch statistics is first
+    evaluated with its running averages (`{split}_accuracy_running_averages`,
+    `{split}_loss_running_averages`), then its statistics are set to their
+    population values over the training split (notes eq. 1.64) and the plain
+    keys give the recomputed model's figures. Returns the dict of figures.
+    """
+    figures = {}
+    if args.recompute_statistics and precise_statistics.batch_normalizations(model):
+        for split, pipeline in pipelines.items():
+            loss, accuracy = model.evaluate(pipeline, verbose=0)
+            figures[f"{split}_loss_running_averages"] = float(loss)
+            figures[f"{split}_accuracy_running_averages"] = float(accuracy)
+        size = min(max(args.batch_size, 2), len(splits.x_train))  # a variance needs 2
+        precise_statistics.recompute_batch_statistics(model, splits.x_train, size)
+    for split, pipeline in pipelines.items():
+        loss, accuracy = model.evaluate(pipeline, verbose=0)
+        figures[f"{split}_loss"], figures[f"{split}_accuracy"] = float(loss), float(accuracy)
+    return figures
 
 
 def _fit_and_report(args, strategy, run_dir, splits):
@@ -578,23 +637,28 @@ def _fit_and_report(args, strategy, run_dir, splits):
     train_ds = data.make_pipeline(
         splits.x_train, splits.y_train, args.batch_size, True, args.seed, args.augment
     )
-    test_ds = data.make_pipeline(splits.x_test, splits.y_test, args.batch_size, False)
+    pipelines = {}
+    if splits.x_validation is not None:
+        pipelines["validation"] = data.make_pipeline(
+            splits.x_validation, splits.y_validation, args.batch_size, False
+        )
+    measurements = _measurements(args, net, preprocess, splits, run_dir)
     start = time.perf_counter()
     model.fit(
         train_ds,
         epochs=args.epochs,
-        validation_data=test_ds,
-        callbacks=build_callbacks(args, run_dir, _measurements(args, net, preprocess, splits)),
+        validation_data=pipelines.get("validation"),
+        callbacks=build_callbacks(args, run_dir, measurements),
         shuffle=False,  # the pipeline shuffles
         verbose=args.verbose,
     )
     wall_time = time.perf_counter() - start
-    recomputed = {}
-    if args.recompute_statistics:
-        recomputed["test_accuracy_running_averages"] = model.evaluate(test_ds, verbose=0)[1]
-        size = min(max(args.batch_size, 2), len(splits.x_train))  # a variance needs 2
-        precise_statistics.recompute_batch_statistics(model, splits.x_train, size)
-    test_loss, test_accuracy = model.evaluate(test_ds, verbose=0)
+    # The test split is read here, once, after training.
+    pipelines["test"] = data.make_pipeline(splits.x_test, splits.y_test, args.batch_size, False)
+    figures = _final_evaluation(args, model, splits, pipelines)
+    if "test_accuracy_running_averages" in figures:  # model.keras gets the recomputed statistics
+        model.save(os.path.join(run_dir, "model.keras"))
+    test_loss, test_accuracy = figures["test_loss"], figures["test_accuracy"]
     metrics = {
         "model": args.model,
         "norm": args.norm,
@@ -605,10 +669,8 @@ def _fit_and_report(args, strategy, run_dir, splits):
         "replicas": strategy.num_replicas_in_sync,
         "mixed_precision": args.mixed_precision,
         "jit_compile": args.jit_compile,
-        "test_loss": float(test_loss),
-        "test_accuracy": float(test_accuracy),
         "train_wall_time_s": round(wall_time, 2),
-        **recomputed,
+        **figures,
     }
     export = args.export and is_chief(strategy)
     if export:
@@ -639,7 +701,7 @@ def _apply_model_defaults(parser, args):
     if args.weight_decay is None:
         args.weight_decay = recipe.weight_decay
     args.norm = args.norm or builder.default_norm
-    if args.image_size is None and args.dataset == datasets.DIGITS:
+    if args.image_size is None and args.dataset in datasets.OFFLINE_DATASETS:
         args.image_size = recipe.digits_image_size
     if args.norm not in builder.norms:
         parser.error(
@@ -692,7 +754,7 @@ def main(argv=None):
     args = parse_args(argv)
     try:
         train(args)
-    except datasets.DataUnavailableError as error:
+    except (datasets.DataUnavailableError, datasets.SplitError) as error:
         return _fail(error, status=2)
     except (
         OSError,
