@@ -540,6 +540,7 @@ def test_with_rnn():
 
 # Beyond tfa: more layer types, scales, RNN rules, axis -------------------------------------
 
+
 def test_beyond_tfa_data_init_with_an_embedding_in_the_model():
     """A weight-normalized Embedding is data-initialized by default, like a Dense.
 
