@@ -1,4 +1,5 @@
-"""keras-norms-experiment: every experiment at `--scale quick`, resuming, and its report."""
+"""keras-norms-experiment: every experiment at `--scale quick`, resuming, the learning rate
+chosen on the validation split, and the report with its verdicts."""
 
 import csv
 import json
@@ -7,7 +8,8 @@ import os
 import numpy as np
 import pytest
 
-from keras_norms.training import experiment_runner, experiments
+from keras_norms.training import experiment_runner, experiments, grid, statistics
+from keras_norms.training.claims import Claim
 from keras_norms.training.experiments import EXPERIMENTS, QUICK
 
 # What each experiment's analyses add to its table.
@@ -18,11 +20,13 @@ ANALYSIS_SECTIONS = {
 }
 
 
-def test_list_names_every_experiment_and_its_source(capsys):
+def test_list_names_every_experiment_its_source_and_claims(capsys):
     assert experiment_runner.main(["--list"]) == 0
     out = capsys.readouterr().out
     for experiment in EXPERIMENTS.values():
         assert f"{experiment.name}: " in out and experiment.mirrors in out
+        for claim in experiment.claims:
+            assert f"the paper claims: {claim.statement}" in out
 
 
 def test_a_name_is_required():
@@ -59,20 +63,35 @@ def test_every_pair_is_trained_and_reported(quick_run):
         rows = list(csv.DictReader(f))
     assert {r["configuration"] for r in rows} == {c.name for c in experiment.configurations}
     assert all(np.isfinite(float(r["loss"])) and float(r["epoch_time_s"]) > 0 for r in rows)
-    for column in experiment.curves:
-        assert os.path.getsize(os.path.join(directory, f"{column}.png")) > 1000
+    panels = len(experiment.panels)
+    figures = [f"curves_{k}.png" for k in range(1, panels + 1)] if panels else ["curves.png"]
+    assert all(os.path.getsize(os.path.join(directory, name)) > 1000 for name in figures)
     with open(os.path.join(directory, "table.md")) as f:
         table = f.read()
-    assert experiment.paper_setting in table and "(n=1)" in table
+    assert experiment.paper_setting in table and "(n=1, 95 % CI)" in table
     for configuration in experiment.configurations:
-        run_dir = os.path.join(directory, "runs", configuration.name, "seed0")
+        (rate,) = experiment_runner.rates(
+            _quick_args(output, experiment), experiment, configuration
+        )
+        run_dir = os.path.join(directory, "runs", configuration.name, f"lr{rate:g}", "seed0")
         with open(os.path.join(run_dir, "metrics.json")) as f:
-            error = 100 * (1 - json.load(f)["test_accuracy"])
-        # One seed: the mean is the run's error and the spread 0.
-        assert f"| {configuration.name} | {error:.2f} ± 0.00 |" in table
+            metrics = json.load(f)
+        error = 100 * (1 - metrics["test_accuracy"])
+        # One seed: the interval is the run's error itself.
+        assert (
+            f"| {configuration.name} | {rate:g} | {error:.2f} [{error:.2f}, {error:.2f}] |" in table
+        )
+        # The protocol: a validation split, both statistics where there are batch statistics.
+        assert "validation_accuracy" in metrics
+        with open(os.path.join(run_dir, "flags.json")) as f:
+            flags = json.load(f)
+        assert flags["recompute_statistics"] and flags["validation_examples"] > 0
+        assert os.path.isfile(os.path.join(run_dir, "steps.csv"))
         for result in experiment.paper_results:
             if configuration.name in result.values:
                 assert f"{result.values[configuration.name]:.2f}" in table
+    for claim in experiment.claims:
+        assert f"The paper claims ({claim.source}): {claim.statement}. **We find: " in table
     heading, figure = ANALYSIS_SECTIONS.get(experiment.name, (None, None))
     assert (heading is not None) == bool(experiment.analyses)
     if heading:
@@ -80,7 +99,27 @@ def test_every_pair_is_trained_and_reported(quick_run):
     if figure:
         assert os.path.getsize(os.path.join(directory, figure)) > 1000
     with open(os.path.join(output, "README.md")) as f:
-        assert f"[`{experiment.name}`]({experiment.name}/table.md)" in f.read()
+        index = f.read()
+    assert f"[`{experiment.name}`]({experiment.name}/table.md)" in index
+    for claim in experiment.claims:
+        assert f"the paper claims {claim.statement}; **we find: inconclusive**" in index
+
+
+def _quick_args(output, experiment):
+    argv = [experiment.name, "--scale", QUICK, "--seeds", "1", "--output", output]
+    return experiment_runner.build_parser().parse_args(argv)
+
+
+def test_every_claim_compares_configurations_of_its_experiment():
+    for experiment in EXPERIMENTS.values():
+        names = {c.name for c in experiment.configurations}
+        assert experiment.claims, experiment.name
+        for claim in experiment.claims:
+            assert set(claim.configurations()) <= names, (experiment.name, claim.statement)
+        for panel in experiment.panels:
+            assert set(panel) <= names
+        for configuration in experiment.configurations:
+            grid.check_grid(configuration.learning_rates or experiment.learning_rates)
 
 
 def test_a_finished_pair_is_skipped_and_a_new_seed_trained(tmp_path, capsys):
@@ -93,20 +132,72 @@ def test_a_finished_pair_is_skipped_and_a_new_seed_trained(tmp_path, capsys):
     count = len(experiments.BN_TEST_PHASE.configurations)
     assert out.count("seed 0: finished before, skipped") == count
     assert out.count("seed 1: training") == count
-    assert "(n=2)" in out
+    assert "(n=2, 95 % CI)" in out
+    # Two seeds: every claim is inconclusive, whatever its interval.
+    assert out.count("**We find: inconclusive.**") == len(experiments.BN_TEST_PHASE.claims)
+
+
+TINY = ("--epochs", "1", "--train-examples", "20", "--test-examples", "20", "--run-eagerly")
+TINY_EXPERIMENT = experiments.Experiment(
+    name="tiny",
+    mirrors="nothing",
+    topic="the protocol itself",
+    configurations=(
+        experiments.Configuration("a", ("--model", "convpool_cnn_c", "--norm", "none")),
+        experiments.Configuration("b", ("--model", "convpool_cnn_c", "--norm", "bn"), (0.002,)),
+    ),
+    quick_flags=TINY,
+    digits_flags=TINY + ("--init-batch-size", "20", "--width-multiplier", "0.25"),
+    paper_flags=(),
+    paper_setting="none",
+    claims=(Claim("a beats b", "test_error", (("a", "b"),), "lower", source="here"),),
+    learning_rates=(0.0001, 0.01),
+    final_seeds=3,
+)
+
+
+def test_the_rate_is_chosen_on_validation_error_and_the_final_seeds_run_at_it(
+    tmp_path, monkeypatch, capsys
+):
+    monkeypatch.setitem(EXPERIMENTS, "tiny", TINY_EXPERIMENT)
+    output = str(tmp_path)
+    assert experiment_runner.main(["tiny", "--output", output, "--dataset", "digits"]) == 0
+    runs = tmp_path / "tiny" / "runs"
+    errors = {}
+    for rate in ("0.0001", "0.01"):
+        for seed in (0, 1):
+            with open(runs / "a" / f"lr{rate}" / f"seed{seed}" / "metrics.json") as f:
+                errors.setdefault(rate, []).append(1 - json.load(f)["validation_accuracy"])
+    chosen = min(errors, key=lambda rate: (np.mean(errors[rate]), float(rate)))
+    other = "0.01" if chosen == "0.0001" else "0.0001"
+    assert (runs / "a" / f"lr{chosen}" / "seed2" / "metrics.json").is_file()
+    assert not (runs / "a" / f"lr{other}" / "seed2").exists()
+    # b has a one-rate grid of its own: no tuning beyond its rate.
+    assert sorted(p.name for p in (runs / "b").iterdir()) == ["lr0.002"]
+    table = (tmp_path / "tiny" / "table.md").read_text()
+    assert f"| a | **{float(chosen):g}** (" in table and "| b | 0.002 |" in table
+    with open(tmp_path / "verdicts.csv") as f:
+        (row,) = list(csv.DictReader(f))
+    assert row["experiment"] == "tiny" and row["n"] == "3"
+    assert row["claim_verdict"] == "inconclusive"  # 3 seeds < claims.MIN_SEEDS
+    assert (tmp_path / "tiny" / "learning_rates.png").stat().st_size > 1000
 
 
 def test_all_runs_every_experiment_in_order(monkeypatch, tmp_path):
     ran = []
     monkeypatch.setattr(experiment_runner, "run_pairs", lambda args, e: ran.append(e.name))
-    monkeypatch.setattr(experiment_runner, "report", lambda args, e: "")
+    monkeypatch.setattr(experiment_runner, "report", lambda args, e, chosen: "")
     assert experiment_runner.main(["all", "--output", str(tmp_path)]) == 0
     assert ran == list(EXPERIMENTS)
 
 
-def test_mean_and_spread_over_seeds():
-    assert experiment_runner._mean_std([1.0, 2.0, 3.0]) == "2.00 ± 1.00"  # ddof=1
-    assert experiment_runner._mean_std([4.0]) == "4.00 ± 0.00"
+def test_interval_cell_gives_the_mean_and_its_bootstrap_interval():
+    assert experiment_runner.interval_cell([4.0]) == "4.00 [4.00, 4.00]"
+    assert experiment_runner.interval_cell([float("nan")]) == "—"
+    mean, low, high = statistics.mean_interval([1.0, 2.0, 3.0, 4.0])
+    assert experiment_runner.interval_cell([1.0, 2.0, 3.0, 4.0]) == (
+        f"{mean:.2f} [{low:.2f}, {high:.2f}]"
+    )
 
 
 def _rows(configuration, means_by_seed):

@@ -255,7 +255,8 @@ def test_missing_data_exits_2_with_instructions(tmp_path, capsys):
         ),
         (
             ["--dataset", "mnist"],
-            "invalid choice: 'mnist' (choose from digits, cifar10, cifar100, svhn_cropped)",
+            "invalid choice: 'mnist' (choose from digits, digits_hard, cifar10, cifar100, "
+            "svhn_cropped)",
         ),
         (["--epochs", "0"], "argument --epochs: expected a positive integer, got 0"),
         (["--batch-size", "-4"], "argument --batch-size: expected a positive integer, got -4"),
@@ -333,6 +334,7 @@ OTHER_RUN_FLAGS = [
     "--epochs", "3",
     "--batch-size", "100",
     "--init-batch-size", "100",
+    "--no-data-init",
     "--learning-rate", "0.01",
     "--test-examples", "20",
     "--optimizer", "sgd",

@@ -49,6 +49,7 @@ RUN_FLAGS = (
     "epochs",
     "batch_size",
     "init_batch_size",
+    "data_init",
     "learning_rate",
     "optimizer",
     "schedule",
@@ -204,6 +205,13 @@ def build_parser():
         type=_init_batch_size,
         default=500,
         help="examples for data-dependent initialization (paper: 500)",
+    )
+    parser.add_argument(
+        "--no-data-init",
+        dest="data_init",
+        action="store_false",
+        help="skip weight normalization's data-dependent initialization (Salimans & Kingma, "
+        "section 3): g starts at ||v||, the wrapped layer's own scale",
     )
     parser.add_argument(
         "--learning-rate",
@@ -631,9 +639,10 @@ def _fit_and_report(args, strategy, run_dir, splits):
         model, net, preprocess = build_model(
             args, splits, synchronized=strategy.num_replicas_in_sync > 1
         )
-        init_rng = np.random.default_rng(args.seed)
-        init_index = init_rng.permutation(len(splits.x_train))[: args.init_batch_size]
-        data_dependent_init(model, splits.x_train[init_index])
+        if args.data_init:
+            init_rng = np.random.default_rng(args.seed)
+            init_index = init_rng.permutation(len(splits.x_train))[: args.init_batch_size]
+            data_dependent_init(model, splits.x_train[init_index])
     train_ds = data.make_pipeline(
         splits.x_train, splits.y_train, args.batch_size, True, args.seed, args.augment
     )
@@ -663,6 +672,7 @@ def _fit_and_report(args, strategy, run_dir, splits):
         "model": args.model,
         "norm": args.norm,
         "dataset": args.dataset,
+        "num_classes": splits.num_classes,
         "epochs": args.epochs,
         "batch_size": args.batch_size,
         "strategy": args.strategy,

@@ -1,21 +1,38 @@
-"""`keras-norms-experiment`: run a paper's experiment over seeds, then tabulate and plot it.
+"""`keras-norms-experiment`: run a paper's experiment under a fair protocol, then report it.
 
-Every (configuration, seed) pair is one `keras-norms-train` run in its own
-directory, `OUTPUT/NAME/runs/CONFIGURATION/seedK`; a pair whose `metrics.json`
-exists is skipped (refused if it was trained with other flags than the spec's
-now), and a stopped pair resumes from its last finished epoch
-(the training CLI's backup), so a stopped experiment resumes where it was.
-After the runs, `OUTPUT/NAME/` holds `histories.csv` (every run's per-epoch
-history), `table.md` (mean ± standard deviation over seeds, the papers'
-numbers beside, then the experiment's analyses) and one PNG per plotted
-history column, e.g. `loss.png` (one curve per configuration, its band the
-seeds' range); `OUTPUT/README.md` indexes every experiment reported there.
+The protocol, for every experiment:
+
+- **Splits.** One fixed split (`--split-seed 0`); the last examples of the
+  training split are the validation split (`VALIDATION_EXAMPLES`); every
+  choice is made on it. The test split is evaluated once per run, after
+  training, and chooses nothing. Seeds vary the initialization and the batch
+  order only.
+- **Learning rate per configuration** (`keras_norms.training.grid`): every
+  rate of the configuration's grid for the tuning seeds; the rate with the
+  lowest mean validation error is kept, and the remaining seeds run at it.
+- **Batch statistics** are evaluated twice (`--recompute-statistics`): with
+  their running averages and with population statistics recomputed on the
+  training split; verdicts use the recomputed figures.
+- **Per-step curves** (`--log-every-steps`): each logged step's own training
+  loss and accuracy.
+- **Claims and verdicts** (`keras_norms.training.claims`): each claim of the
+  spec is tested paired by seed; the verdict comes from the effect's 95 %
+  bootstrap interval.
+
+Every (configuration, rate, seed) is one `keras-norms-train` run in
+`OUTPUT/NAME/runs/CONFIGURATION/lrRATE/seedK`; a run whose `metrics.json`
+exists is skipped (refused if trained with other flags than the spec's now),
+a stopped one resumes. Commit each finished run's `metrics.json`,
+`flags.json`, `history.csv` and `steps.csv` (`.gitignore` keeps the rest
+out): a later session's runner skips them. The report: `OUTPUT/NAME/table.md`
+(verdicts, cells with intervals, the chosen rates), `histories.csv`, figures,
+`OUTPUT/verdicts.csv` and `OUTPUT/README.md` (every experiment's verdicts).
 """
 
 import argparse
 import csv
-import json
 import os
+import shlex
 import sys
 import time
 
@@ -23,24 +40,44 @@ import numpy as np
 
 from keras_norms import datasets
 from keras_norms.command_line import positive_int
+from keras_norms.training import claims as claims_module
 from keras_norms.training import cli as train_cli
-from keras_norms.training.experiments import EXPERIMENTS, FULL, SCALES
+from keras_norms.training import grid, outcomes, statistics
+from keras_norms.training.experiments import EXPERIMENTS, FULL, QUICK, SCALES
 
 ALL = "all"
-CURVE_LABELS = {
-    "loss": "training loss",
-    "accuracy": "training accuracy",
-    "val_loss": "test loss",
-    "val_accuracy": "test accuracy",
-}
+# Validation examples held out of the training split, per scale and dataset kind.
+VALIDATION_EXAMPLES = {QUICK: 8, "offline": 300, "paper": 5000}
+LOG_EVERY_STEPS = {QUICK: 1, FULL: 10}
+# A run "converged" when its final training loss is below this share of chance's, ln(classes).
+CONVERGED_SHARE_OF_CHANCE = 0.9
+VERDICTS_FILE = "verdicts.csv"
+VERDICT_FIELDS = (
+    "experiment",
+    "claim",
+    "outcome",
+    "first",
+    "second",
+    "direction",
+    "margin",
+    "n",
+    "effect",
+    "low",
+    "high",
+    "p",
+    "p_holm",
+    "pair_verdict",
+    "claim_verdict",
+)
 
 
 def build_parser():
     parser = argparse.ArgumentParser(
         prog="keras-norms-experiment",
-        description="Run one of the papers' experiments over seeds with keras-norms-train, "
-        "then write its per-epoch histories (CSV), a table beside the papers' numbers "
-        "(Markdown) and a figure (PNG).",
+        description="Run one of the papers' experiments with keras-norms-train under a fair "
+        "protocol (a validation split, a learning rate chosen per configuration, seeds, "
+        "paired tests), then write its verdicts, tables (Markdown), histories (CSV) and "
+        "figures (PNG).",
     )
     parser.add_argument(
         "name",
@@ -49,15 +86,27 @@ def build_parser():
         help=f"the experiment, or {ALL!r}: every experiment, one after another",
     )
     parser.add_argument("--list", action="store_true", help="list the experiments and exit")
-    parser.add_argument("--seeds", type=positive_int, default=3, help="seeds 0..N-1")
+    parser.add_argument(
+        "--seeds",
+        type=positive_int,
+        default=None,
+        help="final seeds 0..N-1 at each configuration's chosen rate (default: the "
+        "experiment's, 8 where a claim needs them)",
+    )
+    parser.add_argument(
+        "--tuning-seeds",
+        type=positive_int,
+        default=2,
+        help="seeds 0..N-1 trained at every rate of a grid to choose the rate (default: 2)",
+    )
     parser.add_argument(
         "--scale",
         choices=SCALES,
         default=FULL,
-        help="quick: a few steps per run (a smoke test); full: the stated digits setting, or "
-        "the paper's on another dataset",
+        help="quick: a few steps per run and the grid's first rate (a smoke test); full: the "
+        "stated digits setting, or the paper's on another dataset",
     )
-    parser.add_argument("--dataset", default=datasets.DIGITS, choices=datasets.DATASETS)
+    parser.add_argument("--dataset", default=datasets.DIGITS_HARD, choices=datasets.DATASETS)
     parser.add_argument("--data-dir", default=None, help="tensorflow-datasets data dir")
     parser.add_argument(
         "--output",
@@ -70,19 +119,52 @@ def build_parser():
 def _list():
     for experiment in EXPERIMENTS.values():
         names = ", ".join(c.name for c in experiment.configurations)
-        print(f"{experiment.name}: {experiment.claim}.\n  mirrors {experiment.mirrors}")
+        print(f"{experiment.name}: {experiment.topic}.\n  mirrors {experiment.mirrors}")
         print(f"  configurations: {names}\n  paper setting: {experiment.paper_setting}")
+        for claim in experiment.claims:
+            print(f"  the paper claims: {claim.statement}")
 
 
-def _run_dir(args, configuration, seed):
-    return os.path.join(args.output, args.name, "runs", configuration.name, f"seed{seed}")
+def _seeds(args, experiment):
+    return args.seeds or (1 if args.scale == QUICK else experiment.final_seeds)
 
 
-def _train_argv(args, experiment, configuration, seed):
+def _validation_examples(args):
+    if args.scale == QUICK:
+        return VALIDATION_EXAMPLES[QUICK]
+    offline = args.dataset in datasets.OFFLINE_DATASETS
+    return VALIDATION_EXAMPLES["offline" if offline else "paper"]
+
+
+def _base_argv(args, experiment, configuration):
+    """The configuration's training flags under the protocol, bar rate, seed and output."""
     argv = list(experiment.train_flags(configuration, args.scale, args.dataset))
-    argv += ["--seed", str(seed), "--verbose", "0"]
-    argv += ["--output", _run_dir(args, configuration, seed)]
+    argv += ["--validation-examples", str(_validation_examples(args)), "--recompute-statistics"]
+    argv += ["--log-every-steps", str(LOG_EVERY_STEPS[args.scale])]
     return argv + (["--data-dir", args.data_dir] if args.data_dir else [])
+
+
+def rates(args, experiment, configuration):
+    """The configuration's learning-rate grid (its recipe's rate alone where it names none);
+    the quick scale takes its first rate."""
+    values = configuration.learning_rates or experiment.learning_rates
+    if not values:
+        values = (train_cli.parse_args(_base_argv(args, experiment, configuration)).learning_rate,)
+    values = grid.check_grid(values)
+    return values[:1] if args.scale == QUICK else values
+
+
+def _run_dir(args, configuration, rate, seed):
+    return os.path.join(
+        args.output, args.name, "runs", configuration.name, grid.rate_label(rate), f"seed{seed}"
+    )
+
+
+def train_argv(args, experiment, configuration, rate, seed):
+    """`keras-norms-train`'s arguments for one run."""
+    argv = _base_argv(args, experiment, configuration)
+    argv += ["--learning-rate", repr(float(rate)), "--seed", str(seed), "--verbose", "0"]
+    return argv + ["--output", _run_dir(args, configuration, rate, seed)]
 
 
 def _finished(argv):
@@ -100,48 +182,85 @@ def _finished(argv):
     return os.path.isfile(os.path.join(train_args.output, "metrics.json"))
 
 
+def _train(progress, argv):
+    if _finished(argv):
+        print(f"{progress}: finished before, skipped", flush=True)
+        return
+    print(f"{progress}: training", flush=True)
+    start = time.perf_counter()
+    if train_cli.main(argv) != 0:
+        raise RuntimeError(f"{progress} failed; run the command again to resume")
+    print(f"{progress}: done in {time.perf_counter() - start:.0f} s", flush=True)
+
+
+def _validation_error(args, configuration, rate, seed):
+    run = outcomes.read_run(_run_dir(args, configuration, rate, seed))
+    return outcomes.outcome(run, "validation_error")
+
+
+def chosen_rates(args, experiment):
+    """`{configuration: (chosen rate, {rate: [validation error per tuning seed]})}` from the
+    finished tuning runs."""
+    chosen = {}
+    tuning = min(args.tuning_seeds, _seeds(args, experiment))
+    for configuration in experiment.configurations:
+        values = rates(args, experiment, configuration)
+        errors = {
+            rate: [_validation_error(args, configuration, rate, s) for s in range(tuning)]
+            for rate in values
+        }
+        chosen[configuration.name] = (grid.choose_rate(errors), errors)
+    return chosen
+
+
 def run_pairs(args, experiment):
-    """Train every (configuration, seed) pair not finished yet; returns the pairs' count.
+    """Train the tuning runs, choose each configuration's rate, then train its final seeds.
+
+    Returns:
+        `chosen_rates(args, experiment)`.
 
     Raises:
         RuntimeError: if a run fails (its own error is printed above).
     """
-    pairs = [(c, s) for c in experiment.configurations for s in range(args.seeds)]
-    for index, (configuration, seed) in enumerate(pairs, 1):
-        progress = f"[{index}/{len(pairs)}] {experiment.name} {configuration.name} seed {seed}"
-        argv = _train_argv(args, experiment, configuration, seed)
-        if _finished(argv):
-            print(f"{progress}: finished before, skipped", flush=True)
-            continue
-        print(f"{progress}: training", flush=True)
-        start = time.perf_counter()
-        if train_cli.main(argv) != 0:
-            raise RuntimeError(f"{progress} failed; run the command again to resume")
-        print(f"{progress}: done in {time.perf_counter() - start:.0f} s", flush=True)
-    return len(pairs)
+    seeds = _seeds(args, experiment)
+    tuning = min(args.tuning_seeds, seeds)
+    plan = [
+        (configuration, rate, seed)
+        for configuration in experiment.configurations
+        for rate in rates(args, experiment, configuration)
+        for seed in range(tuning)
+    ]
+    for index, (configuration, rate, seed) in enumerate(plan, 1):
+        progress = f"[tuning {index}/{len(plan)}] {experiment.name} {configuration.name}"
+        _train(
+            f"{progress} lr {rate:g} seed {seed}",
+            train_argv(args, experiment, configuration, rate, seed),
+        )
+    chosen = chosen_rates(args, experiment)
+    final = [(c, s) for c in experiment.configurations for s in range(tuning, seeds)]
+    for index, (configuration, seed) in enumerate(final, 1):
+        rate = chosen[configuration.name][0]
+        progress = f"[final {index}/{len(final)}] {experiment.name} {configuration.name}"
+        _train(
+            f"{progress} lr {rate:g} seed {seed}",
+            train_argv(args, experiment, configuration, rate, seed),
+        )
+    return chosen
 
 
-def collect(args, experiment):
-    """Every run's history rows (with configuration, seed) and final metrics."""
-    rows, finals = [], []
+def collect(args, experiment, chosen):
+    """Every final run (each configuration at its chosen rate, every seed) as
+    `{configuration: [read_run dict per seed]}`, and their history rows."""
+    runs, rows = {}, []
     for configuration in experiment.configurations:
-        for seed in range(args.seeds):
-            run_dir = _run_dir(args, configuration, seed)
-            with open(os.path.join(run_dir, "metrics.json")) as f:
-                metrics = json.load(f)
-            finals.append({"configuration": configuration.name, "seed": seed, **metrics})
-            with open(os.path.join(run_dir, "history.csv")) as f:
-                for row in csv.DictReader(f):
-                    values = {k: float(v) for k, v in row.items() if k != "epoch" and v}
-                    rows.append(
-                        {
-                            "configuration": configuration.name,
-                            "seed": seed,
-                            "epoch": int(row["epoch"]),
-                            **values,
-                        }
-                    )
-    return rows, finals
+        rate = chosen[configuration.name][0]
+        runs[configuration.name] = []
+        for seed in range(_seeds(args, experiment)):
+            run = outcomes.read_run(_run_dir(args, configuration, rate, seed))
+            runs[configuration.name].append(run)
+            for row in run["history"]:
+                rows.append({"configuration": configuration.name, "seed": seed, **row})
+    return runs, rows
 
 
 def write_histories(rows, path):
@@ -154,98 +273,213 @@ def write_histories(rows, path):
         writer.writerows(rows)
 
 
-def _mean_std(values):
-    values = np.asarray(values, "float64")
-    return f"{values.mean():.2f} ± {values.std(ddof=1) if len(values) > 1 else 0.0:.2f}"
+def _values(runs, name):
+    """`{configuration: [outcome `name` per seed]}`."""
+    return {c: [outcomes.outcome(run, name) for run in seeds] for c, seeds in runs.items()}
 
 
-def _published(result, name):
-    return f"{result.values[name]:.2f}" if name in result.values else ""
+def interval_cell(values, digits=2):
+    """`mean [low, high]` (95 % bootstrap interval over seeds), or `—` where not measured."""
+    values = [v for v in values if np.isfinite(v)]
+    if not values:
+        return "—"
+    mean, low, high = statistics.mean_interval(values)
+    return f"{mean:.{digits}f} [{low:.{digits}f}, {high:.{digits}f}]"
 
 
-def table(args, experiment, rows, finals):
-    """The Markdown table: our mean ± std over seeds beside each paper's number."""
-    header = ["configuration", f"test error % (n={args.seeds})", "final training loss"]
-    header += ["s / epoch (after the first)"] + [
-        result.source for result in experiment.paper_results
-    ]
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for configuration in experiment.configurations:
-        name = configuration.name
-        errors = [100 * (1 - m["test_accuracy"]) for m in finals if m["configuration"] == name]
-        ours = [r for r in rows if r["configuration"] == name]
-        last = max(r["epoch"] for r in ours)
-        losses = [r["loss"] for r in ours if r["epoch"] == last]
-        # The first epoch also traces and compiles the steps: timed apart when there are more.
-        timed = [r for r in ours if "epoch_time_s" in r and (r["epoch"] > 0 or last == 0)]
-        times = [r["epoch_time_s"] for r in timed]
-        cells = [name, _mean_std(errors), _mean_std(losses), _mean_std(times)]
-        cells += [_published(result, name) for result in experiment.paper_results]
-        lines.append("| " + " | ".join(cells) + " |")
-    setting = " ".join(experiment.flags(args.scale, args.dataset))
-    return "\n".join(
-        [
-            f"## {experiment.name}: {experiment.claim}",
-            "",
-            f"Mirrors {experiment.mirrors}.",
-            f"Ours: `{args.dataset}`, `{setting}`, seeds 0-{args.seeds - 1} "
-            f"(`--scale {args.scale}`). The papers: {experiment.paper_setting}.",
-            "",
-            *lines,
-            "",
-        ]
+def _converged(run):
+    classes = run["metrics"].get("num_classes", 10)
+    return outcomes.outcome(run, "final_training_loss") < CONVERGED_SHARE_OF_CHANCE * np.log(
+        classes
     )
 
 
-def _smoothed(curve, window):
-    from scipy.signal import savgol_filter
+def _converged_cell(configuration_runs, errors):
+    converged = [_converged(run) for run in configuration_runs]
+    cell = f"{sum(converged)}/{len(converged)}"
+    if 0 < sum(converged) < len(converged):
+        kept = [e for e, ok in zip(errors, converged) if ok]
+        cell += f" (their test error {np.mean(kept):.2f})"
+    return cell
 
-    window = min(window, len(curve) - (1 - len(curve) % 2))  # odd, at most the length
-    if window < 3:
-        return curve
-    return savgol_filter(curve, window, polyorder=min(2, window - 1))
 
-
-def figure(experiment, rows, column, path):
-    """`column` per epoch: the mean over seeds per configuration, the seeds' range shaded."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    label = CURVE_LABELS.get(column, column)
-    fig, ax = plt.subplots(figsize=(8, 4))
-    count = len(experiment.configurations)
-    ax.set_prop_cycle(color=plt.get_cmap("tab20" if count > 10 else "tab10").colors[:count])
+def results_table(args, experiment, runs, chosen):
+    """The cells: each configuration's chosen rate, errors with intervals, losses, time."""
+    n = _seeds(args, experiment)
+    header = [
+        "configuration",
+        "learning rate (validation error % per rate)",
+        f"test error % (n={n}, 95 % CI)",
+        "test error % with running averages",
+        "final training loss",
+        "converged",
+        "s / epoch",
+    ]
+    header += [result.source for result in experiment.paper_results]
+    values = {name: _values(runs, name) for name in ("test_error", "test_error_running_averages")}
+    values["final_training_loss"] = _values(runs, "final_training_loss")
+    values["epoch_time_s"] = _values(runs, "epoch_time_s")
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for configuration in experiment.configurations:
-        ours = [r for r in rows if r["configuration"] == configuration.name and column in r]
-        epochs = sorted({r["epoch"] for r in ours})
-        by_epoch = np.array([[r[column] for r in ours if r["epoch"] == e] for e in epochs])
-        mean = _smoothed(by_epoch.mean(axis=1), experiment.smoothing)
-        x = np.array(epochs) + 1
-        ax.plot(x, mean, marker="o" if len(x) < 5 else None, label=configuration.name)
-        ax.fill_between(x, by_epoch.min(axis=1), by_epoch.max(axis=1), alpha=0.2)
-    ax.set_xlabel("epoch")
-    ax.set_ylabel(label)
-    if column.endswith("loss"):
-        ax.set_yscale("log")
-    ax.set_title(f"{experiment.name}: {label} (band: range over seeds)")
-    ax.legend(fontsize="small", loc="center left", bbox_to_anchor=(1, 0.5))
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+        name = configuration.name
+        rate, errors = chosen[name]
+        tried = ", ".join(f"{r:g}: {np.mean(e):.1f}" for r, e in errors.items())
+        cells = [
+            name,
+            f"**{rate:g}** ({tried})" if len(errors) > 1 else f"{rate:g}",
+            interval_cell(values["test_error"][name]),
+            interval_cell(values["test_error_running_averages"][name]),
+            interval_cell(values["final_training_loss"][name], 3),
+            _converged_cell(runs[name], values["test_error"][name]),
+            f"{np.mean(values['epoch_time_s'][name]):.2f}",
+        ]
+        cells += [
+            f"{result.values[name]:.2f}" if name in result.values else ""
+            for result in experiment.paper_results
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 
-def report(args, experiment):
-    """Write histories.csv, table.md (with the analyses) and the figures; returns the table."""
-    rows, finals = collect(args, experiment)
+def claim_verdicts(experiment, runs):
+    """Each claim's verdict and its pairs' rows (dicts of VERDICT_FIELDS)."""
+    results = []
+    for claim in experiment.claims:
+        compared = {c: runs[c] for c in claim.configurations()}
+        values = _values(compared, claim.outcome)
+        if min(len(v) for v in values.values()) < 2:
+            results.append((claim, statistics.INCONCLUSIVE, []))
+            continue
+        second = _values(compared, claim.second_outcome) if claim.second_outcome else None
+        verdict, pairs = claims_module.evaluate(claim, values, second)
+        rows = [
+            {
+                "experiment": experiment.name,
+                "claim": claim.statement,
+                "outcome": claim.outcome
+                + (f" vs {claim.second_outcome}" if claim.second_outcome else ""),
+                "first": pair.first,
+                "second": pair.second,
+                "direction": claim.direction,
+                "margin": "" if claim.margin is None else claim.margin,
+                "n": pair.comparison.n,
+                "effect": round(pair.comparison.effect, 4),
+                "low": round(pair.comparison.low, 4),
+                "high": round(pair.comparison.high, 4),
+                "p": round(pair.comparison.p_value, 4),
+                "p_holm": round(pair.p_holm, 4),
+                "pair_verdict": pair.verdict,
+                "claim_verdict": verdict,
+            }
+            for pair in pairs
+        ]
+        results.append((claim, verdict, rows))
+    return results
+
+
+def _direction_words(claim):
+    if claim.direction == statistics.EQUIVALENT:
+        return f"within ±{claim.margin:g}"
+    return claim.direction
+
+
+def claims_section(verdicts):
+    """Markdown: per claim, "the paper claims X; we find Y", with each pair's statistic."""
+    lines = []
+    for claim, verdict, rows in verdicts:
+        unit = outcomes.UNITS.get(claim.outcome, "")
+        source = f" ({claim.source})" if claim.source else ""
+        lines += [f"- The paper claims{source}: {claim.statement}. **We find: {verdict}.**"]
+        if not rows:
+            lines.append("  (fewer than 2 seeds: no test)")
+        elif min(row["n"] for row in rows) < claims_module.MIN_SEEDS:
+            lines.append(
+                f"  (fewer than {claims_module.MIN_SEEDS} seeds: inconclusive, whatever the "
+                "interval)"
+            )
+        for row in rows:
+            lines.append(
+                f"  - {row['first']} − {row['second']}, `{row['outcome']}` "
+                f"({_direction_words(claim)} claimed): {row['effect']:+.3g}{unit} "
+                f"[{row['low']:+.3g}, {row['high']:+.3g}], p = {row['p']:.3g} "
+                f"(Holm {row['p_holm']:.3g}), n = {row['n']}: {row['pair_verdict']}"
+            )
+    return "\n".join(lines)
+
+
+def write_verdicts(output, name, verdicts):
+    """Replace experiment `name`'s rows of `OUTPUT/verdicts.csv`, keeping the others'."""
+    path = os.path.join(output, VERDICTS_FILE)
+    kept = []
+    if os.path.isfile(path):
+        with open(path) as f:
+            kept = [row for row in csv.DictReader(f) if row["experiment"] != name]
+    rows = kept + [row for _, _, claim_rows in verdicts for row in claim_rows]
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=VERDICT_FIELDS)
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def _setting(args, experiment, chosen):
+    seeds = _seeds(args, experiment)
+    tuning = min(args.tuning_seeds, seeds)
+    grid_runs = sum(len(errors) * tuning for _, errors in chosen.values())
+    final_runs = len(chosen) * (seeds - tuning)
+    flags = " ".join(experiment.flags(args.scale, args.dataset))
+    more = f"; then seeds {tuning}-{seeds - 1} at it" if seeds > tuning else ""
+    return (
+        f"Ours: `{args.dataset}` (split seed 0; the last {_validation_examples(args)} "
+        f"training examples are the validation split, which chooses every setting; the test "
+        f"split is read once per run, after training), `{flags}`. Learning rate chosen per "
+        f"configuration by mean validation error over seeds 0-{tuning - 1}{more} (the tuning "
+        f"seeds' runs at the chosen rate count among the final ones): {grid_runs} tuning runs "
+        f"and {final_runs} more, seeds 0-{seeds - 1} in the cells (`--scale {args.scale}`). "
+        "Test error with population statistics recomputed on the training split for models "
+        "with batch statistics, the running averages' figure beside it. Intervals: 95 % "
+        "bootstrap over seeds; comparisons paired by seed (sign-flip permutation p-values, "
+        f"Holm-corrected within a claim). The papers: {experiment.paper_setting}."
+    )
+
+
+def _reproduce(args, experiment, chosen):
+    configuration = experiment.configurations[0]
+    argv = train_argv(args, experiment, configuration, chosen[configuration.name][0], 0)
+    return "keras-norms-train " + shlex.join(argv)
+
+
+def report(args, experiment, chosen=None):
+    """Write table.md, histories.csv, the figures, verdicts.csv and the index; returns the
+    table's Markdown."""
+    from keras_norms.training import figures
+
+    chosen = chosen or chosen_rates(args, experiment)
+    runs, rows = collect(args, experiment, chosen)
     directory = os.path.join(args.output, experiment.name)
     write_histories(rows, os.path.join(directory, "histories.csv"))
-    sections = [table(args, experiment, rows, finals)]
+    verdicts = claim_verdicts(experiment, runs)
+    write_verdicts(args.output, experiment.name, verdicts)
+    sections = [
+        f"## {experiment.name}: {experiment.topic}",
+        "",
+        f"Mirrors {experiment.mirrors}.",
+        "",
+        "### Verdicts",
+        "",
+        claims_section(verdicts) or "(no claim of this experiment is tested)",
+        "",
+        "### Results",
+        "",
+        _setting(args, experiment, chosen),
+        "",
+        results_table(args, experiment, runs, chosen),
+        "",
+        f"One cell's run: `{_reproduce(args, experiment, chosen)}`",
+        "",
+    ]
     sections += [analysis(args, experiment, rows) for analysis in experiment.analyses]
-    for column in experiment.curves:
-        figure(experiment, rows, column, os.path.join(directory, f"{column}.png"))
-        sections.append(f"![{experiment.name}: {column}]({column}.png)\n")
+    for path, caption in figures.experiment_figures(experiment, runs, chosen, directory):
+        sections.append(f"![{caption}]({os.path.basename(path)})\n")
     markdown = "\n".join(sections)
     with open(os.path.join(directory, "table.md"), "w") as f:
         f.write(markdown)
@@ -254,20 +488,30 @@ def report(args, experiment):
 
 
 def write_index(output):
-    """`OUTPUT/README.md`: every experiment reported under `output`, with its table and command."""
+    """`OUTPUT/README.md`: every experiment reported under `output`, with its verdicts."""
+    verdicts = {}
+    path = os.path.join(output, VERDICTS_FILE)
+    if os.path.isfile(path):
+        with open(path) as f:
+            for row in csv.DictReader(f):
+                verdicts.setdefault(row["experiment"], {})[row["claim"]] = row["claim_verdict"]
     lines = [
         "# Results",
         "",
         "Written by `keras-norms-experiment`; every number here comes from the runs under "
-        "each experiment's `runs/`. To reproduce a paper's own setting on the full dataset: "
-        "`keras-norms-experiment NAME --dataset cifar10 --seeds 3` (see each table for the "
-        "setting).",
+        "each experiment's `runs/`. Each line below is a paper's claim and the verdict our runs "
+        "give it (supported / contradicted / inconclusive, from the 95 % interval of the effect "
+        "paired by seed; `verdicts.csv` has every statistic). To reproduce a paper's own "
+        "setting on the full dataset: `keras-norms-experiment NAME --dataset cifar10`.",
         "",
     ]
     for name, experiment in EXPERIMENTS.items():
-        path = os.path.join(output, name, "table.md")
-        if os.path.isfile(path):
-            lines.append(f"- [`{name}`]({name}/table.md): {experiment.claim}.")
+        if not os.path.isfile(os.path.join(output, name, "table.md")):
+            continue
+        lines.append(f"- [`{name}`]({name}/table.md): {experiment.topic}.")
+        for claim in experiment.claims:
+            verdict = verdicts.get(name, {}).get(claim.statement, statistics.INCONCLUSIVE)
+            lines.append(f"  - the paper claims {claim.statement}; **we find: {verdict}**.")
     with open(os.path.join(output, "README.md"), "w") as f:
         f.write("\n".join(lines) + "\n")
 
@@ -285,11 +529,11 @@ def main(argv=None):
     for name in names:
         args.name = name
         try:
-            run_pairs(args, EXPERIMENTS[name])
+            chosen = run_pairs(args, EXPERIMENTS[name])
         except RuntimeError as error:
             print(f"keras-norms-experiment: error: {error}", file=sys.stderr)
             return 1
-        print(report(args, EXPERIMENTS[name]))
+        print(report(args, EXPERIMENTS[name], chosen))
     print(f"{', '.join(names)}: {time.perf_counter() - start:.0f} s", flush=True)
     return 0
 
