@@ -601,7 +601,8 @@ def _measurements(args, net, preprocess, splits, run_dir):
     if args.track_hidden_inputs:
         images = splits.x_test if splits.x_validation is None else splits.x_validation
         x = keras.ops.convert_to_numpy(preprocess(images))
-        measurements.append(HiddenInputStatistics(x, network=net, seed=args.seed))
+        # One unit per layer for every --seed (the split's seed draws it): curves of one unit.
+        measurements.append(HiddenInputStatistics(x, network=net, seed=args.split_seed))
     if args.log_every_steps:
         path = os.path.join(run_dir, "steps.csv")
         examples = len(splits.x_train)

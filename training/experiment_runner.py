@@ -52,6 +52,11 @@ LOG_EVERY_STEPS = {QUICK: 1, FULL: 10}
 # A run "converged" when its final training loss is below this share of chance's, ln(classes).
 CONVERGED_SHARE_OF_CHANCE = 0.9
 VERDICTS_FILE = "verdicts.csv"
+# The index's words for an experiment with a table but no verdicts: one from the earlier protocol.
+UNTESTED = (
+    "its table comes from the earlier protocol (settings chosen on the test split, one "
+    "learning rate, 3 seeds, running averages) and gives no verdict."
+)
 VERDICT_FIELDS = (
     "experiment",
     "claim",
@@ -324,9 +329,10 @@ def results_table(args, experiment, runs, chosen):
         name = configuration.name
         rate, errors = chosen[name]
         tried = ", ".join(f"{r:g}: {np.mean(e):.1f}" for r, e in errors.items())
+        edge = " at the grid's edge" if rate in (min(errors), max(errors)) else ""
         cells = [
             name,
-            f"**{rate:g}** ({tried})" if len(errors) > 1 else f"{rate:g}",
+            f"**{rate:g}**{edge} ({tried})" if len(errors) > 1 else f"{rate:g}",
             interval_cell(values["test_error"][name]),
             interval_cell(values["test_error_running_averages"][name]),
             interval_cell(values["final_training_loss"][name], 3),
@@ -414,7 +420,13 @@ def write_verdicts(output, name, verdicts):
     if os.path.isfile(path):
         with open(path) as f:
             kept = [row for row in csv.DictReader(f) if row["experiment"] != name]
-    rows = kept + [row for _, _, claim_rows in verdicts for row in claim_rows]
+    rows = list(kept)
+    for claim, verdict, claim_rows in verdicts:
+        # A claim with no pair compared (fewer than 2 seeds) still gets its row.
+        rows += claim_rows or [
+            {"experiment": name, "claim": claim.statement, "outcome": claim.outcome,
+             "direction": claim.direction, "claim_verdict": verdict}
+        ]  # fmt: skip
     with open(path, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=VERDICT_FIELDS)
         writer.writeheader()
@@ -509,9 +521,12 @@ def write_index(output):
         if not os.path.isfile(os.path.join(output, name, "table.md")):
             continue
         lines.append(f"- [`{name}`]({name}/table.md): {experiment.topic}.")
+        if name not in verdicts:
+            lines.append(f"  Not yet run under this protocol: {UNTESTED}")
         for claim in experiment.claims:
-            verdict = verdicts.get(name, {}).get(claim.statement, statistics.INCONCLUSIVE)
-            lines.append(f"  - the paper claims {claim.statement}; **we find: {verdict}**.")
+            verdict = verdicts.get(name, {}).get(claim.statement)
+            found = "not yet tested" if verdict is None else f"**we find: {verdict}**"
+            lines.append(f"  - the paper claims {claim.statement}; {found}.")
     with open(os.path.join(output, "README.md"), "w") as f:
         f.write("\n".join(lines) + "\n")
 

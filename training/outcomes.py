@@ -42,11 +42,14 @@ NAMES = (
     "epoch_time_s",
     "hidden_input_shift",
 )
+# The unit of a difference of two outcomes, where it has one.
 UNITS = {
-    "test_error": "%",
-    "validation_error": "%",
-    "test_error_running_averages": "%",
-    "validation_error_running_averages": "%",
+    "test_error": " points",
+    "validation_error": " points",
+    "test_error_running_averages": " points",
+    "validation_error_running_averages": " points",
+    "epoch_time_s": " s",
+    "hidden_input_shift": " std",
 }
 
 
