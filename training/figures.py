@@ -111,13 +111,19 @@ def curves_figure(title, runs, path):
             error_ax.plot(x, mean, color=color, linestyle="--", marker="o", markersize=3)
             error_ax.fill_between(x, low, high, color=color, alpha=0.1)
     loss_ax.set_yscale("log")
-    loss_ax.set_ylabel("training loss of each logged step's batch")
-    error_ax.set_ylabel(f"error %: training (solid, {ERROR_WINDOW}-log mean), validation (dashed)")
+    loss_ax.set_ylabel("training loss (each logged step's batch)")
+    loss_ax.set_title("training loss", fontsize="small")
+    error_ax.set_ylabel("error %")
+    error_ax.set_title(
+        f"training (solid: mean of {ERROR_WINDOW} logged batches)\nvalidation (dashed: each "
+        "epoch; running averages where the model has batch statistics)",
+        fontsize="x-small",
+    )
     for ax in (loss_ax, error_ax):
         ax.set_xlabel("training step")
     if loss_ax.get_legend_handles_labels()[0]:
         loss_ax.legend(fontsize="x-small")
-    fig.suptitle(f"{title} (thin: seeds; band: 95 % t-interval of the mean)", fontsize="medium")
+    fig.suptitle(f"{title}\nthin: seeds; band: 95 % t-interval of the mean", fontsize="medium")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
