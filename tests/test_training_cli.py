@@ -741,3 +741,15 @@ def test_bn_momentum_must_be_below_one(capsys):
     with pytest.raises(SystemExit):
         cli.main(["--bn-momentum", "1.0"])
     assert "expected a momentum in [0, 1), got 1.0" in capsys.readouterr().err
+
+
+def test_no_data_init_skips_data_dependent_initialization(tmp_path, monkeypatch):
+    calls = []
+    monkeypatch.setattr(cli, "data_dependent_init", lambda model, x: calls.append(len(x)))
+    argv = ["--norm", "wn", "--epochs", "1", "--train-examples", "40", "--init-batch-size", "30"]
+    argv += ["--run-eagerly"] + FAST
+    assert cli.main(argv + ["--output", str(tmp_path / "init")]) == 0
+    assert calls == [30]
+    assert cli.main(argv + ["--no-data-init", "--output", str(tmp_path / "no_init")]) == 0
+    assert calls == [30]
+    assert _metrics(str(tmp_path / "no_init"))["num_classes"] == 10
