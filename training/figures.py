@@ -58,7 +58,9 @@ def learning_rate_figure(experiment, chosen, path):
     ax.set_xscale("log")
     ax.set_xlabel("learning rate")
     ax.set_ylabel("validation error % (tuning seeds)")
-    ax.set_title(f"{experiment.name}: validation error against learning rate (chosen in legend)")
+    ax.set_title(
+        f"{experiment.name}: the rate chosen (legend) by validation error", fontsize="medium"
+    )
     ax.legend(fontsize="x-small", loc="center left", bbox_to_anchor=(1, 0.5))
     fig.tight_layout()
     fig.savefig(path, dpi=100)
