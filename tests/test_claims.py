@@ -74,6 +74,14 @@ def test_noise_is_inconclusive_and_so_are_too_few_seeds():
     assert verdict == "inconclusive" and pair.comparison.high < 0
 
 
+def test_a_pair_whose_holm_adjusted_p_is_not_below_alpha_is_inconclusive():
+    """Five seeds all one way: p = 2/32 = 0.0625 > 0.05 although the interval excludes zero."""
+    b = [10.0, 11.0, 12.0, 13.0, 14.0]
+    verdict, (pair,) = claims.evaluate(_claim(), {"a": [v - 1 for v in b], "b": b})
+    assert pair.comparison.high < 0 and pair.p_holm == pytest.approx(2 / 32)
+    assert verdict == "inconclusive"
+
+
 def test_one_contradicted_pair_contradicts_the_claim_and_holm_adjusts_the_family():
     b = [10.0 + k for k in range(8)]
     values = {"a": [v - 1 for v in b], "b": b, "c": [v - 2 for v in b]}

@@ -9,7 +9,9 @@ Holm-adjusted over the claim's pairs, and its verdict read off the effect's
 interval (`statistics.verdict`). The claim is supported when every pair is,
 contradicted when any pair is, inconclusive otherwise. A pair compared over
 fewer than `MIN_SEEDS` seeds is inconclusive whatever its interval: a bootstrap
-of a handful of values gives an interval narrower than the truth.
+of a handful of values gives an interval narrower than the truth. A directional
+pair whose Holm-adjusted p-value is not below `ALPHA` is inconclusive too: the
+interval is one pair's, the p-value accounts for the claim's other pairs.
 """
 
 import dataclasses
@@ -18,6 +20,7 @@ import math
 from keras_norms.training import outcomes, statistics
 
 MIN_SEEDS = 5
+ALPHA = 0.05
 
 
 @dataclasses.dataclass(frozen=True)
@@ -70,6 +73,13 @@ class PairVerdict:
     verdict: str
 
 
+def _pair_verdict(claim, comparison, p_holm):
+    directional = claim.direction != statistics.EQUIVALENT
+    if comparison.n < MIN_SEEDS or (directional and not p_holm < ALPHA):
+        return statistics.INCONCLUSIVE
+    return statistics.verdict(comparison.low, comparison.high, claim.direction, claim.margin)
+
+
 def _aggregate(verdicts):
     if all(v == statistics.SUPPORTED for v in verdicts):
         return statistics.SUPPORTED
@@ -100,15 +110,7 @@ def evaluate(claim, values, second_values=None):
         results.append((first, second, statistics.paired_comparison(a, b)))
     adjusted = statistics.holm([c.p_value for _, _, c in results]) if results else []
     pair_verdicts = [
-        PairVerdict(
-            first,
-            second,
-            comparison,
-            p_holm,
-            statistics.verdict(comparison.low, comparison.high, claim.direction, claim.margin)
-            if comparison.n >= MIN_SEEDS
-            else statistics.INCONCLUSIVE,
-        )
+        PairVerdict(first, second, comparison, p_holm, _pair_verdict(claim, comparison, p_holm))
         for (first, second, comparison), p_holm in zip(results, adjusted)
     ]
     if not pair_verdicts:

@@ -450,7 +450,8 @@ def _setting(args, experiment, chosen):
         "Test error with population statistics recomputed on the training split for models "
         "with batch statistics, the running averages' figure beside it. Intervals: 95 % "
         "bootstrap over seeds; comparisons paired by seed (sign-flip permutation p-values, "
-        f"Holm-corrected within a claim). The papers: {experiment.paper_setting}."
+        "Holm-corrected within a claim; a direction is supported or contradicted only where "
+        f"the interval and the Holm p < 0.05 agree). The papers: {experiment.paper_setting}."
     )
 
 
@@ -513,7 +514,8 @@ def write_index(output):
         "Written by `keras-norms-experiment`; every number here comes from the runs under "
         "each experiment's `runs/`. Each line below is a paper's claim and the verdict our runs "
         "give it (supported / contradicted / inconclusive, from the 95 % interval of the effect "
-        "paired by seed; `verdicts.csv` has every statistic). To reproduce a paper's own "
+        "paired by seed and, for a direction, its Holm-adjusted p below 0.05; `verdicts.csv` "
+        "has every statistic). To reproduce a paper's own "
         "setting on the full dataset: `keras-norms-experiment NAME --dataset cifar10`.",
         "",
     ]
