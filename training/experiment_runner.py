@@ -427,6 +427,8 @@ def write_verdicts(output, name, verdicts):
             {"experiment": name, "claim": claim.statement, "outcome": claim.outcome,
              "direction": claim.direction, "claim_verdict": verdict}
         ]  # fmt: skip
+    order = {experiment: index for index, experiment in enumerate(EXPERIMENTS)}
+    rows.sort(key=lambda row: order.get(row["experiment"], len(order)))  # stable: claim order
     with open(path, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=VERDICT_FIELDS)
         writer.writeheader()
