@@ -4,8 +4,6 @@ The converted keras.applications builders have tests of their own
 (`tests/test_surgery.py`).
 """
 
-import inspect
-
 import keras
 
 from keras_norms.graph import iter_layers
@@ -26,7 +24,7 @@ def build_small(builder, norm, num_classes=3, **kwargs):
 
 def takes_width_multiplier(builder):
     """Whether `builder`'s `build` takes a `width_multiplier`."""
-    return "width_multiplier" in inspect.signature(BUILDERS[builder].build).parameters
+    return BUILDERS[builder].takes("width_multiplier")
 
 
 def build_narrow(builder, norm, num_classes=3):

@@ -325,9 +325,12 @@ def test_batch_log_gives_each_steps_own_loss_and_accuracy(tmp_path, every):
 
 
 @pytest.mark.parametrize("argument", ["every", "examples", "batch_size"])
-@pytest.mark.parametrize("value", [0, True, 2.0])
-def test_batch_log_refuses_a_count_that_is_not_a_positive_int(argument, value):
+@pytest.mark.parametrize(
+    "value, error, received",
+    [(0, ValueError, "=0"), (True, TypeError, "=True of type bool"), (2.0, TypeError, "=2.0")],
+)
+def test_batch_log_refuses_a_count_that_is_not_a_positive_int(argument, value, error, received):
     kwargs = {"every": 1, "examples": 10, "batch_size": 2, argument: value}
-    message = f"BatchLog expects a positive integer {argument}. Received: {argument}={value!r}"
-    with pytest.raises(ValueError, match=re.escape(message)):
+    message = f"BatchLog expects `{argument}` to be a positive integer. Received: {argument}"
+    with pytest.raises(error, match=re.escape(message + received)):
         BatchLog("steps.csv", **kwargs)

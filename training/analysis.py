@@ -293,11 +293,9 @@ def plot_variance_propagation(curves, path):
     Returns:
         `path`.
     """
-    import matplotlib
+    from keras_norms.training.figures import pyplot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6, 4))
     for label, rows in curves.items():
         index = np.arange(1, len(rows) + 1)

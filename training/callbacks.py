@@ -11,7 +11,7 @@ from keras import ops
 
 from keras_norms.graph import is_model, iter_layers
 from keras_norms.layers import WeightNormalization
-from keras_norms.layers.arguments import check_names
+from keras_norms.layers.arguments import check_names, check_positive_int
 from keras_norms.layers.kernels import kernel_owner
 
 # The attributes under which Keras layers (and ours: NormPropConv2D,
@@ -355,19 +355,17 @@ class BatchLog(keras.callbacks.Callback):
         batch_size: examples per step (the global batch), a positive int.
 
     Raises:
-        ValueError: naming the callback, for an argument that is not a
-            positive int.
+        TypeError: naming the callback, for a count that is not an integer
+            (a float, a bool).
+        ValueError: naming the callback, for a count below 1.
     """
 
     def __init__(self, path, every, examples, batch_size):
         super().__init__()
-        for name, value in (("every", every), ("examples", examples), ("batch_size", batch_size)):
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-                raise ValueError(
-                    f"BatchLog expects a positive integer {name}. Received: {name}={value!r}"
-                )
-        self.path, self.every = path, int(every)
-        self.examples, self.batch_size = int(examples), int(batch_size)
+        self.path = path
+        self.every = check_positive_int("BatchLog", "every", every)
+        self.examples = check_positive_int("BatchLog", "examples", examples)
+        self.batch_size = check_positive_int("BatchLog", "batch_size", batch_size)
         self.steps_per_epoch = -(-self.examples // self.batch_size)
 
     def _seen(self, batch):

@@ -2,7 +2,6 @@
 
 import argparse
 import dataclasses
-import inspect
 import json
 import os
 import shutil
@@ -737,10 +736,9 @@ def _check_model_flags(parser, args, builder):
             f"argument --decay-every: the {args.schedule!r} schedule has no steps; "
             "use it with --schedule halving or tenfold"
         )
-    accepted = inspect.signature(builder.build).parameters
     for name in _builder_arguments(args):
         flag = f"--{name.replace('_', '-')}"
-        if name not in accepted:
+        if not builder.takes(name):
             parser.error(f"argument {flag}: --model {args.model} takes no {flag}")
     if builder.data_normalization and args.input_standardization != "channel":
         parser.error(

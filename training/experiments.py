@@ -196,11 +196,9 @@ def internal_covariate_shift(args, experiment, rows):
     paper: NormProp 0.19, BN 0.33 on CIFAR-10) and of the input mean's spread over epochs
     (its standard deviation: the shift); the figure, COVARIATE_SHIFT_CONFIGURATIONS' curves.
     """
-    import matplotlib
+    from keras_norms.training.figures import pyplot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     names = [c.name for c in experiment.configurations]
     means = {name: _hidden_input_means(rows, name) for name in names}
     layers = sorted(next(iter(means.values())))

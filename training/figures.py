@@ -17,7 +17,8 @@ from keras_norms.training import grid
 ERROR_WINDOW = 9
 
 
-def _pyplot():
+def pyplot():
+    """`matplotlib.pyplot` on the Agg backend (files only, no display), imported on first use."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -46,7 +47,7 @@ def _moving_average(values, window):
 
 def learning_rate_figure(experiment, chosen, path):
     """Validation error (mean over tuning seeds, and each seed) against the learning rate."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(7, 4))
     for configuration in experiment.configurations:
         rate, errors = chosen[configuration.name]
@@ -78,7 +79,7 @@ def _epoch_end_steps(run):
 def curves_figure(title, runs, path):
     """Training loss per step (left); training error per step and validation error per epoch
     (right); `runs` is `{configuration: [read_run dict per seed]}`."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, (loss_ax, error_ax) = plt.subplots(1, 2, figsize=(12, 4))
     colors = plt.get_cmap("tab10").colors
     for color, (name, seeds) in zip(colors * 3, runs.items()):

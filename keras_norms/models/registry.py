@@ -46,6 +46,10 @@ class Builder:
         """The default of `build`'s `norm` argument."""
         return inspect.signature(self.build).parameters["norm"].default
 
+    def takes(self, argument):
+        """Whether `build` takes the keyword argument `argument` (e.g. `"width_multiplier"`)."""
+        return argument in inspect.signature(self.build).parameters
+
     def small_input_shape(self, channels=1):
         """The smallest convenient test input, `(side, side, channels)`, side at least 8."""
         side = max(self.min_input_size, 8)
