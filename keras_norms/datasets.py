@@ -151,9 +151,9 @@ def load_digits_hard(image_size=DIGITS_DEFAULT_SIZE, seed=0):
     x_train = _distort(base.x_train, rng)
     x_test = _distort(np.repeat(base.x_test, HARD_TEST_COPIES, axis=0), rng)
     return ImageSplits(
-        _resize(x_train, image_size or DIGITS_DEFAULT_SIZE),
+        _resize(x_train, image_size),
         base.y_train,
-        _resize(x_test, image_size or DIGITS_DEFAULT_SIZE),
+        _resize(x_test, image_size),
         np.repeat(base.y_test, HARD_TEST_COPIES),
         num_classes=10,
     )

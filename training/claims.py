@@ -108,7 +108,7 @@ def evaluate(claim, values, second_values=None):
         if not all(math.isfinite(v) for v in list(a) + list(b)):
             continue
         results.append((first, second, statistics.paired_comparison(a, b)))
-    adjusted = statistics.holm([c.p_value for _, _, c in results]) if results else []
+    adjusted = statistics.holm([c.p_value for _, _, c in results])
     pair_verdicts = [
         PairVerdict(first, second, comparison, p_holm, _pair_verdict(claim, comparison, p_holm))
         for (first, second, comparison), p_holm in zip(results, adjusted)

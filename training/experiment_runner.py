@@ -134,6 +134,11 @@ def _seeds(args, experiment):
     return args.seeds or (1 if args.scale == QUICK else experiment.final_seeds)
 
 
+def _tuning_seeds(args, experiment):
+    """Seeds 0..N-1 run at every rate of a grid: at most the final seeds."""
+    return min(args.tuning_seeds, _seeds(args, experiment))
+
+
 def _validation_examples(args):
     if args.scale == QUICK:
         return VALIDATION_EXAMPLES[QUICK]
@@ -187,6 +192,16 @@ def _finished(argv):
     return os.path.isfile(os.path.join(train_args.output, "metrics.json"))
 
 
+def _train_plan(args, experiment, phase, plan):
+    """Train each `(configuration, rate, seed)` of `plan` not finished yet, with its progress."""
+    for index, (configuration, rate, seed) in enumerate(plan, 1):
+        progress = (
+            f"[{phase} {index}/{len(plan)}] {experiment.name} {configuration.name} "
+            f"lr {rate:g} seed {seed}"
+        )
+        _train(progress, train_argv(args, experiment, configuration, rate, seed))
+
+
 def _train(progress, argv):
     if _finished(argv):
         print(f"{progress}: finished before, skipped", flush=True)
@@ -207,7 +222,7 @@ def chosen_rates(args, experiment):
     """`{configuration: (chosen rate, {rate: [validation error per tuning seed]})}` from the
     finished tuning runs."""
     chosen = {}
-    tuning = min(args.tuning_seeds, _seeds(args, experiment))
+    tuning = _tuning_seeds(args, experiment)
     for configuration in experiment.configurations:
         values = rates(args, experiment, configuration)
         errors = {
@@ -227,29 +242,29 @@ def run_pairs(args, experiment):
     Raises:
         RuntimeError: if a run fails (its own error is printed above).
     """
-    seeds = _seeds(args, experiment)
-    tuning = min(args.tuning_seeds, seeds)
-    plan = [
-        (configuration, rate, seed)
-        for configuration in experiment.configurations
-        for rate in rates(args, experiment, configuration)
-        for seed in range(tuning)
-    ]
-    for index, (configuration, rate, seed) in enumerate(plan, 1):
-        progress = f"[tuning {index}/{len(plan)}] {experiment.name} {configuration.name}"
-        _train(
-            f"{progress} lr {rate:g} seed {seed}",
-            train_argv(args, experiment, configuration, rate, seed),
-        )
+    tuning = _tuning_seeds(args, experiment)
+    _train_plan(
+        args,
+        experiment,
+        "tuning",
+        [
+            (configuration, rate, seed)
+            for configuration in experiment.configurations
+            for rate in rates(args, experiment, configuration)
+            for seed in range(tuning)
+        ],
+    )
     chosen = chosen_rates(args, experiment)
-    final = [(c, s) for c in experiment.configurations for s in range(tuning, seeds)]
-    for index, (configuration, seed) in enumerate(final, 1):
-        rate = chosen[configuration.name][0]
-        progress = f"[final {index}/{len(final)}] {experiment.name} {configuration.name}"
-        _train(
-            f"{progress} lr {rate:g} seed {seed}",
-            train_argv(args, experiment, configuration, rate, seed),
-        )
+    _train_plan(
+        args,
+        experiment,
+        "final",
+        [
+            (configuration, chosen[configuration.name][0], seed)
+            for configuration in experiment.configurations
+            for seed in range(tuning, _seeds(args, experiment))
+        ],
+    )
     return chosen
 
 
@@ -321,9 +336,15 @@ def results_table(args, experiment, runs, chosen):
         "s / epoch",
     ]
     header += [result.source for result in experiment.paper_results]
-    values = {name: _values(runs, name) for name in ("test_error", "test_error_running_averages")}
-    values["final_training_loss"] = _values(runs, "final_training_loss")
-    values["epoch_time_s"] = _values(runs, "epoch_time_s")
+    values = {
+        name: _values(runs, name)
+        for name in (
+            "test_error",
+            "test_error_running_averages",
+            "final_training_loss",
+            "epoch_time_s",
+        )
+    }
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for configuration in experiment.configurations:
         name = configuration.name
@@ -436,8 +457,7 @@ def write_verdicts(output, name, verdicts):
 
 
 def _setting(args, experiment, chosen):
-    seeds = _seeds(args, experiment)
-    tuning = min(args.tuning_seeds, seeds)
+    seeds, tuning = _seeds(args, experiment), _tuning_seeds(args, experiment)
     grid_runs = sum(len(errors) * tuning for _, errors in chosen.values())
     final_runs = len(chosen) * (seeds - tuning)
     flags = " ".join(experiment.flags(args.scale, args.dataset))
@@ -453,7 +473,8 @@ def _setting(args, experiment, chosen):
         "with batch statistics, the running averages' figure beside it. Intervals: 95 % "
         "bootstrap over seeds; comparisons paired by seed (sign-flip permutation p-values, "
         "Holm-corrected within a claim; a direction is supported or contradicted only where "
-        f"the interval and the Holm p < 0.05 agree). The papers: {experiment.paper_setting}."
+        f"the interval and the Holm p < {claims_module.ALPHA:g} agree). The papers: "
+        f"{experiment.paper_setting}."
     )
 
 
@@ -516,7 +537,8 @@ def write_index(output):
         "Written by `keras-norms-experiment`; every number here comes from the runs under "
         "each experiment's `runs/`. Each line below is a paper's claim and the verdict our runs "
         "give it (supported / contradicted / inconclusive, from the 95 % interval of the effect "
-        "paired by seed and, for a direction, its Holm-adjusted p below 0.05; `verdicts.csv` "
+        f"paired by seed and, for a direction, its Holm-adjusted p below {claims_module.ALPHA:g}; "
+        "`verdicts.csv` "
         "has every statistic). To reproduce a paper's own "
         "setting on the full dataset: `keras-norms-experiment NAME --dataset cifar10`.",
         "",

@@ -91,6 +91,19 @@ def _error(metrics, key):
     return math.nan if accuracy is None else 100.0 * (1.0 - accuracy)
 
 
+def _hidden_input_shift(history):
+    """Mean over layers of the std over epochs of a unit's input mean in units of its std."""
+    prefix = "hidden_input_mean_"
+    layers = sorted(key[len(prefix) :] for key in history[0] if key.startswith(prefix))
+    if not layers:
+        raise ValueError("The outcome 'hidden_input_shift' needs --track-hidden-inputs.")
+    shifts = []
+    for k in layers:
+        standardized = [row[f"{prefix}{k}"] / row[f"hidden_input_std_{k}"] for row in history]
+        shifts.append(np.std(standardized))
+    return float(np.mean(shifts))
+
+
 def outcome(run, name):
     """The outcome `name` (see the module docstring) of `run` (`read_run`'s dict), a float.
 
@@ -106,24 +119,7 @@ def outcome(run, name):
     if name == "final_training_loss":
         return history[-1]["loss"]
     if name == "hidden_input_shift":
-        layers = sorted(
-            k[len("hidden_input_mean_") :] for k in history[0] if k.startswith("hidden_input_mean_")
-        )
-        if not layers:
-            raise ValueError("The outcome 'hidden_input_shift' needs --track-hidden-inputs.")
-        return float(
-            np.mean(
-                [
-                    np.std(
-                        [
-                            row[f"hidden_input_mean_{k}"] / row[f"hidden_input_std_{k}"]
-                            for row in history
-                        ]
-                    )
-                    for k in layers
-                ]
-            )
-        )
+        return _hidden_input_shift(history)
     if name == "epoch_time_s":
         times = [row["epoch_time_s"] for row in history[1:]] or [history[0]["epoch_time_s"]]
         return float(np.mean(times))
