@@ -1,5 +1,6 @@
 """Population statistics for the inference of batch-normalized networks (notes eq. 1.64)."""
 
+import contextlib
 import math
 
 import keras
@@ -18,6 +19,28 @@ def batch_normalizations(model):
 def _running_statistics(layer):
     variance = getattr(layer, "moving_variance", None)  # none in mean-only BN
     return [layer.moving_mean] + ([] if variance is None else [variance])
+
+
+def _check_batch_size(name, x, batch_size):
+    """The examples in `x`, after checking that `batch_size` fits them (ValueError naming
+    `name` if not)."""
+    first = x[0] if isinstance(x, (list, tuple)) else x
+    count = len(first)
+    if not (isinstance(batch_size, int) and 2 <= batch_size <= count):
+        raise ValueError(
+            f"{name} expects a batch_size of at least 2 (a variance) and "
+            f"at most the {count} examples of x. Received: batch_size={batch_size!r}"
+        )
+    return count
+
+
+def _built_batch_normalizations(model, x, batch_size):
+    """`batch_normalizations(model)`, built by an inference call on `x`'s first batch if they
+    are not (which changes no statistic)."""
+    layers = batch_normalizations(model)
+    if not all(layer.built for layer in layers):
+        model(keras.tree.map_structure(lambda a: a[:batch_size], x), training=False)
+    return layers
 
 
 def _values_per_channel(layer, batch_size):
@@ -65,16 +88,8 @@ def recompute_batch_statistics(model, x, batch_size=100):
         "Initialization and batch normalization" notes, section 1.3.4,
         eq. 1.64; Ioffe & Szegedy (arXiv:1502.03167), Algorithm 2.
     """
-    first = x[0] if isinstance(x, (list, tuple)) else x
-    count = len(first)
-    if not (isinstance(batch_size, int) and 2 <= batch_size <= count):
-        raise ValueError(
-            "recompute_batch_statistics expects a batch_size of at least 2 (a variance) and "
-            f"at most the {count} examples of x. Received: batch_size={batch_size!r}"
-        )
-    layers = batch_normalizations(model)
-    if not all(layer.built for layer in layers):  # builds them, changing no statistic
-        model(keras.tree.map_structure(lambda a: a[:batch_size], x), training=False)
+    count = _check_batch_size("recompute_batch_statistics", x, batch_size)
+    layers = _built_batch_normalizations(model, x, batch_size)
     momenta = [layer.momentum for layer in layers]
     statistics = [v for layer in layers for v in _running_statistics(layer)]
     before = [np.asarray(v) for v in statistics]
@@ -97,3 +112,38 @@ def recompute_batch_statistics(model, x, batch_size=100):
             variance = np.asarray(layer.moving_variance, "float64") * m / (m - 1)
             layer.moving_variance.assign(variance.astype("float32"))
     return layers
+
+
+@contextlib.contextmanager
+def population_statistics(model, x, batch_size=100):
+    """Within the `with` block, `model`'s running statistics hold their population values on
+    `x` (`recompute_batch_statistics(model, x, batch_size)`); after it, their values before.
+
+    For measuring a batch-normalized network in inference mode during training
+    without the lag of its running averages (notes section 1.3.4, eq. 1.64
+    against eq. 1.65), leaving training as it was. A model without running
+    statistics is left alone. Arguments and errors as
+    `recompute_batch_statistics`'; the statistics are restored also when the
+    block raises.
+
+    Examples:
+
+    >>> import keras, numpy as np
+    >>> model = keras.Sequential([keras.Input((3,)), keras.layers.BatchNormalization()])
+    >>> x = np.random.default_rng(0).normal(5.0, 1.0, size=(64, 3)).astype("float32")
+    >>> with population_statistics(model, x, batch_size=32):
+    ...     print(np.round(np.asarray(model.layers[0].moving_mean), 1))
+    [4.8 5.  5.2]
+    >>> np.asarray(model.layers[0].moving_mean)
+    array([0., 0., 0.], dtype=float32)
+    """
+    _check_batch_size("population_statistics", x, batch_size)
+    layers = _built_batch_normalizations(model, x, batch_size)
+    statistics = [v for layer in layers for v in _running_statistics(layer)]
+    before = [np.array(v) for v in statistics]
+    try:
+        recompute_batch_statistics(model, x, batch_size)
+        yield
+    finally:
+        for variable, value in zip(statistics, before):
+            variable.assign(value)

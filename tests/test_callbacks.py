@@ -109,6 +109,40 @@ def test_statistics_equal_numpy_forward_pass_in_inference_mode():
     assert np.all(stds > 0.05)  # a non-trivial unit in every layer
 
 
+def test_population_statistics_replace_the_running_averages_for_the_measurement_only():
+    model = _conv_net(batch_norm=True)
+    bn = model.get_layer("bn")
+    rng = np.random.default_rng(5)
+    running = [rng.uniform(0.5, 2.0, 5), rng.normal(size=5), rng.normal(size=5) + 3.0]
+    bn.set_weights(running + [rng.uniform(5.0, 9.0, 5)])  # far from the population's
+    before = [np.array(w) for w in bn.get_weights()]
+    x, population = _images(12), _images(32, seed=9)
+    statistics = HiddenInputStatistics(
+        x, network=model, seed=3, population_x=population, population_batch_size=16
+    )
+    measured = _as_arrays(statistics.measure(), 3)
+    # Running averages untouched by the measurement.
+    for weight, value in zip(bn.get_weights(), before):
+        np.testing.assert_array_equal(weight, value)
+    # Notes eq. 1.64 by hand: conv2's outputs on two batches of 16, the mean of the batch
+    # means and m / (m - 1) times the mean of the batch variances (m = 16 x 4 x 4 positions).
+    relu = lambda v: np.maximum(v, 0.0)  # noqa: E731
+    h2 = _numpy_conv(
+        relu(_numpy_conv(population, model.get_layer("conv1"))), model.get_layer("conv2")
+    )
+    batches = h2.reshape(2, 16 * 4 * 4, 5)
+    m = batches.shape[1]
+    population_mean = batches.mean(axis=1).mean(axis=0)
+    population_variance = batches.var(axis=1).mean(axis=0) * m / (m - 1)
+    bn.set_weights(before[:2] + [population_mean, population_variance])
+    expected = _expected(_numpy_hidden_inputs(model, x), statistics.units)
+    np.testing.assert_allclose(measured, expected, rtol=RTOL, atol=ATOL)
+    # Against the running averages the measurement differs: the test can tell them apart.
+    bn.set_weights(before)
+    running_averages = _expected(_numpy_hidden_inputs(model, x), statistics.units)
+    assert np.max(np.abs(np.subtract(measured, running_averages))) > 0.1
+
+
 @pytest.mark.parametrize("seed", [0, 7])
 def test_every_unit_choice_matches_separate_models(seed):
     model = _conv_net()

@@ -202,39 +202,31 @@ def test_interval_cell_gives_the_mean_and_its_bootstrap_interval():
     )
 
 
-def _rows(configuration, means_by_seed):
-    """History rows: means_by_seed[seed][epoch] is layer 1's input mean, layer 2's its negative."""
-    return [
-        {
-            "configuration": configuration,
-            "seed": seed,
-            "epoch": epoch,
-            "hidden_input_mean_1": value,
-            "hidden_input_mean_2": -value,
-        }
-        for seed, values in enumerate(means_by_seed)
-        for epoch, value in enumerate(values)
-    ]
-
-
-def test_hidden_input_means_average_over_seeds():
-    means = experiments._hidden_input_means(_rows("a", [[1.0, 3.0], [3.0, 5.0]]), "a")
-    assert means == {1: ([0, 1], [2.0, 4.0]), 2: ([0, 1], [-2.0, -4.0])}
+def _covariate_run(values):
+    """A run whose layer 1's input mean (std 2) is `values` (before training, then per epoch),
+    layer 2's its negative (std 1)."""
+    rows = [
+        {"hidden_input_mean_1": 2.0 * v, "hidden_input_std_1": 2.0,
+         "hidden_input_mean_2": -v, "hidden_input_std_2": 1.0}
+        for v in values
+    ]  # fmt: skip
+    return {"metrics": {"hidden_inputs_before_training": rows[0]}, "history": rows[1:], "steps": []}
 
 
 def test_internal_covariate_shift_table(tmp_path):
-    rows = []
     names = [c.name for c in experiments.NORMPROP.configurations]
-    for name, values in zip(names, ([[0.1, 0.3]], [[1.0, -1.0]], [[2.0, 2.0]])):
-        rows += _rows(name, values)
-    for name in names[3:]:
-        rows += _rows(name, [[0.0, 0.0]])
+    runs = {name: [_covariate_run([0.0, 0.0, 0.0])] for name in names[3:]}
+    runs[names[0]] = [_covariate_run([0.0, 0.1, 0.3]), _covariate_run([0.0, 0.1, 0.1])]
+    runs[names[1]] = [_covariate_run([1.0, 1.0, -1.0])]
+    runs[names[2]] = [_covariate_run([2.0, 2.0, 2.0])]
     (tmp_path / "normprop").mkdir()
     args = experiment_runner.build_parser().parse_args(["normprop", "--output", str(tmp_path)])
-    markdown = experiments.internal_covariate_shift(args, experiments.NORMPROP, rows)
-    # |final mean| averaged over the two layers; the spread is the std over epochs.
-    assert f"| {names[0]} | 0.300 | 0.100 |" in markdown
-    assert f"| {names[1]} | 1.000 | 1.000 |" in markdown
+    markdown = experiments.internal_covariate_shift(args, experiments.NORMPROP, runs)
+    # |final standardized mean| of the mean over seeds; the shift is the std over the
+    # measurements (before training included), its mean over seeds.
+    shift = (np.std([0.0, 0.1, 0.3]) + np.std([0.0, 0.1, 0.1])) / 2
+    assert f"| {names[0]} | 0.200 | {shift:.3f} |" in markdown
+    assert f"| {names[1]} | 1.000 | {np.std([1, 1, -1]):.3f} |" in markdown
     assert f"| {names[2]} | 2.000 | 0.000 |" in markdown
     assert all(f"| {name} | 0.000 | 0.000 |" in markdown for name in names[3:])
     assert (tmp_path / "normprop" / "internal_covariate_shift.png").stat().st_size > 1000

@@ -1,6 +1,7 @@
 """Training callbacks: measurements taken between epochs, written into the epoch logs, and
 the per-step training log."""
 
+import contextlib
 import csv
 import os
 import time
@@ -13,6 +14,7 @@ from keras_norms.graph import is_model, iter_layers
 from keras_norms.layers import WeightNormalization
 from keras_norms.layers.arguments import check_names, check_positive_int
 from keras_norms.layers.kernels import kernel_owner
+from keras_norms.precise_statistics import population_statistics
 
 # The attributes under which Keras layers (and ours: NormPropConv2D,
 # NormPropDense, NormalizedConv2D) hold their kernels. Embeddings are left out:
@@ -181,12 +183,19 @@ class HiddenInputStatistics(keras.callbacks.Callback):
     Dense): the population standard deviation, numpy's `std`. The values are
     in the units of the layer's input (the previous layer's activations).
 
-    At the start of training (before any step; `initial`) and at the end of
-    each epoch, `network` runs on `x` in inference mode (`training=False`:
-    batch normalization with its moving statistics, no dropout), through
+    At the start of training (before any step and before a resumed run's
+    backup is restored, if this callback comes before it: the run's initial
+    weights; `initial`) and at the end of each epoch, `network` runs on `x`
+    in inference mode (`training=False`: no dropout), through
     `Model.predict` in batches of `batch_size`, on any backend. Each example's
     per-channel mean and variance are computed in float32 in the graph, and
-    merged over examples in float64. The epoch's values go into the epoch
+    merged over examples in float64. Batch normalizations (Keras' and every
+    `BatchStatisticsNormalization`) normalize with their running averages, or,
+    given `population_x`, with population statistics recomputed on it for the
+    measurement (`keras_norms.precise_statistics.population_statistics`,
+    notes eq. 1.64; the running averages are restored after): what the network
+    computes at inference without the lag of running averages, which at the
+    start of training still hold mostly their initial values. The epoch's values go into the epoch
     `logs` as Python floats, so that the callbacks after this one (put a
     `keras.callbacks.CSVLogger` after it) and `fit`'s `History` see them:
 
@@ -207,6 +216,12 @@ class HiddenInputStatistics(keras.callbacks.Callback):
             `network`'s graph but the first.
         seed: seed of the random choice of units.
         batch_size: examples per inference batch.
+        population_x: inputs of `network` (the training split, preprocessed as
+            `x`) on which its batch statistics are recomputed before each
+            measurement, or None: its running averages as they are.
+        population_batch_size: examples per batch of that recomputation (the
+            training batch size: the batch statistics' `m`), at least 2 and
+            at most the examples of `population_x`; defaults to `batch_size`.
 
     Attributes:
         layer_names: the observed layers' names, in log order.
@@ -239,7 +254,8 @@ class HiddenInputStatistics(keras.callbacks.Callback):
             `network`), or has fewer than two layers with a kernel; if a
             name in `layers` is not a layer of `network` or names one
             without a kernel, or names repeat; if `batch_size` is not
-            positive.
+            positive; (at the first measurement) if `population_batch_size`
+            is below 2 or above the examples of `population_x`.
         TypeError: if `layers` is not a list of strings, or `batch_size`
             not an int.
 
@@ -250,13 +266,24 @@ class HiddenInputStatistics(keras.callbacks.Callback):
         and Figure 2.
     """
 
-    def __init__(self, x, network=None, layers=None, seed=0, batch_size=100):
+    def __init__(
+        self,
+        x,
+        network=None,
+        layers=None,
+        seed=0,
+        batch_size=100,
+        population_x=None,
+        population_batch_size=None,
+    ):
         super().__init__()
         self.x = _check_x(x)
         self.network = network
         self.layer_names_requested = _check_layer_names(layers)
         self.seed = seed
         self.batch_size = _check_batch_size(batch_size)
+        self.population_x = population_x
+        self.population_batch_size = population_batch_size or self.batch_size
         self.layer_names, self.units = [], []
         self.initial, self.history = None, []
         self._extractor = self._observed_network = None
@@ -296,9 +323,16 @@ class HiddenInputStatistics(keras.callbacks.Callback):
 
     def measure(self):
         """The statistics of the observed units on `x` now, a dict with the log keys."""
-        moments = np.asarray(
-            self._extractor.predict(self.x, batch_size=self.batch_size, verbose=0), "float64"
-        )
+        if self.population_x is None:
+            statistics = contextlib.nullcontext()
+        else:
+            statistics = population_statistics(
+                self._observed_network, self.population_x, self.population_batch_size
+            )
+        with statistics:
+            moments = np.asarray(
+                self._extractor.predict(self.x, batch_size=self.batch_size, verbose=0), "float64"
+            )
         means, variances = moments[:, 0::2], moments[:, 1::2]
         # Every example has as many positions: the total variance is the mean
         # within-example variance plus the variance of the example means.

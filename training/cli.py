@@ -307,7 +307,8 @@ def build_parser():
         action="store_true",
         help="log, per epoch, the mean and standard deviation of one unit's input in every "
         "hidden layer over the validation split, or the test split without one (internal "
-        "covariate shift, NormProp's figure 2) to history.csv",
+        "covariate shift, NormProp's figure 2) to history.csv, and before training to "
+        "metrics.json; batch statistics recomputed on the training split for each measurement",
     )
     parser.add_argument(
         "--log-every-steps",
@@ -592,6 +593,12 @@ def train(args):
         return _fit_and_report(args, strategy, run_dir, splits)
 
 
+def _statistics_batch_size(args, splits):
+    """The batch size population statistics are recomputed with: the training batch size,
+    at least 2 (a variance), at most the training split."""
+    return min(max(args.batch_size, 2), len(splits.x_train))
+
+
 def _measurements(args, net, preprocess, splits, run_dir):
     """The callbacks that add measurements to the logs, as the flags ask: the hidden inputs'
     statistics (over the validation split, or the test split without one) and the per-step
@@ -600,8 +607,18 @@ def _measurements(args, net, preprocess, splits, run_dir):
     if args.track_hidden_inputs:
         images = splits.x_test if splits.x_validation is None else splits.x_validation
         x = keras.ops.convert_to_numpy(preprocess(images))
+        population = keras.ops.convert_to_numpy(preprocess(splits.x_train))
         # One unit per layer for every --seed (the split's seed draws it): curves of one unit.
-        measurements.append(HiddenInputStatistics(x, network=net, seed=args.split_seed))
+        # Batch statistics measured as at inference, recomputed rather than lagging.
+        measurements.append(
+            HiddenInputStatistics(
+                x,
+                network=net,
+                seed=args.split_seed,
+                population_x=population,
+                population_batch_size=_statistics_batch_size(args, splits),
+            )
+        )
     if args.log_every_steps:
         path = os.path.join(run_dir, "steps.csv")
         examples = len(splits.x_train)
@@ -625,7 +642,7 @@ def _final_evaluation(args, model, splits, pipelines):
             loss, accuracy = model.evaluate(pipeline, verbose=0)
             figures[f"{split}_loss_running_averages"] = float(loss)
             figures[f"{split}_accuracy_running_averages"] = float(accuracy)
-        size = min(max(args.batch_size, 2), len(splits.x_train))  # a variance needs 2
+        size = _statistics_batch_size(args, splits)
         precise_statistics.recompute_batch_statistics(model, splits.x_train, size)
     for split, pipeline in pipelines.items():
         loss, accuracy = model.evaluate(pipeline, verbose=0)
@@ -682,6 +699,9 @@ def _fit_and_report(args, strategy, run_dir, splits):
         "train_wall_time_s": round(wall_time, 2),
         **figures,
     }
+    for measurement in measurements:
+        if isinstance(measurement, HiddenInputStatistics):  # the point before training
+            metrics["hidden_inputs_before_training"] = measurement.initial
     export = args.export and is_chief(strategy)
     if export:
         from keras_norms.export.exporter import export_and_check

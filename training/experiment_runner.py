@@ -513,7 +513,7 @@ def report(args, experiment, chosen=None):
         f"One cell's run: `{_reproduce(args, experiment, chosen)}`",
         "",
     ]
-    sections += [analysis(args, experiment, rows) for analysis in experiment.analyses]
+    sections += [analysis(args, experiment, runs) for analysis in experiment.analyses]
     for path, caption in figures.experiment_figures(experiment, runs, chosen, directory):
         sections.append(f"![{caption}]({os.path.basename(path)})\n")
     markdown = "\n".join(sections)

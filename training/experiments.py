@@ -54,7 +54,8 @@ class Experiment:
     `claims` the paper's claims the runs test; `final_seeds` the seeds per
     configuration; `panels` groups configurations into one figure each
     (`()`: all in one); `analyses` are functions `analysis(args,
-    experiment, rows) -> markdown` whose sections follow the table
+    experiment, runs) -> markdown` (`runs`: `{configuration: [outcomes.read_run
+    dict per final seed]}`) whose sections follow the table
     (measurements that are not a training run's, such as variance at
     initialization).
     """
@@ -116,7 +117,7 @@ def _standardized_training_images(train_args, data_dir, count):
     return keras.ops.convert_to_numpy(data.standardizer(splits.x_train)(x)), splits
 
 
-def variance_at_initialization(args, experiment, rows):
+def variance_at_initialization(args, experiment, runs):
     """Each configuration's network at initialization: per-layer pre-activation variance on
     standardized training images against the notes' eq. 1.26/1.36 (`variance_propagation`)."""
     from keras_norms.models import BUILDERS
@@ -153,7 +154,7 @@ def variance_at_initialization(args, experiment, rows):
     )
 
 
-def standard_deviation_estimators(args, experiment, rows):
+def standard_deviation_estimators(args, experiment, runs):
     """The two per-channel standard deviations (notes eq. 1.16, 1.17) of the training images."""
     from keras_norms import datasets
     from keras_norms.training import analysis
@@ -171,60 +172,62 @@ def standard_deviation_estimators(args, experiment, rows):
 COVARIATE_SHIFT_CONFIGURATIONS = ("normprop_global_b50", "normprop_batch_b50", "bn_b50", "none_b50")
 
 
-def _hidden_input_means(rows, configuration):
-    """{layer k: (epochs, mean over seeds of the unit's input mean)} of one configuration."""
-    ours = [r for r in rows if r["configuration"] == configuration]
-    layers = sorted(int(k.rsplit("_", 1)[1]) for k in ours[0] if k.startswith("hidden_input_mean_"))
-    epochs = sorted({r["epoch"] for r in ours})
-    return {
-        k: (
-            epochs,
-            [
-                sum(r[f"hidden_input_mean_{k}"] for r in ours if r["epoch"] == e)
-                / sum(1 for r in ours if r["epoch"] == e)
-                for e in epochs
-            ],
-        )
-        for k in layers
-    }
+def _mean_hidden_input_curves(configuration_runs):
+    """{layer k: mean over seeds of `outcomes.hidden_input_curve`} of one configuration."""
+    from keras_norms.training import outcomes
+
+    curves = [outcomes.hidden_input_curve(run) for run in configuration_runs]
+    return {k: np.mean([curve[k] for curve in curves], axis=0) for k in curves[0]}
 
 
-def internal_covariate_shift(args, experiment, rows):
-    """NormProp's figure 2: each hidden layer's unit input mean over the test split, per epoch.
+def internal_covariate_shift(args, experiment, runs):
+    """NormProp's figure 2: each hidden layer's unit input mean over the validation split, in
+    units of its standard deviation, before training and after each epoch.
 
-    The table gives, per configuration, the mean over layers of |final input mean| (the
-    paper: NormProp 0.19, BN 0.33 on CIFAR-10) and of the input mean's spread over epochs
-    (its standard deviation: the shift); the figure, COVARIATE_SHIFT_CONFIGURATIONS' curves.
+    The table gives, per configuration, the mean over layers of |final
+    standardized input mean| (mean over seeds) and the shift, the outcome
+    `hidden_input_shift` (the spread over measurements), mean over seeds; the
+    figure, COVARIATE_SHIFT_CONFIGURATIONS' curves: each seed thin, their mean
+    thick, epoch 0 before training.
     """
+    from keras_norms.training import outcomes
     from keras_norms.training.figures import pyplot
 
     plt = pyplot()
-    names = [c.name for c in experiment.configurations]
-    means = {name: _hidden_input_means(rows, name) for name in names}
+    means = {name: _mean_hidden_input_curves(seeds) for name, seeds in runs.items()}
     layers = sorted(next(iter(means.values())))
     columns = 4
-    fig, axes = plt.subplots(-(-len(layers) // columns), columns, figsize=(12, 5), squeeze=False)
-    lines = ["| network | mean \\|final input mean\\| | mean spread over epochs |", "|---|---|---|"]
+    fig, axes = plt.subplots(-(-len(layers) // columns), columns, figsize=(12, 6), squeeze=False)
+    lines = [
+        "| network | mean \\|final standardized input mean\\| | shift (mean over seeds) |",
+        "|---|---|---|",
+    ]
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for name, by_layer in means.items():
-        finals = [abs(by_layer[k][1][-1]) for k in layers]
-        spreads = [float(np.std(by_layer[k][1])) for k in layers]
-        lines.append(f"| {name} | {np.mean(finals):.3f} | {np.mean(spreads):.3f} |")
-        if name not in COVARIATE_SHIFT_CONFIGURATIONS:
-            continue
+        final = np.mean([abs(by_layer[k][-1]) for k in layers])
+        shift = np.mean([outcomes.outcome(run, "hidden_input_shift") for run in runs[name]])
+        lines.append(f"| {name} | {final:.3f} | {shift:.3f} |")
+    for color, name in zip(colors, (n for n in COVARIATE_SHIFT_CONFIGURATIONS if n in runs)):
         for ax, k in zip(axes.flat, layers):
-            epochs, values = by_layer[k]
-            ax.plot(np.array(epochs) + 1, values, marker="o", label=name)
+            for run in runs[name]:
+                curve = outcomes.hidden_input_curve(run)[k]
+                ax.plot(range(len(curve)), curve, color=color, linewidth=0.5, alpha=0.4)
+            ax.plot(range(len(means[name][k])), means[name][k], color=color, label=name)
             ax.set_title(f"hidden layer {k + 1}", fontsize="small")
+            ax.xaxis.get_major_locator().set_params(integer=True)
+    for ax in list(axes.flat)[len(layers) :]:
+        ax.set_axis_off()
     axes.flat[0].legend(fontsize="x-small")
-    fig.supxlabel("epoch")
-    fig.supylabel("input mean of one unit (test split)")
+    fig.supxlabel("epoch (0: before training)")
+    fig.supylabel("one unit's input mean / its std (validation split)")
     fig.tight_layout()
     figure = "internal_covariate_shift.png"
     fig.savefig(os.path.join(args.output, experiment.name, figure), dpi=100)
     plt.close(fig)
     return "\n".join(
         [
-            "### Internal covariate shift (figure 2; mean over seeds)",
+            "### Internal covariate shift (figure 2; BN with statistics recomputed on the "
+            "training split at each measurement)",
             "",
             *lines,
             "",

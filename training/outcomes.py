@@ -19,8 +19,9 @@ step). `outcome(run, name)` reads one number from them:
 - `epoch_time_s`: the mean wall time of the epochs after the first (which
   also traces the step);
 - `hidden_input_shift`: internal covariate shift (NormProp, figure 2): for
-  each hidden layer, the standard deviation over epochs of one unit's input
-  mean divided by its input standard deviation (`--track-hidden-inputs`),
+  each hidden layer, the standard deviation over the measurements (before
+  training, then after each epoch) of one unit's input mean divided by its
+  input standard deviation (`hidden_input_curve`; `--track-hidden-inputs`),
   averaged over the layers.
 """
 
@@ -91,17 +92,40 @@ def _error(metrics, key):
     return math.nan if accuracy is None else 100.0 * (1.0 - accuracy)
 
 
-def _hidden_input_shift(history):
-    """Mean over layers of the std over epochs of a unit's input mean in units of its std."""
+def hidden_input_curve(run):
+    """Each observed hidden layer's unit input mean in units of its standard deviation,
+    before training and after each epoch (`--track-hidden-inputs`).
+
+    Returns:
+        `{k: array of E + 1 floats}` for the observed layers `k = 1, 2, ...`
+        (E epochs; the first value is before training). A unit whose input is
+        constant over the split (std 0, e.g. behind a dead ReLU) has no
+        distribution to shift: its values are 0.
+
+    Raises:
+        ValueError: if the run did not track hidden inputs (or, trained before
+            they were measured before training, has no such point).
+    """
     prefix = "hidden_input_mean_"
-    layers = sorted(key[len(prefix) :] for key in history[0] if key.startswith(prefix))
-    if not layers:
-        raise ValueError("The outcome 'hidden_input_shift' needs --track-hidden-inputs.")
-    shifts = []
+    before = run["metrics"].get("hidden_inputs_before_training")
+    if not before:
+        raise ValueError(
+            "The hidden inputs' curve needs a run trained with --track-hidden-inputs (and "
+            "its measurement before training in metrics.json)."
+        )
+    layers = sorted(int(key[len(prefix) :]) for key in before if key.startswith(prefix))
+    rows = [before] + run["history"]
+    curves = {}
     for k in layers:
-        standardized = [row[f"{prefix}{k}"] / row[f"hidden_input_std_{k}"] for row in history]
-        shifts.append(np.std(standardized))
-    return float(np.mean(shifts))
+        means = np.array([row[f"{prefix}{k}"] for row in rows])
+        stds = np.array([row[f"hidden_input_std_{k}"] for row in rows])
+        curves[k] = np.divide(means, stds, out=np.zeros_like(means), where=stds > 0)
+    return curves
+
+
+def _hidden_input_shift(run):
+    """Mean over layers of the std over measurements of `hidden_input_curve`."""
+    return float(np.mean([np.std(curve) for curve in hidden_input_curve(run).values()]))
 
 
 def outcome(run, name):
@@ -119,7 +143,7 @@ def outcome(run, name):
     if name == "final_training_loss":
         return history[-1]["loss"]
     if name == "hidden_input_shift":
-        return _hidden_input_shift(history)
+        return _hidden_input_shift(run)
     if name == "epoch_time_s":
         times = [row["epoch_time_s"] for row in history[1:]] or [history[0]["epoch_time_s"]]
         return float(np.mean(times))
