@@ -344,3 +344,97 @@ def test_table_and_plot(tmp_path):
     with open(path, "rb") as f:
         assert f.read(8) == b"\x89PNG\r\n\x1a\n"
     assert os.path.getsize(path) > 5000
+
+
+# --- gradient propagation (eq. 1.27, 1.29; He et al. eq. 13-14) --------------------------------
+
+
+def _dense_chain():
+    keras.utils.set_random_seed(4)
+    inputs = keras.Input((8,))
+    h = keras.layers.ReLU()(keras.layers.Dense(16, name="d1", bias_initializer="ones")(inputs))
+    h = keras.layers.ReLU()(keras.layers.Dense(12, name="d2")(h))
+    return keras.Model(inputs, keras.layers.Dense(4, name="d3")(h))
+
+
+def test_gradient_variances_against_numpy_backpropagation():
+    model = _dense_chain()
+    x = np.random.default_rng(4).normal(size=(300, 8)).astype("float32")
+    rows = analysis.gradient_propagation(model, x, seed=5)
+    (w1, b1), (w2, b2), (w3, _) = (
+        [_numpy(v) for v in model.get_layer(name).weights] for name in ("d1", "d2", "d3")
+    )
+    f1 = x.astype(np.float64) @ w1 + b1
+    f2 = np.maximum(f1, 0) @ w2 + b2
+    g = np.random.default_rng(5).normal(size=(300, 4)).astype("float32").astype(np.float64)
+    delta2 = (g @ w3.T) * (f2 > 0)
+    delta1 = (delta2 @ w2.T) * (f1 > 0)
+    np.testing.assert_allclose(
+        [r.measured for r in rows], [np.var(delta1), np.var(delta2), np.var(g)], rtol=1e-5
+    )
+    # The recursion: 1/2 fan-out V[W^{l+1}] V[delta^{l+1}], chained down from the top.
+    assert [r.fan_out for r in rows] == [12.0, 4.0, 0.0]
+    v2, v3 = np.mean(w2**2), np.mean(w3**2)
+    np.testing.assert_allclose(rows[1].one_step_predicted, 4 * v3 * np.var(g) / 2, rtol=1e-5)
+    np.testing.assert_allclose(rows[1].predicted, 4 * v3 * np.var(g) / 2, rtol=1e-5)
+    np.testing.assert_allclose(rows[0].one_step_predicted, 12 * v2 * np.var(delta2) / 2, rtol=1e-5)
+    np.testing.assert_allclose(rows[0].predicted, 12 * v2 * rows[1].predicted / 2, rtol=1e-5)
+    assert math.isnan(rows[2].predicted) and math.isnan(rows[2].one_step_predicted)
+
+
+def test_strided_convolution_fan_out_and_kaiming_fan_out_keeps_the_gradient():
+    """n-hat = kh kw c_out / strides; with V[W] = 2 / n-hat the gradient would keep its
+    variance, but for the border: backward, the inputs at the border of a "valid" convolution
+    feed fewer outputs. Per axis, c3 (3 taps, stride 2, 8 -> 3) takes 3 x 3 / 8 = 1.125 taps
+    per input against 1.5, c2 (3 taps, 10 -> 8) 8 x 3 / 10 = 2.4 against 3: the measured
+    variance is (1.125 / 1.5)^2 = 0.5625 of the prediction at c2, and 0.5625 (2.4 / 3)^2 =
+    0.36 at c1 (averaged over 10 draws)."""
+    ratios = []
+    for draw in range(10):
+        keras.utils.set_random_seed(draw)
+        init = keras.initializers.VarianceScaling(2.0, "fan_out", "normal")
+        inputs = keras.Input((12, 12, 16))
+        h = keras.layers.Conv2D(16, 3, kernel_initializer=init, name="c1")(inputs)
+        h = keras.layers.ReLU()(h)
+        h = keras.layers.Conv2D(16, 3, kernel_initializer=init, name="c2")(h)
+        h = keras.layers.ReLU()(h)
+        h = keras.layers.Conv2D(16, 3, strides=2, kernel_initializer=init, name="c3")(h)
+        model = keras.Model(inputs, h)
+        x = np.random.default_rng(draw).normal(size=(8, 12, 12, 16)).astype("float32")
+        rows = analysis.gradient_propagation(model, x, seed=draw)
+        assert rows[1].fan_out == 3 * 3 * 16 / 4 and rows[0].fan_out == 3 * 3 * 16
+        ratios.append([r.measured / r.predicted for r in rows[:2]])
+    np.testing.assert_allclose(np.mean(ratios, axis=0), [0.36, 0.5625], rtol=0.1)
+
+
+def test_gradient_propagation_refuses_what_it_cannot_chain():
+    inputs = keras.Input((4,))
+    h = keras.layers.Dense(3, activation="relu")(inputs)
+    model = keras.Model(inputs, keras.layers.Dense(2)(h))
+    with pytest.raises(ValueError, match="^gradient_propagation expects weight layers with linear"):
+        analysis.gradient_propagation(model, np.ones((2, 4), "float32"))
+    a = keras.layers.Dense(3)(inputs)
+    model = keras.Model(inputs, keras.layers.Add()([a, keras.layers.Dense(3)(inputs)]))
+    with pytest.raises(ValueError, match="^gradient_propagation expects a chain"):
+        analysis.gradient_propagation(model, np.ones((2, 4), "float32"))
+
+
+def test_mean_rows_gradient_table_and_two_panel_plot(tmp_path):
+    x = np.random.default_rng(6).normal(size=(20, 8)).astype("float32")
+    draws = []
+    for draw in range(2):
+        keras.utils.set_random_seed(draw)
+        draws.append(analysis.gradient_propagation(_dense_chain(), x, seed=draw))
+    rows = analysis.mean_rows(draws)
+    assert [r.name for r in rows] == ["d1", "d2", "d3"]
+    np.testing.assert_allclose(rows[0].measured, (draws[0][0].measured + draws[1][0].measured) / 2)
+    assert math.isnan(rows[2].predicted)
+    lines = analysis.gradient_propagation_table(rows).splitlines()
+    assert len(lines) == 2 + 3 and all(line.count("|") == 10 for line in lines)
+    r = rows[0]
+    assert lines[2].startswith(f"| 1 | d1 | 12 | {r.next_weight_variance:.4e} | {r.measured:.4e} |")
+    assert lines[4] == f"| 3 | d3 | — | — | {rows[2].measured:.4e} | — | — | — | — |"
+    forward = {"dense": variance_propagation(_dense_chain(), x)}
+    path = plot_variance_propagation(forward, str(tmp_path / "v.png"), gradients={"dense": rows})
+    with open(path, "rb") as f:
+        assert f.read(8) == b"\x89PNG\r\n\x1a\n"

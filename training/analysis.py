@@ -13,6 +13,7 @@ hand, computed here on our data and our networks:
 """
 
 import dataclasses
+import math
 
 import keras
 import numpy as np
@@ -266,6 +267,180 @@ def variance_propagation(model, x):
     return rows
 
 
+@dataclasses.dataclass(frozen=True)
+class LayerGradientVariance:
+    """One weight layer of `gradient_propagation`: the variance of the loss's gradient with
+    respect to its pre-activation, measured and predicted.
+
+    `fan_out` is n-hat_{l+1}, the connections from one unit of this layer's output into the
+    next weight layer (`kh kw c_out / (sh sw)` for a convolution), `next_weight_variance`
+    V[W^{l+1}]; both 0 and the predictions NaN where no convolution or dense layer follows
+    through ReLU alone (the last layers, whose gradients start the chain).
+    """
+
+    name: str
+    fan_out: float
+    next_weight_variance: float
+    measured: float
+    predicted: float
+    one_step_predicted: float
+
+
+def _chain(model, function):
+    """The layers after the input of a one-input, one-path functional `model`, checked."""
+    layers = [layer for layer in model.layers if not isinstance(layer, keras.layers.InputLayer)]
+    previous = model.inputs[0]
+    for layer in layers:
+        if layer.input is not previous:
+            raise ValueError(
+                f"{function} expects a chain: each layer called once on the output of the "
+                f"layer before it. Received: layer {layer.name!r}, whose input is not its "
+                "predecessor's output"
+            )
+        previous = layer.output
+    return layers
+
+
+def _vjp(function, primals, cotangent):
+    """The gradient of `<cotangent, function(*primals)>` with respect to each of `primals`
+    (numpy arrays), as float64 numpy arrays. Keras has no backend-neutral gradient, so each
+    backend's own autodiff computes it, here alone."""
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        primals = [tf.convert_to_tensor(p) for p in primals]
+        with tf.GradientTape() as tape:
+            tape.watch(primals)
+            outputs = function(*primals)
+        gradients = tape.gradient(outputs, primals, output_gradients=tf.constant(cotangent))
+    elif backend == "jax":
+        import jax
+
+        _, pullback = jax.vjp(function, *[jax.numpy.asarray(p) for p in primals])
+        gradients = pullback(jax.numpy.asarray(cotangent))
+    elif backend == "torch":
+        primals = [keras.ops.convert_to_tensor(p).detach().requires_grad_(True) for p in primals]
+        function(*primals).backward(keras.ops.convert_to_tensor(cotangent))
+        gradients = [p.grad for p in primals]
+    else:
+        raise ValueError(
+            "gradient_propagation expects the tensorflow, jax or torch backend. "
+            f"Received: {backend!r}"
+        )
+    return [keras.ops.convert_to_numpy(g).astype(np.float64) for g in gradients]
+
+
+def _connections_out(layer):
+    """n-hat: the connections from one input unit into `layer`'s outputs, on average."""
+    kernel_shape = tuple(layer.kernel.shape)
+    strides = getattr(layer, "strides", (1,) * (len(kernel_shape) - 2))
+    return float(np.prod(kernel_shape[:-2]) * kernel_shape[-1] / np.prod(strides))
+
+
+def gradient_propagation(model, x, seed=0):
+    """Measured and predicted variance of the gradient at every weight layer's pre-activation.
+
+    The backward half of the notes' section 1.2 (eq. 1.27 and 1.29: "a similar analysis of
+    the propagation of the gradient"; He et al., arXiv:1502.01852, section 2.2, eq. 13-14).
+    With the loss `L = sum(g * logits)` for `g` drawn N(0, 1) with `seed` (so that
+    `dL/dlogits = g`, variance 1), `delta^l = dL/df^l` is backpropagated to every weight
+    layer's pre-activation `f^l` on `x` in inference mode, and for each weight layer:
+
+    - `measured`: the variance of `delta^l` over examples, positions and channels;
+    - `predicted`: the equations alone, chained down from the top: where weight layer
+      `l + 1` follows `l` through ReLU alone, `V[delta^l] = 1/2 n-hat_{l+1} V[W^{l+1}]
+      V[delta^{l+1}]` (ReLU passes half the second moment back, as forward, eq. 1.35), with
+      `n-hat_{l+1}` the connections from one unit into layer `l + 1` (`kh kw c_out`,
+      divided by the strides: fan-out); elsewhere (the last convolution, before pooling,
+      and the dense layer) the chain starts from the measured value;
+    - `one_step_predicted`: one step of that recursion from the measured `V[delta^{l+1}]`.
+
+    Xavier's V[W] = 2 / (n_in + n_out) halves `predicted` at every step where fan-in equals
+    fan-out, going down as forward going up; Kaiming's fan-in V[W] = 2 / n_in keeps it where
+    they are equal (eq. 1.37-1.39). The equations hold in expectation over the weight draw:
+    average over draws, and mind the zero borders of `"same"` padding on small maps (see
+    `variance_propagation`).
+
+    Args:
+        model: a functional chain (each layer once, on its predecessor's output) of weight
+            layers with linear activations, ReLU layers and shape-only layers (pooling,
+            flatten), as `plain_cnn` builds: the weight layers' outputs are their
+            pre-activations.
+        x: the input batch.
+        seed: the seed of `g`.
+
+    Returns:
+        A list of `LayerGradientVariance`, one per weight layer in the model's order.
+
+    Raises:
+        ValueError: for a model that is not such a chain, a weight layer with an
+            activation other than linear, or another backend than tensorflow, jax, torch.
+
+    Reference: the initialization and batch normalization notes, eq. 1.27, 1.29, 1.35; He
+    et al. 2015 (arXiv:1502.01852), eq. 13-14.
+    """
+    layers = _chain(model, "gradient_propagation")
+    weight_layers = _check_plain(model)
+    for layer in weight_layers:
+        if getattr(layer.activation, "__name__", None) != "linear":
+            raise ValueError(
+                "gradient_propagation expects weight layers with linear activations (their "
+                f"outputs are the pre-activations). Received: layer {layer.name!r} with "
+                f"activation={layer.activation}"
+            )
+    pre_activations = keras.Model(model.inputs, [layer.output for layer in weight_layers])(x)
+    probes = [np.zeros(keras.ops.shape(f), "float32") for f in pre_activations]
+
+    def forward(*probes):  # the logits, each weight layer's output plus its (zero) probe
+        h, index = keras.ops.convert_to_tensor(x), 0
+        for layer in layers:
+            h = layer(h, training=False)
+            if layer in weight_layers:
+                h, index = h + probes[index], index + 1
+        return h
+
+    logits_shape = keras.ops.shape(pre_activations[-1])
+    cotangent = np.random.default_rng(seed).normal(size=logits_shape).astype("float32")
+    deltas = _vjp(forward, probes, cotangent)
+    measured = [float(np.var(delta)) for delta in deltas]
+    rows, predicted = [], math.nan
+    for index in reversed(range(len(weight_layers))):
+        layer = weight_layers[index]
+        follower = _follower_through_relu(layers, layer, weight_layers)
+        if follower is None:
+            fan_out = weight_variance = 0.0
+            one_step, predicted = math.nan, measured[index]
+            chain = math.nan
+        else:
+            fan_out = _connections_out(follower)
+            kernel = keras.ops.convert_to_numpy(follower.kernel).astype(np.float64)
+            weight_variance = float(np.mean(kernel**2))
+            factor = fan_out * weight_variance / 2
+            one_step = factor * measured[index + 1]
+            predicted = chain = factor * predicted
+        rows.append(
+            LayerGradientVariance(
+                layer.name, fan_out, weight_variance, measured[index], chain, one_step
+            )
+        )
+    return rows[::-1]
+
+
+def _follower_through_relu(layers, layer, weight_layers):
+    """The weight layer that `layer`'s output reaches through ReLU layers alone, or None."""
+    position = layers.index(layer) + 1
+    while position < len(layers) and isinstance(layers[position], keras.layers.ReLU):
+        position += 1
+    if (
+        position > layers.index(layer) + 1
+        and position < len(layers)
+        and layers[position] in weight_layers
+    ):
+        return layers[position]
+    return None
+
+
 def variance_propagation_table(rows):
     """A Markdown table of `variance_propagation`'s rows, with measured / predicted ratios."""
     lines = [
@@ -282,21 +457,45 @@ def variance_propagation_table(rows):
     return "\n".join(lines) + "\n"
 
 
-def plot_variance_propagation(curves, path):
-    """Plot measured (markers) and predicted (lines) variance per layer, log scale, as a PNG.
+def gradient_propagation_table(rows):
+    """A Markdown table of `gradient_propagation`'s rows, with measured / predicted ratios."""
+    lines = [
+        "| layer | name | fan-out n-hat_{l+1} | V[W^{l+1}] | measured V[dL/df] "
+        "| predicted (chain down) | measured / predicted | one-step predicted "
+        "| measured / one-step |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for index, r in enumerate(rows, start=1):
+        if math.isnan(r.predicted):  # the chain starts from the measured value
+            cells = f"— | — | {r.measured:.4e} | — | — | — | — |"
+        else:
+            cells = (
+                f"{r.fan_out:g} | {r.next_weight_variance:.4e} | {r.measured:.4e} "
+                f"| {r.predicted:.4e} | {r.measured / r.predicted:.3f} "
+                f"| {r.one_step_predicted:.4e} | {r.measured / r.one_step_predicted:.3f} |"
+            )
+        lines.append(f"| {index} | {r.name} | {cells}")
+    return "\n".join(lines) + "\n"
 
-    Args:
-        curves: a dict from a label (e.g. `"xavier, 30 layers"`) to `variance_propagation`
-            rows.
-        path: where the PNG goes.
 
-    Returns:
-        `path`.
-    """
-    from keras_norms.training.figures import pyplot
+def mean_rows(draws):
+    """Field by field, the mean over weight draws of `variance_propagation` or
+    `gradient_propagation` rows of one network (a list of row lists, one per draw); the
+    names from the first draw."""
+    first = draws[0]
+    fields = [f.name for f in dataclasses.fields(first[0]) if f.name != "name"]
+    return [
+        dataclasses.replace(
+            row,
+            **{
+                f: type(getattr(row, f))(np.mean([getattr(d[i], f) for d in draws])) for f in fields
+            },
+        )
+        for i, row in enumerate(first)
+    ]
 
-    plt = pyplot()
-    fig, ax = plt.subplots(figsize=(6, 4))
+
+def _plot_measured_and_predicted(ax, curves):
     for label, rows in curves.items():
         index = np.arange(1, len(rows) + 1)
         (line,) = ax.plot(index, [r.predicted for r in rows], label=f"{label}: predicted")
@@ -308,10 +507,38 @@ def plot_variance_propagation(curves, path):
             label=f"{label}: measured",
         )
     ax.set_xlabel("weight layer l")
-    ax.set_ylabel("V[f^l] (pre-activation)")
     ax.set_yscale("log")
+    ax.xaxis.get_major_locator().set_params(integer=True)
+
+
+def plot_variance_propagation(curves, path, gradients=None):
+    """Plot measured (markers) and predicted (lines) variance per layer, log scale, as a PNG:
+    the pre-activations' and, given `gradients`, beside them the gradients'.
+
+    Args:
+        curves: a dict from a label (e.g. `"xavier, 30 layers"`) to `variance_propagation`
+            rows.
+        path: where the PNG goes.
+        gradients: None, or a dict from the same labels to `gradient_propagation` rows.
+
+    Returns:
+        `path`.
+    """
+    from keras_norms.training.figures import pyplot
+
+    plt = pyplot()
+    panels = 1 if gradients is None else 2
+    fig, axes = plt.subplots(1, panels, figsize=(6 * panels, 4.5), squeeze=False)
+    ax = axes[0, 0]
+    _plot_measured_and_predicted(ax, curves)
+    ax.set_ylabel("V[f^l] (pre-activation)")
     ax.set_title("Pre-activation variance at initialization")
-    ax.legend(fontsize="small")
+    ax.legend(fontsize="x-small")
+    if gradients is not None:
+        ax = axes[0, 1]
+        _plot_measured_and_predicted(ax, gradients)
+        ax.set_ylabel("V[dL/df^l] (gradient)")
+        ax.set_title("Gradient variance at initialization")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
