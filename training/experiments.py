@@ -425,6 +425,13 @@ NORMPROP = Experiment(
         ),
     ),
     learning_rates=(0.01, 0.03, 0.1),
+    # Figure 1 (global against batch data normalization), figure 3 (validation against BN;
+    # BN's validation curve in fit uses its running averages) and figure 4 (batch sizes).
+    panels=(
+        ("normprop_global_b50", "normprop_batch_b50"),
+        ("normprop_batch_b50", "bn_b50", "none_b50"),
+        ("normprop_global_b50", "normprop_global_b10", "normprop_global_b1"),
+    ),
     analyses=(internal_covariate_shift,),
 )
 
