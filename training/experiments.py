@@ -483,7 +483,10 @@ DWCK = Experiment(
         "table's stacks, batch sizes 256-16, learning rates 0.1-0.001, appendix C) and section "
         "5.1 (learned statistics)"
     ),
-    topic="ALL-CNN-C with DWCK or BN at batch sizes 16-128, learned statistics, none",
+    topic=(
+        "ALL-CNN-C with DWCK or BN at batch sizes 16-128, DWCK with eq. 8's weighted variance, "
+        "learned statistics, none"
+    ),
     configurations=_configurations(
         ("--model", "all_cnn_c"),
         tuple(
@@ -493,6 +496,13 @@ DWCK = Experiment(
         )
         + tuple(
             (f"{norm}_b64", ("--norm", norm, "--batch-size", "64")) for norm in ("learned", "none")
+        )
+        # Eq. 8's weighted variance at the batch sizes where DWCK's statistics are claimed to
+        # help. (DWCK with fixed uniform weights is BN, eq. 7-8 with p = 1 / (N_h N_w): the
+        # learned-against-uniform comparison of appendix A is DWCK against BN.)
+        + tuple(
+            (f"dwck_weighted_b{batch}", ("--norm", "dwck_weighted", "--batch-size", batch))
+            for batch in ("16", "32")
         ),
     ),
     quick_flags=_quick("--train-examples", "16", "--image-size", "8"),
@@ -529,7 +539,8 @@ DWCK = Experiment(
     ),
     learning_rates=SGD_RATES,
     panels=tuple((f"bn_b{b}", f"dwck_b{b}") for b in (16, 32, 64, 128))
-    + (("learned_b64", "none_b64"),),
+    + (("learned_b64", "none_b64"),)
+    + tuple((f"dwck_b{b}", f"dwck_weighted_b{b}") for b in (16, 32)),
 )
 
 NC = Experiment(

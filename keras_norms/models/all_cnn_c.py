@@ -11,7 +11,7 @@ from keras_norms.models.recipes import Recipe
 from keras_norms.models.registry import Builder, register_builder
 from keras_norms.norms import create_norm_layer
 
-NORMS = ("none", "bn", "dwck", "learned")
+NORMS = ("none", "bn", "dwck", "dwck_weighted", "learned")
 # Running-average momentum of BN, DWCK and learned statistics. Keras' 0.99 leaves ~10 % of the
 # initial variance (1) after 230 steps, which swamped the ~0.01 activation
 # variance of a 10-epoch digits run (test accuracy at chance with batch
@@ -33,12 +33,13 @@ ARCHITECTURE = (
 
 
 def _normalization(norm, index, filters, table_stack, name, synchronized):
-    options = {
-        "dwck": {"kernel_sizes": table_stack},
-        "learned": {"network": "first" if index == 0 else "other"},
-    }.get(norm, {})
+    registered, options = {
+        "dwck": ("dwck", {"kernel_sizes": table_stack}),
+        "dwck_weighted": ("dwck", {"kernel_sizes": table_stack, "weighted_variance": True}),
+        "learned": ("learned", {"network": "first" if index == 0 else "other"}),
+    }.get(norm, (norm, {}))
     return create_norm_layer(
-        norm, filters, synchronized=synchronized, momentum=MOMENTUM, name=name, **options
+        registered, filters, synchronized=synchronized, momentum=MOMENTUM, name=name, **options
     )
 
 
@@ -65,6 +66,8 @@ def all_cnn_c(
     ((4,4)+3x(2,2) for the first two layers, (4,4)+2x(2,2) for layers 3-5,
     2x(2,2) for layers 6-7, one (2,2) for layer 8; maps not reduced to 1x1
     are averaged uniformly), derived stacks for other sizes;
+    `"dwck_weighted"`: the same with the weighted variance of eq. 8
+    (`weighted_variance=True`) instead of the simple one;
     `"learned"`: `LearnedStatisticsNormalization`, with the first layer's
     smaller networks (section 5.1). All three keep running averages with
     momentum 0.9 (`MOMENTUM`), which converge within the first epoch.
@@ -72,7 +75,7 @@ def all_cnn_c(
     Args:
         input_shape: `(height, width, channels)`.
         num_classes: number of logits.
-        norm: one of `"none"`, `"bn"`, `"dwck"`, `"learned"`.
+        norm: one of `"none"`, `"bn"`, `"dwck"`, `"dwck_weighted"`, `"learned"`.
         name: model name; defaults to `"all_cnn_c_<norm>"`.
         synchronized: passed to every batch-statistics layer: `True`
             all-reduces their statistics over `tf.distribute` replicas.

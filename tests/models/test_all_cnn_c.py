@@ -61,6 +61,18 @@ def test_dwck_stacks_follow_the_table_at_32x32_and_are_derived_otherwise():
     assert derived == [[(4, 4), (2, 2), (2, 2)]] * 2 + [[(4, 4), (2, 2)]] * 3 + [[(4, 4)]] * 3
 
 
+def test_dwck_weighted_is_dwck_with_the_weighted_variance_of_eq_8():
+    def dwck_layers(norm):
+        model = all_cnn_c((32, 32, 3), 10, norm)
+        return [layer for layer in model.layers if isinstance(layer, DWCKNormalization)]
+
+    plain, weighted = dwck_layers("dwck"), dwck_layers("dwck_weighted")
+    assert [layer.kernel_sizes for layer in weighted] == [layer.kernel_sizes for layer in plain]
+    assert all(layer.weighted_variance for layer in weighted)
+    assert not any(layer.weighted_variance for layer in plain)
+    assert weighted[0].name == "conv1_dwck_weighted"
+
+
 def test_normalization_follows_the_relu():
     model = all_cnn_c((32, 32, 3), 10, "learned")
     names = [layer.name for layer in model.layers]
@@ -81,7 +93,10 @@ def test_trains_and_predicts_on_other_sizes():
 @pytest.mark.parametrize(
     "kwargs, match",
     [
-        (dict(norm="gn"), r"norm in \('none', 'bn', 'dwck', 'learned'\)\. Received: norm='gn'"),
+        (
+            dict(norm="gn"),
+            r"norm in \('none', 'bn', 'dwck', 'dwck_weighted', 'learned'\)\. Received: norm='gn'",
+        ),
         (dict(input_shape=(32, 32)), r"input_shape=\(height, width, channels\)"),
         (dict(num_classes=0), "Received: num_classes=0"),
     ],
