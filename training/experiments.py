@@ -591,6 +591,13 @@ NC = Experiment(
             LOWER,
             source="figure 2",
         ),
+        Claim(
+            "SELU does not improve Normalized Convolution (a test error above ReLU's)",
+            "test_error",
+            (("nc_selu", "nc"),),
+            HIGHER,
+            source="section 2.3",
+        ),
     ),
     learning_rates=SGD_RATES,
 )
