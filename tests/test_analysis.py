@@ -438,3 +438,47 @@ def test_mean_rows_gradient_table_and_two_panel_plot(tmp_path):
     path = plot_variance_propagation(forward, str(tmp_path / "v.png"), gradients={"dense": rows})
     with open(path, "rb") as f:
         assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+# --- NormProp's Jacobian (Arpit et al. section 3.4) ---------------------------------------------
+
+
+def test_normprop_jacobian_is_the_rms_singular_value_of_each_example_jacobian():
+    from keras_norms.layers import NormPropDense
+
+    keras.utils.set_random_seed(7)
+    inputs = keras.Input((6,))
+    layer = NormPropDense(4, activation="relu", name="np1")
+    model = keras.Model(inputs, layer(inputs))
+    rng = np.random.default_rng(7)
+    layer.gamma.assign(rng.uniform(0.5, 2.0, 4).astype("float32"))
+    layer.beta.assign(rng.normal(size=4).astype("float32"))
+    x = rng.normal(size=(50, 6)).astype("float32")
+    values = analysis.normprop_jacobian(model, x)
+    # Reference: each example's Jacobian by its formula, then numpy's singular values.
+    w = _numpy(layer.kernel)  # (6, 4)
+    unit = w / np.linalg.norm(w, axis=0)
+    gamma, beta = _numpy(layer.gamma), _numpy(layer.beta)
+    c2, c1 = layer.post_activation_moments()
+    squares = []
+    for example in x.astype(np.float64):
+        z = gamma * (example @ unit) + beta
+        jacobian = ((gamma * (z > 0))[:, None] * unit.T) / c1  # (4, 6)
+        squares.append(np.linalg.svd(jacobian, compute_uv=False) ** 2)
+    np.testing.assert_allclose(values["np1"], np.sqrt(np.mean(squares)), rtol=1e-5)
+
+
+def test_normprop_jacobian_is_one_at_initialization_and_1_21_without_the_factor():
+    from keras_norms.layers import NormPropConv2D
+
+    keras.utils.set_random_seed(8)
+    inputs = keras.Input((10, 10, 16))
+    layer = NormPropConv2D(32, 3, activation="relu", name="npc")
+    model = keras.Model(inputs, layer(inputs))
+    x = np.random.default_rng(8).normal(size=(20, 10, 10, 16)).astype("float32")
+    # Half the units active (symmetric z, beta 0): sqrt(0.5 gamma^2) / c1, gamma = 1 / 1.21.
+    np.testing.assert_allclose(analysis.normprop_jacobian(model, x)["npc"], 1.0, rtol=0.05)
+    layer.gamma.assign(np.ones(32, "float32"))
+    np.testing.assert_allclose(analysis.normprop_jacobian(model, x)["npc"], 1.21, rtol=0.05)
+    plain = keras.Model(inputs, keras.layers.Conv2D(4, 3)(inputs))
+    assert analysis.normprop_jacobian(plain, x) == {}

@@ -14,7 +14,7 @@ from keras_norms.training.experiments import EXPERIMENTS, QUICK
 
 # What each experiment's analyses add to its table.
 ANALYSIS_SECTIONS = {
-    "normprop": ("### Internal covariate shift", "internal_covariate_shift.png"),
+    "normprop": ("### Jacobian of the NormProp layers", "internal_covariate_shift.png"),
     "init": ("### Variance at initialization", "variance_at_initialization.png"),
     "data_normalization": ("### Per-channel standard deviation estimators", None),
 }
@@ -230,3 +230,21 @@ def test_internal_covariate_shift_table(tmp_path):
     assert f"| {names[2]} | 2.000 | 0.000 |" in markdown
     assert all(f"| {name} | 0.000 | 0.000 |" in markdown for name in names[3:])
     assert (tmp_path / "normprop" / "internal_covariate_shift.png").stat().st_size > 1000
+
+
+def test_normprop_jacobian_table_means_over_seeds():
+    def run(before, after):
+        metrics = {"normprop_jacobian_before_training": {"c1": before, "c2": before / 2}}
+        metrics["normprop_jacobian"] = {"c1": after, "c2": after / 2}
+        return {"metrics": metrics, "history": [], "steps": []}
+
+    runs = {"a": [run(1.0, 0.8), run(1.2, 1.0)], "b": [run(0.8, 2.0)], "none": [_no_jacobian()]}
+    markdown = experiments.normprop_jacobian(None, experiments.NORMPROP, runs)
+    assert "| layer | before training | a | b |" in markdown  # "none" has no NormProp layer
+    assert "| c1 | 0.950 | 0.900 | 2.000 |" in markdown  # before: mean of a's 1.1 and b's 0.8
+    assert "| c2 | 0.475 | 0.450 | 1.000 |" in markdown
+    assert experiments.normprop_jacobian(None, experiments.NORMPROP, {"x": [_no_jacobian()]}) == ""
+
+
+def _no_jacobian():
+    return {"metrics": {}, "history": [], "steps": []}

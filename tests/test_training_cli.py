@@ -702,6 +702,10 @@ def test_track_hidden_inputs_logs_each_hidden_layer(tmp_path):
     # ConvPool-CNN-C's 10 weight layers (9 convolutions, the logits) but the first.
     assert len(columns) == 9
     assert all(np.isfinite(float(row[c])) for row in rows for c in columns)
+    with open(os.path.join(run_dir, "metrics.json")) as f:
+        before = json.load(f)["hidden_inputs_before_training"]
+    assert set(before) == {c for c in rows[0] if c.startswith("hidden_input_")}
+    assert all(float(rows[0][c]) != before[c] for c in columns)  # training moved them
 
 
 def test_bn_momentum_and_recomputed_statistics(tmp_path):

@@ -543,3 +543,59 @@ def plot_variance_propagation(curves, path, gradients=None):
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
+
+
+def normprop_jacobian(network, x, batch_size=100):
+    """The RMS singular value of each NormProp ReLU layer's Jacobian, on `x` (Arpit et al.,
+    arXiv:1603.01431, section 3.4).
+
+    A NormProp layer outputs `o_i = (ReLU(z_i) - c2) / c1` with `z_i = gamma_i W_i x /
+    ||W_i|| + beta_i` (eq. 9-12), so row `i` of its Jacobian with respect to its input `x` is
+    `gamma_i 1(z_i > 0) W_i / (c1 ||W_i||)`, of squared norm `gamma_i^2 1(z_i > 0) / c1^2`.
+    The mean squared singular value of the Jacobian is the trace of `J J^T` over the output
+    units (an output unit of a convolution is a channel at a position), so, averaged over
+    the examples of `x`,
+
+        rms = sqrt(mean over examples and output units of gamma_i^2 1(z_i > 0)) / c1.
+
+    Section 3.4 derives `rms ~ sqrt(0.5 / c1^2) = 1.21` for `gamma = 1` and half the units
+    active, and section 4.3.1 initializes `gamma` to `1 / 1.21`, the Jacobian factor, for
+    `rms ~ 1`; training then moves `gamma` and the active fraction. Unit `i` counts as active
+    where its output is above `-c2 / c1`, the output of `ReLU(z) = 0` as the layer computes it
+    in float32. Layers with another activation (PReLU, none) are left out.
+
+    Args:
+        network: a functional or Sequential `keras.Model` holding `NormPropDense` /
+            `NormPropConv2D` layers in its graph.
+        x: its inputs (as it takes them), an array of `N` examples.
+        batch_size: examples per inference batch.
+
+    Returns:
+        `{layer name: rms}`, floats, in the network's layer order; `{}` without such layers.
+    """
+    from keras_norms.layers import NormPropConv2D, NormPropDense
+
+    layers = [
+        layer
+        for layer in network.layers
+        if isinstance(layer, (NormPropDense, NormPropConv2D))
+        and layer.get_config()["activation"] == "relu"
+    ]
+    if not layers:
+        return {}
+    outputs = keras.Model(network.inputs, [layer.output for layer in layers]).predict(
+        x, batch_size=batch_size, verbose=0
+    )
+    if len(layers) == 1:
+        outputs = [outputs]
+    values = {}
+    for layer, output in zip(layers, outputs):
+        c2, c1 = (np.float32(c) for c in layer.post_activation_moments())
+        inactive = (np.float32(0.0) - c2) / c1  # ReLU(z) = 0, as the layer computes it
+        gamma = keras.ops.convert_to_numpy(layer.gamma).astype(np.float64)
+        channels_first = getattr(layer, "data_format", "channels_last") == "channels_first"
+        if channels_first and output.ndim > 2:
+            gamma = gamma.reshape((-1,) + (1,) * (output.ndim - 2))
+        squares = np.where(np.asarray(output) > inactive, gamma**2, 0.0)
+        values[layer.name] = float(np.sqrt(np.mean(squares)) / float(c1))
+    return values

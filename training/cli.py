@@ -19,6 +19,7 @@ from keras_norms.models.nin import DATA_NORMALIZATIONS
 from keras_norms.optional import MissingDependencyError
 from keras_norms.policies import dtype_policy
 from keras_norms.training import data
+from keras_norms.training.analysis import normprop_jacobian
 from keras_norms.training.callbacks import BatchLog, EpochTime, HiddenInputStatistics
 from keras_norms.training.distribution import (
     STRATEGIES,
@@ -605,8 +606,7 @@ def _measurements(args, net, preprocess, splits, run_dir):
     training log (steps.csv)."""
     measurements = []
     if args.track_hidden_inputs:
-        images = splits.x_test if splits.x_validation is None else splits.x_validation
-        x = keras.ops.convert_to_numpy(preprocess(images))
+        x = _held_out_inputs(preprocess, splits)
         population = keras.ops.convert_to_numpy(preprocess(splits.x_train))
         # One unit per layer for every --seed (the split's seed draws it): curves of one unit.
         # Batch statistics measured as at inference, recomputed rather than lagging.
@@ -624,6 +624,19 @@ def _measurements(args, net, preprocess, splits, run_dir):
         examples = len(splits.x_train)
         measurements.append(BatchLog(path, args.log_every_steps, examples, args.batch_size))
     return measurements
+
+
+def _normprop_jacobian(net, preprocess, splits):
+    """The RMS singular value of each NormProp ReLU layer's Jacobian on the validation split
+    (the test split without one), `{}` for a network without them
+    (`keras_norms.training.analysis.normprop_jacobian`)."""
+    return normprop_jacobian(net, _held_out_inputs(preprocess, splits))
+
+
+def _held_out_inputs(preprocess, splits):
+    """The network's inputs for the validation split (the test split without one), numpy."""
+    images = splits.x_test if splits.x_validation is None else splits.x_validation
+    return keras.ops.convert_to_numpy(preprocess(images))
 
 
 def _final_evaluation(args, model, splits, pipelines):
@@ -669,6 +682,7 @@ def _fit_and_report(args, strategy, run_dir, splits):
             splits.x_validation, splits.y_validation, args.batch_size, False
         )
     measurements = _measurements(args, net, preprocess, splits, run_dir)
+    jacobian_before = _normprop_jacobian(net, preprocess, splits)
     start = time.perf_counter()
     model.fit(
         train_ds,
@@ -702,6 +716,9 @@ def _fit_and_report(args, strategy, run_dir, splits):
     for measurement in measurements:
         if isinstance(measurement, HiddenInputStatistics):  # the point before training
             metrics["hidden_inputs_before_training"] = measurement.initial
+    if jacobian_before:
+        metrics["normprop_jacobian_before_training"] = jacobian_before
+        metrics["normprop_jacobian"] = _normprop_jacobian(net, preprocess, splits)
     export = args.export and is_chief(strategy)
     if export:
         from keras_norms.export.exporter import export_and_check
