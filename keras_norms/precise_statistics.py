@@ -90,6 +90,8 @@ def recompute_batch_statistics(model, x, batch_size=100):
     """
     count = _check_batch_size("recompute_batch_statistics", x, batch_size)
     layers = _built_batch_normalizations(model, x, batch_size)
+    if not layers:  # nothing to set: no pass over x
+        return []
     momenta = [layer.momentum for layer in layers]
     statistics = [v for layer in layers for v in _running_statistics(layer)]
     before = [np.asarray(v) for v in statistics]

@@ -6,6 +6,7 @@ import pytest
 
 from keras_norms import recompute_batch_statistics
 from keras_norms.layers import DWCKNormalization, MeanOnlyBatchNormalization
+from keras_norms.precise_statistics import population_statistics
 from tests.layer_test_helper import assert_allclose, numpy
 
 M = 8  # batch size
@@ -120,3 +121,25 @@ def test_a_failed_pass_restores_every_statistic():
 def test_refuses_a_batch_size_without_a_variance_or_beyond_the_data(batch_size):
     with pytest.raises(ValueError, match=f"Received: batch_size={batch_size!r}"):
         recompute_batch_statistics(_dense_model(), np.ones((32, 5), "float32"), batch_size)
+
+
+class _CallCounter(keras.layers.Layer):
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.calls = 0
+
+    def call(self, inputs):
+        self.calls += 1
+        return inputs
+
+
+def test_a_model_without_batch_statistics_is_not_run():
+    counter = _CallCounter()
+    model = keras.Sequential([keras.Input((3,)), counter, keras.layers.Dense(2)])
+    x = np.ones((40, 3), "float32")
+    model(x[:2])
+    calls = counter.calls
+    assert recompute_batch_statistics(model, x, batch_size=10) == []
+    with population_statistics(model, x, batch_size=10):
+        pass
+    assert counter.calls == calls  # no pass over x
