@@ -128,6 +128,17 @@ def test_the_rate_with_the_lowest_mean_validation_error_is_chosen():
     assert grid.rate_label(0.003) == "lr0.003" and grid.rate_label(1e-4) == "lr0.0001"
 
 
+def test_a_rate_chosen_at_an_edge_and_better_than_its_neighbour_extends_the_grid():
+    # One log step past the edge, the step rounded to one significant digit.
+    assert grid.extension({0.01: [5.0, 5.0], 0.03: [4.0, 4.0], 0.1: [3.0, 3.0]}) == 0.3
+    assert grid.extension({0.001: [3.0], 0.003: [4.0], 0.01: [5.0]}) == 0.0003
+    assert grid.extension({0.1: [3.0], 0.3: [float("nan")]}) == 0.03  # the neighbour diverged
+    assert grid.extension({0.01: [5.0], 0.03: [3.0], 0.1: [4.0]}) is None  # inside
+    assert grid.extension({0.001: [90.0, 90.0], 0.003: [90.0, 90.0]}) is None  # flat: chance
+    assert grid.extension({0.01: [4.0]}) is None  # one rate
+    assert grid.extension({0.3: [9.0], 0.9: [8.0], 1.0: [7.0]}) is None  # 1.1 rounds to 1
+
+
 @pytest.mark.parametrize("rates", [(), (0.1, 0.1), (0.0,), (float("inf"),), (True,)])
 def test_bad_grids_are_refused(rates):
     with pytest.raises(ValueError, match="learning-rate grid"):

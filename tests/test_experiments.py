@@ -2,6 +2,7 @@
 chosen on the validation split, and the report with its verdicts."""
 
 import csv
+import dataclasses
 import json
 import os
 
@@ -163,26 +164,69 @@ def test_the_rate_is_chosen_on_validation_error_and_the_final_seeds_run_at_it(
     output = str(tmp_path)
     assert experiment_runner.main(["tiny", "--output", output, "--dataset", "digits"]) == 0
     runs = tmp_path / "tiny" / "runs"
-    errors = {}
-    for rate in ("0.0001", "0.01"):
+    args = experiment_runner.build_parser().parse_args(["tiny", "--output", output])
+    chosen, errors = experiment_runner.chosen_rates(args, TINY_EXPERIMENT)["a"]
+    assert {0.0001, 0.01} <= set(errors)  # the grid, and any extension past its edge
+    for rate, values in errors.items():
         for seed in (0, 1):
-            with open(runs / "a" / f"lr{rate}" / f"seed{seed}" / "metrics.json") as f:
-                errors.setdefault(rate, []).append(1 - json.load(f)["validation_accuracy"])
-    chosen = min(errors, key=lambda rate: (np.mean(errors[rate]), float(rate)))
-    other = "0.01" if chosen == "0.0001" else "0.0001"
-    assert (runs / "a" / f"lr{chosen}" / "seed2" / "metrics.json").is_file()
-    assert not (runs / "a" / f"lr{other}" / "seed2").exists()
+            with open(runs / "a" / f"lr{rate:g}" / f"seed{seed}" / "metrics.json") as f:
+                assert values[seed] == pytest.approx(
+                    100 * (1 - json.load(f)["validation_accuracy"])
+                )
+    assert chosen == min(errors, key=lambda rate: (np.mean(errors[rate]), rate))
+    assert (runs / "a" / f"lr{chosen:g}" / "seed2" / "metrics.json").is_file()
+    assert not any((runs / "a" / f"lr{r:g}" / "seed2").exists() for r in errors if r != chosen)
     # b has a one-rate grid of its own: no tuning beyond its rate.
     assert sorted(p.name for p in (runs / "b").iterdir()) == ["lr0.002"]
     table = (tmp_path / "tiny" / "table.md").read_text()
-    # Of two rates, the chosen one is at the grid's edge: a better one may lie beyond.
-    assert f"| a | **{float(chosen):g}** at the grid's edge (" in table
+    edge = " at the grid's edge" if chosen in (min(errors), max(errors)) else ""
+    assert f"| a | **{chosen:g}**{edge} (" in table
     assert "| b | 0.002 |" in table
     with open(tmp_path / "verdicts.csv") as f:
         (row,) = list(csv.DictReader(f))
     assert row["experiment"] == "tiny" and row["n"] == "3"
     assert row["claim_verdict"] == "inconclusive"  # 3 seeds < claims.MIN_SEEDS
     assert (tmp_path / "tiny" / "learning_rates.png").stat().st_size > 1000
+
+
+@pytest.mark.parametrize(
+    "best, chosen, tried",
+    [
+        (0.3, 0.3, [0.01, 0.03, 0.1, 0.3, 0.9]),  # found past the edge, then inside
+        (10.0, 0.9, [0.01, 0.03, 0.1, 0.3, 0.9]),  # still at the edge after MAX_EXTENSIONS
+        (0.03, 0.03, [0.01, 0.03, 0.1]),  # inside the grid: no extension
+    ],
+)
+def test_a_rate_chosen_at_the_grid_edge_extends_the_grid(
+    tmp_path, monkeypatch, best, chosen, tried
+):
+    """Runs whose validation error is |log10(rate / best)|: the runner follows the edge."""
+    trained = []
+
+    def train(progress, argv):
+        rate = float(argv[argv.index("--learning-rate") + 1])
+        seed = int(argv[argv.index("--seed") + 1])
+        output = argv[argv.index("--output") + 1]
+        trained.append((rate, seed))
+        os.makedirs(output)
+        error = abs(np.log10(rate / best))
+        with open(os.path.join(output, "metrics.json"), "w") as f:
+            json.dump({"validation_accuracy": 1 - error / 10}, f)
+        with open(os.path.join(output, "history.csv"), "w") as f:
+            f.write("epoch,loss\n")
+
+    monkeypatch.setattr(experiment_runner, "_train", train)
+    experiment = dataclasses.replace(
+        TINY_EXPERIMENT,
+        configurations=TINY_EXPERIMENT.configurations[:1],
+        learning_rates=(0.01, 0.03, 0.1),
+    )
+    monkeypatch.setitem(EXPERIMENTS, "tiny", experiment)
+    args = experiment_runner.build_parser().parse_args(["tiny", "--output", str(tmp_path)])
+    rate, errors = experiment_runner.run_pairs(args, experiment)["a"]
+    assert rate == chosen and list(errors) == tried
+    assert sorted({r for r, seed in trained if seed < 2}) == tried  # two tuning seeds each
+    assert sorted(seed for r, seed in trained if r == chosen) == [0, 1, 2]  # then the finals
 
 
 def test_all_runs_every_experiment_in_order(monkeypatch, tmp_path):

@@ -8,8 +8,10 @@ The protocol, for every experiment:
   training, and chooses nothing. Seeds vary the initialization and the batch
   order only.
 - **Learning rate per configuration** (`keras_norms.training.grid`): every
-  rate of the configuration's grid for the tuning seeds; the rate with the
-  lowest mean validation error is kept, and the remaining seeds run at it.
+  rate of the configuration's grid for the tuning seeds, and past an edge of
+  the grid while the edge is chosen and better than its neighbour (at most
+  `grid.MAX_EXTENSIONS` rates more); the rate with the lowest mean
+  validation error is kept, and the remaining seeds run at it.
 - **Batch statistics** are evaluated twice (`--recompute-statistics`): with
   their running averages and with population statistics recomputed on the
   training split; verdicts use the recomputed figures.
@@ -218,23 +220,51 @@ def _validation_error(args, configuration, rate, seed):
     return outcomes.outcome(run, "validation_error")
 
 
+def _tuned(args, configuration, rate, tuning):
+    return all(
+        os.path.isfile(os.path.join(_run_dir(args, configuration, rate, seed), "metrics.json"))
+        for seed in range(tuning)
+    )
+
+
+def tuning_errors(args, experiment, configuration):
+    """The configuration's grid as far as its finished tuning runs go, and what to train next.
+
+    Returns:
+        `(errors, next_rate)`: `errors` is `{rate: [validation error per
+        tuning seed]}` over the grid's rates and each extension past its edge
+        (`grid.extension`, at most `grid.MAX_EXTENSIONS`) whose tuning runs
+        have finished, in increasing rate; `next_rate` the extension to train
+        next, or None.
+    """
+    tuning = _tuning_seeds(args, experiment)
+
+    def validation_errors(rate):
+        return [_validation_error(args, configuration, rate, s) for s in range(tuning)]
+
+    errors = {rate: validation_errors(rate) for rate in rates(args, experiment, configuration)}
+    next_rate = None
+    for _ in range(grid.MAX_EXTENSIONS):
+        next_rate = grid.extension(errors)
+        if next_rate is None or not _tuned(args, configuration, next_rate, tuning):
+            break
+        errors[next_rate], next_rate = validation_errors(next_rate), None
+    return dict(sorted(errors.items())), next_rate
+
+
 def chosen_rates(args, experiment):
     """`{configuration: (chosen rate, {rate: [validation error per tuning seed]})}` from the
-    finished tuning runs."""
+    finished tuning runs (`tuning_errors`)."""
     chosen = {}
-    tuning = _tuning_seeds(args, experiment)
     for configuration in experiment.configurations:
-        values = rates(args, experiment, configuration)
-        errors = {
-            rate: [_validation_error(args, configuration, rate, s) for s in range(tuning)]
-            for rate in values
-        }
+        errors, _ = tuning_errors(args, experiment, configuration)
         chosen[configuration.name] = (grid.choose_rate(errors), errors)
     return chosen
 
 
 def run_pairs(args, experiment):
-    """Train the tuning runs, choose each configuration's rate, then train its final seeds.
+    """Train the tuning runs (the grid, then any extension past its edge), choose each
+    configuration's rate, then train its final seeds.
 
     Returns:
         `chosen_rates(args, experiment)`.
@@ -254,6 +284,15 @@ def run_pairs(args, experiment):
             for seed in range(tuning)
         ],
     )
+    while True:  # each round finishes one extension per configuration that needs one
+        extensions = [
+            (configuration, tuning_errors(args, experiment, configuration)[1])
+            for configuration in experiment.configurations
+        ]
+        plan = [(c, rate, seed) for c, rate in extensions if rate for seed in range(tuning)]
+        if not plan:
+            break
+        _train_plan(args, experiment, "tuning past the grid's edge", plan)
     chosen = chosen_rates(args, experiment)
     _train_plan(
         args,
