@@ -33,28 +33,34 @@ def test_per_step_outcomes_against_the_curve_by_hand():
     assert outcomes.outcome(run, "epoch_time_s") == 1.0  # the first epoch traces: left out
 
 
-def _hidden_inputs(m1, m2, std2=0.5):
-    return {"hidden_input_mean_1": m1, "hidden_input_std_1": 2.0, "hidden_input_mean_2": m2,
+def _hidden_inputs(m1, m2, std1=2.0, std2=0.5):
+    return {"hidden_input_mean_1": m1, "hidden_input_std_1": std1, "hidden_input_mean_2": m2,
             "hidden_input_std_2": std2}  # fmt: skip
 
 
-def test_hidden_input_shift_is_the_spread_of_the_standardized_input_mean():
+def test_hidden_input_shift_is_the_spread_of_the_input_mean_in_units_of_its_std():
     run = _run(
         [_hidden_inputs(2.0, 0.5), _hidden_inputs(2.0, 0.5)],
         hidden_inputs_before_training=_hidden_inputs(-1.0, -0.25),
     )
-    # Layer 1: -0.5, 1, 1 in units of its std; layer 2 the same: the measurement before
-    # training counts.
+    # Layer 1: means -1, 2, 2 over a std of 2 throughout: -0.5, 1, 1; layer 2 the same. The
+    # measurement before training counts.
     curves = outcomes.hidden_input_curve(run)
     np.testing.assert_allclose(curves[1], [-0.5, 1.0, 1.0])
     np.testing.assert_allclose(curves[2], [-0.5, 1.0, 1.0])
     assert outcomes.outcome(run, "hidden_input_shift") == pytest.approx(np.std([-0.5, 1, 1]))
-    # A constant input (std 0) has nothing to shift.
-    constant = _run(
-        [_hidden_inputs(2.0, 0.0, std2=0.0)],
-        hidden_inputs_before_training=_hidden_inputs(0.0, 0.0, std2=0.0),
+    # One scale per unit, the RMS of its stds: a unit that dies (std ~0) stays finite.
+    dying = _run(
+        [_hidden_inputs(0.0, 1e-9, std1=0.0, std2=1e-9)],
+        hidden_inputs_before_training=_hidden_inputs(2.0, 1.0, std1=2.0, std2=1.0),
     )
-    np.testing.assert_array_equal(outcomes.hidden_input_curve(constant)[2], [0.0, 0.0])
+    curves = outcomes.hidden_input_curve(dying)
+    np.testing.assert_allclose(curves[1], [2.0, 0.0] / np.sqrt(2.0))
+    np.testing.assert_allclose(curves[2], [1.0, 1e-9] / np.sqrt(0.5), atol=1e-8)
+    # A constant input (std 0 throughout) has nothing to shift.
+    constant = _hidden_inputs(0.0, 3.0, std2=0.0)
+    constant_run = _run([constant], hidden_inputs_before_training=constant)
+    np.testing.assert_array_equal(outcomes.hidden_input_curve(constant_run)[2], [0.0, 0.0])
     with pytest.raises(ValueError, match="--track-hidden-inputs"):
         outcomes.outcome(_run([_hidden_inputs(0.0, 0.0)]), "hidden_input_shift")
 

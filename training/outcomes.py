@@ -20,9 +20,9 @@ step). `outcome(run, name)` reads one number from them:
   also traces the step);
 - `hidden_input_shift`: internal covariate shift (NormProp, figure 2): for
   each hidden layer, the standard deviation over the measurements (before
-  training, then after each epoch) of one unit's input mean divided by its
-  input standard deviation (`hidden_input_curve`; `--track-hidden-inputs`),
-  averaged over the layers.
+  training, then after each epoch) of one unit's input mean, in units of
+  that input's standard deviation over the run (`hidden_input_curve`;
+  `--track-hidden-inputs`), averaged over the layers.
 """
 
 import csv
@@ -93,13 +93,16 @@ def _error(metrics, key):
 
 
 def hidden_input_curve(run):
-    """Each observed hidden layer's unit input mean in units of its standard deviation,
-    before training and after each epoch (`--track-hidden-inputs`).
+    """Each observed hidden layer's unit input mean, before training and after each epoch
+    (`--track-hidden-inputs`), in units of that input's standard deviation over the run: the
+    root mean square of its E + 1 measured standard deviations, one scale per unit, so that
+    a unit that dies (its input's std falling to ~0 at some epoch) does not blow up its own
+    curve, as dividing each mean by its own std would.
 
     Returns:
         `{k: array of E + 1 floats}` for the observed layers `k = 1, 2, ...`
         (E epochs; the first value is before training). A unit whose input is
-        constant over the split (std 0, e.g. behind a dead ReLU) has no
+        constant over the split at every measurement (std 0) has no
         distribution to shift: its values are 0.
 
     Raises:
@@ -119,7 +122,8 @@ def hidden_input_curve(run):
     for k in layers:
         means = np.array([row[f"{prefix}{k}"] for row in rows])
         stds = np.array([row[f"hidden_input_std_{k}"] for row in rows])
-        curves[k] = np.divide(means, stds, out=np.zeros_like(means), where=stds > 0)
+        scale = np.sqrt(np.mean(np.square(stds)))
+        curves[k] = means / scale if scale > 0 else np.zeros_like(means)
     return curves
 
 
