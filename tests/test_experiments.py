@@ -164,7 +164,9 @@ def test_the_rate_is_chosen_on_validation_error_and_the_final_seeds_run_at_it(
     output = str(tmp_path)
     assert experiment_runner.main(["tiny", "--output", output, "--dataset", "digits"]) == 0
     runs = tmp_path / "tiny" / "runs"
-    args = experiment_runner.build_parser().parse_args(["tiny", "--output", output])
+    args = experiment_runner.build_parser().parse_args(
+        ["tiny", "--output", output, "--dataset", "digits"]
+    )
     chosen, errors = experiment_runner.chosen_rates(args, TINY_EXPERIMENT)["a"]
     assert {0.0001, 0.01} <= set(errors)  # the grid, and any extension past its edge
     for rate, values in errors.items():

@@ -220,10 +220,10 @@ def _validation_error(args, configuration, rate, seed):
     return outcomes.outcome(run, "validation_error")
 
 
-def _tuned(args, configuration, rate, tuning):
+def _tuned(args, experiment, configuration, rate, tuning):
+    """Whether the tuning seeds' runs at `rate` have finished (`_finished`)."""
     return all(
-        os.path.isfile(os.path.join(_run_dir(args, configuration, rate, seed), "metrics.json"))
-        for seed in range(tuning)
+        _finished(train_argv(args, experiment, configuration, rate, seed)) for seed in range(tuning)
     )
 
 
@@ -246,7 +246,7 @@ def tuning_errors(args, experiment, configuration):
     next_rate = None
     for _ in range(grid.MAX_EXTENSIONS):
         next_rate = grid.extension(errors)
-        if next_rate is None or not _tuned(args, configuration, next_rate, tuning):
+        if next_rate is None or not _tuned(args, experiment, configuration, next_rate, tuning):
             break
         errors[next_rate], next_rate = validation_errors(next_rate), None
     return dict(sorted(errors.items())), next_rate
