@@ -1,23 +1,36 @@
-"""Graph utilities: walk a model's layer tree and read its functional graph.
+"""The graph module: walk a model's layer tree, read its functional graph, rebuild it.
 
 A functional or sequential `keras.Model` records each layer call as a node
-(the layer, its input tensors, its output tensors). Keras 3 exposes a
-layer's first call only (`layer.input`, `layer.output`) and has no public
-node API, so `_calls` reads the recorded nodes of every layer of the model
-(`layer._inbound_nodes`) and keeps those on a path from the model's inputs
-to its outputs; `iter_layers` reads the layers a layer holds
-(`layer._flatten_layers`). These two are the private Keras API this module,
-and so the package, reads. Subclassed
-models and sequential models without an input shape have no graph: no
-calls, no producers, no consumers and no pairs (their layers are still
-found by `iter_layers`).
+(the layer, its input tensors, its output tensors). Reading:
+`iter_layers` walks the layers a model or layer holds, and
+`normalization_pairs` finds the normalization that alone follows a linear
+layer. Rewriting: `rebuild` copies a functional or Sequential model, nested
+ones too, with chosen layers replaced or removed; `fold`,
+`replace_normalization` and `as_float32` are all built on it.
+
+This is the one module of the package that reads Keras internals, because
+Keras 3 has no public API for them:
+
+- `layer._inbound_nodes` (`_calls`): every recorded call of a layer;
+  Keras exposes a layer's first call only (`layer.input`, `layer.output`).
+- `layer._flatten_layers` (`_sublayers`): the layers a custom layer or
+  wrapper holds; Keras tracks them but exposes no accessor.
+- `keras.src.models.functional.Functional` (`is_graph_model`): the class
+  of functional models, which Keras does not export, to tell them from
+  subclassed ones before `clone_model` refuses those.
+
+Subclassed models and sequential models without an input shape have no
+graph: no calls and no pairs (their layers are still found by
+`iter_layers`), and `rebuild` refuses them.
 """
 
 import collections
+import inspect
 
 import keras
 
-from keras_norms.layers.linear import channel_axis as linear_channel_axis
+from keras_norms.layers.linear import channel_axis
+from keras_norms.policies import dtype_policy
 
 _Call = collections.namedtuple("_Call", ["layer", "inputs", "outputs"])
 
@@ -135,56 +148,6 @@ class _Graph:
         return calls[0] if len(calls) == 1 else None
 
 
-def producer(model, tensor):
-    """The layer whose call in `model`'s graph outputs `tensor`.
-
-    Args:
-        model: a functional or sequential `keras.Model`.
-        tensor: a symbolic `keras.KerasTensor` of `model`'s graph.
-
-    Returns:
-        The producing layer, or `None` for a model input or a tensor that is
-        not in the graph.
-    """
-    return _Graph(model).producer.get(id(tensor))
-
-
-def consumer_count(model, tensor):
-    """How many times `tensor` is used in `model`'s graph.
-
-    Counts each input position of each layer call in the graph (a layer
-    that takes `tensor` twice counts twice), plus each time `tensor` is one
-    of `model.outputs`. Calls inside nested models are not counted (they
-    consume the nested model's own input tensors).
-
-    Args:
-        model: a functional or sequential `keras.Model`.
-        tensor: a symbolic `keras.KerasTensor` of `model`'s graph.
-
-    Returns:
-        A non-negative int; 0 for a tensor the graph does not use.
-    """
-    return _Graph(model).consumers[id(tensor)]
-
-
-def single_producer(model, layer, candidates):
-    """The layer among `candidates` whose only output is `layer`'s only input.
-
-    Both layers must be called exactly once in `model`'s graph, `layer` on
-    one tensor and the producer returning one tensor.
-
-    Args:
-        model: a functional or sequential `keras.Model` whose graph holds
-            both calls (the innermost nested model that contains them).
-        layer: the consuming layer.
-        candidates: iterable of layers.
-
-    Returns:
-        The producing layer, or `None`.
-    """
-    return _single_producer(_Graph(model), layer, {id(c): c for c in candidates})
-
-
 def _single_producer(graph, layer, candidates):
     call = graph.only_call(layer)
     if call is None or len(call.inputs) != 1:
@@ -198,13 +161,7 @@ def _single_producer(graph, layer, candidates):
     return found
 
 
-def _linear_channel_axis(layer):
-    """The channel axis of a linear layer's output (the wrapped layer's for a wrapper)."""
-    inner = layer.layer if isinstance(layer, keras.layers.Wrapper) else layer
-    return linear_channel_axis(inner)
-
-
-def normalization_pairs(model, linears, norms, channel_axis=None):
+def normalization_pairs(model, linears, norms):
     """Which normalization directly follows which linear layer, in `model`.
 
     A pair `(linear, norm)` is one where, in the graph of `model` or of a
@@ -223,16 +180,10 @@ def normalization_pairs(model, linears, norms, channel_axis=None):
         linears: iterable of linear layers (Dense, convolutions, or
             wrappers of them) of `model`.
         norms: iterable of normalization layers with an integer `axis`.
-        channel_axis: callable giving a linear layer's output channel axis
-            (an int, negative or not). Defaults to
-            `keras_norms.layers.linear.channel_axis` of the layer, or of the
-            wrapped layer for a `keras.layers.Wrapper` such as
-            `WeightNormalization`.
 
     Returns:
         A dict `{id(linear): norm}`.
     """
-    channel_axis = channel_axis or _linear_channel_axis
     linears = {id(layer): layer for layer in linears}
     norms = list(norms)
     pairs = {}
@@ -250,3 +201,151 @@ def normalization_pairs(model, linears, norms, channel_axis=None):
             if norm.axis % rank == channel_axis(linear) % rank:
                 pairs[id(linear)] = norm
     return pairs
+
+
+def is_graph_model(model):
+    """Whether `model` has a graph `rebuild` can copy: a functional or Sequential model."""
+    from keras.src.models.functional import Functional  # Keras exports no public class
+
+    return isinstance(model, (Functional, keras.Sequential))
+
+
+# What a `rebuild` replacement function returns for a layer whose call is skipped.
+REMOVE = "remove"
+
+
+def _float32_config(config):
+    """`config` with every mixed-precision `dtype` entry (nested ones too) set to float32."""
+    if isinstance(config, list):
+        return [_float32_config(item) for item in config]
+    if not isinstance(config, dict):
+        return config
+    result = {key: _float32_config(value) for key, value in config.items()}
+    policy = config.get("dtype")
+    name = policy.get("config", {}).get("name") if isinstance(policy, dict) else policy
+    if isinstance(name, str) and name.startswith("mixed_"):
+        result["dtype"] = "float32"
+    return result
+
+
+def copy_layer(layer, float32=False, **overrides):
+    """A new, unbuilt layer of `layer`'s type from its config, with `overrides`.
+
+    Args:
+        layer: any serializable Keras layer.
+        float32: whether mixed-precision `dtype` entries of the config (the
+            layer's and those of layers it holds) become float32.
+        **overrides: config entries to set, e.g. `name`, `use_bias`.
+
+    Returns:
+        A new `keras.layers.Layer`, no weights yet.
+    """
+    config = layer.get_config()
+    config = _float32_config(config) if float32 else dict(config)
+    config.update(overrides)
+    return type(layer).from_config(config)
+
+
+def copy_weights(old, new):
+    """Give the built layer `new` the weights of `old` (same type and config).
+
+    An adapted preprocessing layer (Keras `Normalization`) is finalized
+    after, as `adapt` does.
+    """
+    new.set_weights(old.get_weights())
+    if hasattr(new, "finalize_state"):  # adapted preprocessing layers
+        new.finalize_state()
+
+
+def _accepted(layer, kwargs):
+    """The keyword arguments of `kwargs` that `layer.call` takes."""
+    parameters = inspect.signature(layer.call).parameters
+    if any(p.kind is p.VAR_KEYWORD for p in parameters.values()):
+        return kwargs
+    return {key: value for key, value in kwargs.items() if key in parameters}
+
+
+def rebuild(model, replace=None, float32=False):
+    """A copy of a functional or Sequential model, with chosen layers replaced or removed.
+
+    The graph-rewrite engine of the package (`keras.models.clone_model`
+    driven layer by layer). `replace(layer)` is asked for each layer of the
+    model's graph and of the functional and Sequential models nested in it,
+    and returns:
+
+    - `None`: the layer is copied (`copy_layer`) with its weights;
+    - `REMOVE`: its call is skipped, its input passed on (in a Sequential
+      model an `Identity` of the same name stands there);
+    - a layer: it stands in the old one's place and is called with the
+      keyword arguments of the recorded call that its `call` takes (a
+      normalization's `mask` or `training` are dropped for a layer that
+      has none);
+    - `(layer, weights)`: the same, given `weights` (a list of arrays)
+      once it is built.
+
+    A nested functional or Sequential model is rebuilt once however often it
+    is called. Custom layers are copied whole, with the layers they hold.
+
+    Args:
+        model: a functional or Sequential `keras.Model` with inputs.
+        replace: the function above; `None` copies every layer.
+        float32: whether the copies compute in float32 whatever the
+            model's dtype policies (mixed precision keeps its variables in
+            float32, so nothing is lost); layers created while rebuilding
+            default to float32 too.
+
+    Returns:
+        A new `keras.Model`. A model of a functional subclass (a keras-hub
+        `Backbone`) comes back as a plain functional model with the same
+        inputs and outputs.
+
+    Raises:
+        ValueError: from `keras.models.clone_model`, for a subclassed model.
+    """
+    replace = replace or (lambda layer: None)
+    if float32:
+        with dtype_policy("float32"):
+            return _rebuild(model, replace, True, {})
+    return _rebuild(model, replace, False, {})
+
+
+def _rebuild(model, replace, float32, rebuilt):
+    weights, removed, new_ids = [], set(), set()
+
+    def clone(layer):
+        choice = replace(layer)
+        if choice is REMOVE:
+            identity = keras.layers.Identity(name=layer.name)
+            removed.add(id(identity))
+            return identity
+        if isinstance(choice, tuple):
+            choice, values = choice
+            weights.append((choice, values))
+        if choice is not None:
+            new_ids.add(id(choice))
+            return choice
+        if is_graph_model(layer):
+            if id(layer) not in rebuilt:
+                rebuilt[id(layer)] = _rebuild(layer, replace, float32, rebuilt)
+            return rebuilt[id(layer)]
+        copy = copy_layer(layer, float32=float32)
+        weights.append((copy, layer))
+        return copy
+
+    def call(layer, *args, **kwargs):
+        if id(layer) in removed:
+            return args[0]
+        if id(layer) in new_ids:
+            kwargs = _accepted(layer, kwargs)
+        return layer(*args, **kwargs)
+
+    functional = not isinstance(model, keras.Sequential)
+    result = keras.models.clone_model(
+        model, clone_function=clone, call_function=call if functional else None
+    )
+    for new, source in weights:
+        if isinstance(source, keras.layers.Layer):
+            copy_weights(source, new)
+        else:
+            new.set_weights(source)
+    return result

@@ -27,18 +27,24 @@ import keras
 import numpy as np
 from keras import ops
 
-from keras_norms.data_init import data_dependent_init
-from keras_norms.folding import (
-    copy_weights,
+from keras_norms.affine import (
     folded_weights,
     has_inference_affine,
     inference_affine,
     is_foldable_linear,
-    is_graph_model,
-    output_channel_axis,
 )
-from keras_norms.graph import is_model, iter_layers, normalization_pairs
+from keras_norms.data_init import data_dependent_init
+from keras_norms.graph import (
+    REMOVE,
+    copy_layer,
+    is_graph_model,
+    is_model,
+    iter_layers,
+    normalization_pairs,
+    rebuild,
+)
 from keras_norms.layers import NormalizedConv2D, WeightNormalization
+from keras_norms.layers.batch_statistics import as_float64
 from keras_norms.layers.linear import is_plain_linear
 from keras_norms.norms import NORM_LAYERS, create_norm_layer
 
@@ -157,15 +163,6 @@ def _check_arguments(model, target, source):
         )
 
 
-def _numpy(variable):
-    return ops.convert_to_numpy(variable).astype("float64")
-
-
-def _copy(layer, **overrides):
-    """A new, unbuilt layer of `layer`'s type and config, with `overrides`."""
-    return type(layer).from_config({**layer.get_config(), **overrides})
-
-
 def _built(layer, input_shape):
     """`layer` built on `input_shape`; a build error refuses the replacement."""
     try:
@@ -250,6 +247,12 @@ class _Plan:
         self.new = {}  # id(old layer) -> new layer, built, weights set
         self.dropped = set()  # ids of the old normalizations removed from the graph
 
+    def replace(self, layer):
+        """The `keras_norms.graph.rebuild` choice for `layer`: new, removed or copied."""
+        if id(layer) in self.dropped:
+            return REMOVE
+        return self.new.get(id(layer))
+
     def weight_normalized(self):
         """The `WeightNormalization` layers the plan creates."""
         return [layer for layer in self.new.values() if isinstance(layer, WeightNormalization)]
@@ -258,7 +261,7 @@ class _Plan:
 def _fold_into(linear, affine, *, weight_normalized, use_bias):
     """A new copy of `linear` holding `linear` then `affine` (bias dropped if not `use_bias`)."""
     overrides = {"use_bias": use_bias}
-    copy = _built(_copy(linear, **overrides), _input_shape(linear))
+    copy = _built(copy_layer(linear, **overrides), _input_shape(linear))
     kernel, bias = folded_weights(linear, affine)
     copy.set_weights([kernel, bias] if use_bias else [kernel])
     if not weight_normalized:
@@ -278,8 +281,8 @@ def _mean_only_after(linear, old, bias_removed):
     output's, and `beta = mean * scale + shift`.
     """
     scale, shift = inference_affine(old)
-    mean = _numpy(old.moving_mean) if hasattr(old, "moving_mean") else np.zeros_like(scale)
-    moved = _numpy(linear.bias) if bias_removed and linear.use_bias else np.zeros_like(scale)
+    mean = as_float64(old.moving_mean) if hasattr(old, "moving_mean") else np.zeros_like(scale)
+    moved = as_float64(linear.bias) if bias_removed and linear.use_bias else np.zeros_like(scale)
     mobn = _built(_new_norm("mobn", old), _input_shape(old))
     mobn.moving_mean.assign((mean - moved) * scale)
     mobn.beta.assign(mean * scale + shift)
@@ -333,8 +336,8 @@ def _replace_kernel(target, old, linear, plan):
     if target == "nc":
         config = {**linear.get_config(), "use_bias": True}
         new_linear = _built(NormalizedConv2D.from_config(config), _input_shape(linear))
-        bias = _numpy(linear.bias) if linear.use_bias else np.zeros(linear.filters)
-        new_linear.set_weights([_numpy(linear.kernel), bias])
+        bias = as_float64(linear.bias) if linear.use_bias else np.zeros(linear.filters)
+        new_linear.set_weights([as_float64(linear.kernel), bias])
         plan.new[id(linear)] = new_linear
         plan.dropped.add(id(old))
         return Replacement(
@@ -361,56 +364,6 @@ def _replace_kernel(target, old, linear, plan):
         new = f"WeightNormalization({type(linear).__name__} {linear.name}) + mean-only BN"
     exact = _same_inference((linear, old), (new_linear, new_norm))
     return Replacement(old.name, new, exact, _names(old))
-
-
-def _accepted(layer, kwargs):
-    """The keyword arguments of `kwargs` that `layer.call` takes."""
-    parameters = inspect.signature(layer.call).parameters
-    if any(p.kind is p.VAR_KEYWORD for p in parameters.values()):
-        return kwargs
-    return {key: value for key, value in kwargs.items() if key in parameters}
-
-
-def _rebuild(model, plan, rebuilt=None):
-    """`model` cloned with the plan's layers in place, the other layers' weights copied.
-
-    Nested functional and Sequential models are rebuilt the same way, each
-    once however often it is called (`rebuilt`: by the id of the original),
-    so that a functional model inside a Sequential one also gets `call`.
-    """
-    rebuilt = {} if rebuilt is None else rebuilt
-    copies, removed, new_ids = [], set(), {id(layer) for layer in plan.new.values()}
-
-    def clone(layer):
-        if id(layer) in plan.new:
-            return plan.new[id(layer)]
-        if id(layer) in plan.dropped:
-            # Skipped by `call`; stays as an identity only in a Sequential model.
-            identity = keras.layers.Identity(name=layer.name)
-            removed.add(id(identity))
-            return identity
-        if is_graph_model(layer):
-            if id(layer) not in rebuilt:
-                rebuilt[id(layer)] = _rebuild(layer, plan, rebuilt)
-            return rebuilt[id(layer)]
-        copy = _copy(layer)
-        copies.append((layer, copy))
-        return copy
-
-    def call(layer, *args, **kwargs):
-        if id(layer) in removed:
-            return args[0]
-        if id(layer) in new_ids:
-            kwargs = _accepted(layer, kwargs)
-        return layer(*args, **kwargs)
-
-    functional = not isinstance(model, keras.Sequential)
-    result = keras.models.clone_model(
-        model, clone_function=clone, call_function=call if functional else None
-    )
-    for old, new in copies:
-        copy_weights(old, new)
-    return result
 
 
 def replace_normalization(model, target, source=keras.layers.BatchNormalization, x_init=None):
@@ -490,7 +443,7 @@ def replace_normalization(model, target, source=keras.layers.BatchNormalization,
         )
     linears = {id(layer): layer for layer in layers if is_foldable_linear(layer)}
     pairs = normalization_pairs(
-        model, linears.values(), [n for n in norms if has_inference_affine(n)], output_channel_axis
+        model, linears.values(), [n for n in norms if has_inference_affine(n)]
     )
     linear_of = {id(norm): linears[linear_id] for linear_id, norm in pairs.items()}
     plan, replaced = _Plan(), []
@@ -504,7 +457,7 @@ def replace_normalization(model, target, source=keras.layers.BatchNormalization,
                 replaced.append(_replace_norm(target, norm, linear, plan))
         except _Refused as refusal:
             refused.append(Refusal(norm.name, str(refusal)))
-    new_model = _rebuild(model, plan)
+    new_model = rebuild(model, plan.replace)
     if x_init is not None:
         for layer in plan.weight_normalized():
             layer.initialized.assign(False)

@@ -305,13 +305,13 @@ def test_bad_arguments_raise_clear_errors():
         HiddenInputStatistics(
             np.zeros((4, 3)), network=keras.Model(inputs, keras.layers.Dense(2)(inputs))
         )
-    with _error(r"positive batch_size. Received: batch_size=0"):
+    with _error(r"`batch_size` to be a positive integer. Received: batch_size=0"):
         HiddenInputStatistics(x, network=model, batch_size=0)
     with _error(r"distinct layer names"):
         HiddenInputStatistics(x, network=model, layers=["top", "top"])
     with pytest.raises(TypeError, match=r"HiddenInputStatistics expects layers.*Received: "):
         HiddenInputStatistics(x, network=model, layers=[1])
-    with pytest.raises(TypeError, match=r"HiddenInputStatistics expects batch_size.*Received: "):
+    with pytest.raises(TypeError, match=r"HiddenInputStatistics expects `batch_size`.*Received: "):
         HiddenInputStatistics(x, network=model, batch_size=2.0)
 
 

@@ -1,16 +1,25 @@
 """Graph utilities: layer walk, producers, consumer counts, normalization pairs."""
 
 import keras
+import numpy as np
 import pytest
 
-from keras_norms.graph import (
-    consumer_count,
-    iter_layers,
-    normalization_pairs,
-    producer,
-    single_producer,
-)
+from keras_norms.graph import _Graph, _single_producer, iter_layers, normalization_pairs
 from keras_norms.layers import MeanOnlyBatchNormalization, WeightNormalization
+from tests.layer_test_helper import assert_allclose, assert_array_equal, numpy
+
+
+# The graph reads normalization_pairs is built on, checked one by one.
+def producer(model, tensor):
+    return _Graph(model).producer.get(id(tensor))
+
+
+def consumer_count(model, tensor):
+    return _Graph(model).consumers[id(tensor)]
+
+
+def single_producer(model, layer, candidates):
+    return _single_producer(_Graph(model), layer, {id(c): c for c in candidates})
 
 
 def _branching_model():
@@ -118,14 +127,6 @@ def test_no_pair_off_the_channel_axis_or_for_a_shared_normalization():
     assert _pair_names(twice, [d1, d2], [norm]) == []
 
 
-def test_channel_axis_argument_overrides_the_linear_layers_axis():
-    inputs = keras.Input((3, 6, 6))
-    conv = keras.layers.Conv2D(4, 3, data_format="channels_first", name="conv")
-    last = MeanOnlyBatchNormalization(axis=-1, name="last")
-    model = keras.Model(inputs, last(conv(inputs)))
-    assert _pair_names(model, [conv], [last], channel_axis=lambda layer: -1) == [("conv", "last")]
-
-
 def test_pairs_inside_nested_models_but_not_across_their_boundary():
     inner_dense = keras.layers.Dense(3, name="inner_dense")
     inner_bn = keras.layers.BatchNormalization(name="inner_bn")
@@ -160,3 +161,49 @@ def test_models_without_a_graph_give_no_pairs(build):
         keras.layers.Dense,
         keras.layers.BatchNormalization,
     ]
+
+
+def test_rebuild_replaces_removes_and_copies_each_layer_once():
+    from keras_norms.graph import REMOVE, rebuild
+
+    inner = keras.Sequential(
+        [keras.Input((4,)), keras.layers.Dense(4, name="inner_dense")], name="inner"
+    )
+    inputs = keras.Input((4,))
+    h = keras.layers.BatchNormalization(name="bn")(inner(inputs))
+    wrapper = keras.Sequential([keras.Input((4,)), inner], name="wrapper")  # inner again
+    model = keras.Model(inputs, keras.layers.Dense(2, name="head")(wrapper(h)))
+    x = np.random.default_rng(0).normal(size=(3, 4)).astype("float32")
+    new_head = keras.layers.Dense(2, name="head")
+    zeros = [np.zeros((4, 2), "float32"), np.full((2,), 7.0, "float32")]
+
+    def replace(layer):
+        if layer.name == "bn":
+            return REMOVE
+        if layer.name == "head":
+            return new_head, zeros
+        return None
+
+    rebuilt = rebuild(model, replace)
+    assert [layer.name for layer in rebuilt.layers][1:] == ["inner", "wrapper", "head"]
+    assert rebuilt.get_layer("head") is new_head
+    assert_array_equal(numpy(rebuilt(x)), np.full((3, 2), 7.0))  # weights set once built
+    copied = rebuilt.get_layer("inner")
+    assert copied is not inner and copied.layers[0] is not inner.layers[0]
+    assert rebuilt.get_layer("wrapper").layers[0] is copied  # one copy, reused
+    assert_array_equal(numpy(copied.layers[0].kernel), numpy(inner.layers[0].kernel))
+    # Without the normalization the copy computes inner(inner(x)).
+    head = rebuilt.get_layer("head")
+    assert_allclose(numpy(rebuilt(x)), numpy(head(inner(inner(x)))), rtol=1e-6)
+
+
+def test_rebuild_in_float32_copies_a_mixed_precision_model():
+    from keras_norms.graph import rebuild
+
+    inputs = keras.Input((4,))
+    dense = keras.layers.Dense(3, dtype="mixed_float16")
+    model = keras.Model(inputs, dense(inputs))
+    copy = rebuild(model, float32=True)
+    assert copy.layers[1].dtype_policy.compute_dtype == "float32"
+    assert_array_equal(numpy(copy.layers[1].kernel), numpy(dense.kernel))
+    assert rebuild(model).layers[1].dtype_policy.compute_dtype == "float16"

@@ -13,13 +13,14 @@ from keras import ops
 from keras_norms.graph import is_model, iter_layers
 from keras_norms.layers import WeightNormalization
 from keras_norms.layers.arguments import check_names, check_positive_int
-from keras_norms.layers.kernels import kernel_owner
+from keras_norms.layers.kernels import KERNEL_NAMES, kernel_owner
+from keras_norms.layers.linear import channel_axis
 from keras_norms.precise_statistics import population_statistics
 
 # The attributes under which Keras layers (and ours: NormPropConv2D,
 # NormPropDense, NormalizedConv2D) hold their kernels. Embeddings are left out:
 # an Embedding's input is integer ids, not a hidden layer's input.
-_KERNEL_ATTRIBUTES = ("kernel", "depthwise_kernel", "pointwise_kernel", "recurrent_kernel")
+_KERNEL_ATTRIBUTES = tuple(name for name in KERNEL_NAMES if name != "embeddings")
 
 _NAME = "HiddenInputStatistics"
 
@@ -56,14 +57,6 @@ def has_kernel(layer):
     return False
 
 
-def _channel_axis(layer, rank):
-    """The channel axis of `layer`'s input: `1` for `data_format="channels_first"`, else `-1`."""
-    inner = _innermost(layer)
-    if rank > 2 and getattr(inner, "data_format", None) == "channels_first":
-        return 1
-    return -1
-
-
 def _check_x(x):
     try:
         leaves = keras.tree.flatten(keras.tree.map_structure(np.asarray, x))
@@ -78,14 +71,6 @@ def _check_x(x):
             f"Received: x of type {type(x).__name__} with shapes {shapes}"
         )
     return x
-
-
-def _check_batch_size(batch_size):
-    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)):
-        raise TypeError(f"{_NAME} expects batch_size to be an int. Received: {batch_size=!r}")
-    if batch_size < 1:
-        raise ValueError(f"{_NAME} expects a positive batch_size. Received: {batch_size=}")
-    return int(batch_size)
 
 
 def _check_layer_names(layers):
@@ -281,7 +266,7 @@ class HiddenInputStatistics(keras.callbacks.Callback):
         self.network = network
         self.layer_names_requested = _check_layer_names(layers)
         self.seed = seed
-        self.batch_size = _check_batch_size(batch_size)
+        self.batch_size = check_positive_int(_NAME, "batch_size", batch_size)
         self.population_x = population_x
         self.population_batch_size = population_batch_size or self.batch_size
         self.layer_names, self.units = [], []
@@ -304,7 +289,7 @@ class HiddenInputStatistics(keras.callbacks.Callback):
                     f"Received: layer {layer.name!r} with inputs {tensor!r}"
                 )
             rank = len(tensor.shape)
-            axis = _channel_axis(layer, rank)
+            axis = channel_axis(layer) if rank > 2 else -1
             unit = int(rng.integers(tensor.shape[axis]))
             values = ops.cast(ops.take(tensor, unit, axis=axis), "float32")  # (N, *spatial)
             if rank > 2:

@@ -76,7 +76,8 @@ def check_image_axis(layer, axis):
         )
 
 
-def _numpy64(variable):
+def as_float64(variable):
+    """A variable or tensor as a float64 numpy array (the precision of folding algebra)."""
     return np.asarray(ops.convert_to_numpy(variable), "float64")
 
 
@@ -94,15 +95,15 @@ def affine_from_statistics(mean, variance, epsilon, gamma=None, beta=None):
     Returns:
         Two float64 numpy arrays of shape `(C,)`.
     """
-    mean = _numpy64(mean)
+    mean = as_float64(mean)
     scale = np.ones_like(mean)
     if variance is not None:
-        scale = scale / np.sqrt(_numpy64(variance) + epsilon)
+        scale = scale / np.sqrt(as_float64(variance) + epsilon)
     if gamma is not None:
-        scale = scale * _numpy64(gamma)
+        scale = scale * as_float64(gamma)
     shift = -mean * scale
     if beta is not None:
-        shift = shift + _numpy64(beta)
+        shift = shift + as_float64(beta)
     return scale, shift
 
 

@@ -21,7 +21,7 @@ features appear in its output.
 
 import keras
 
-from keras_norms.layers.linear import LINEAR_LAYERS, kernel_output_axis
+from keras_norms.layers.linear import LINEAR_LAYERS, channel_axis, kernel_output_axis
 
 DEPTHWISE_LAYERS = (keras.layers.DepthwiseConv1D, keras.layers.DepthwiseConv2D)
 SEPARABLE_LAYERS = (keras.layers.SeparableConv1D, keras.layers.SeparableConv2D)
@@ -149,5 +149,4 @@ def output_feature_axes(layer, ndim):
             elif letter in head:
                 axes.append(head.index(letter))
         return tuple(axes)
-    channels_first = getattr(owner, "data_format", "channels_last") == "channels_first"
-    return (1,) if channels_first else (ndim - 1,)
+    return (channel_axis(owner) % ndim,)

@@ -6,7 +6,7 @@ and `bias` variables: `keras.layers.Dense` and the convolutions
 are marked `NormalizedLinear`). `WeightNormalization` wraps them, and a
 deployment fold can merge a following per-channel affine map into their
 kernel and bias; both need to know along which kernel axis the output
-features lie and which input/output axis holds the channels.
+features lie, and every rewrite which input/output axis holds the channels.
 """
 
 import keras
@@ -69,15 +69,20 @@ def kernel_output_axis(layer):
 
 
 def channel_axis(layer):
-    """The channel axis of the layer's inputs and outputs: `-1`, or `1` for channels first.
+    """The channel axis of a layer's inputs and outputs: `-1`, or `1` for channels first.
 
-    `-1` for `Dense` and for `data_format="channels_last"`, `1` for
-    `data_format="channels_first"`.
+    The one place that says where a layer's channels lie: `1` where the
+    layer (or, for a `keras.layers.Wrapper` such as `WeightNormalization`
+    or `TimeDistributed`, the layer it wraps) has
+    `data_format="channels_first"`, else `-1` (`Dense`, `EinsumDense`,
+    recurrent layers and every channels-last layer).
 
-    Raises:
-        TypeError: if `layer` is not an instance of a `LINEAR_LAYERS` type.
+    Args:
+        layer: any Keras layer.
+
+    Returns:
+        `-1` or `1`.
     """
-    _check(layer, "channel_axis")
-    if isinstance(layer, keras.layers.Dense) or layer.data_format == "channels_last":
-        return -1
-    return 1
+    while isinstance(layer, keras.layers.Wrapper):
+        layer = layer.layer
+    return 1 if getattr(layer, "data_format", None) == "channels_first" else -1

@@ -3,7 +3,12 @@
 import keras
 import pytest
 
-from keras_norms.layers import NormalizedConv2D, NormPropConv2D, NormPropDense
+from keras_norms.layers import (
+    NormalizedConv2D,
+    NormPropConv2D,
+    NormPropDense,
+    WeightNormalization,
+)
 from keras_norms.layers.linear import (
     LINEAR_LAYERS,
     channel_axis,
@@ -55,8 +60,22 @@ def test_normalizing_layers_are_not_plain_linear(layer):
     assert not is_plain_linear(layer)
 
 
-@pytest.mark.parametrize("function", [kernel_output_axis, channel_axis])
-def test_rejects_other_layers(function):
+def test_rejects_other_layers():
     with pytest.raises(TypeError, match=r"Received: layer=.* of type DepthwiseConv2D"):
-        function(keras.layers.DepthwiseConv2D(3))
+        kernel_output_axis(keras.layers.DepthwiseConv2D(3))
     assert not is_plain_linear(keras.layers.DepthwiseConv2D(3))
+
+
+@pytest.mark.parametrize(
+    "layer, expected",
+    [
+        (keras.layers.DepthwiseConv2D(3, data_format="channels_first"), 1),
+        (keras.layers.BatchNormalization(), -1),
+        (WeightNormalization(keras.layers.Conv1D(2, 3, data_format="channels_first")), 1),
+        (keras.layers.TimeDistributed(keras.layers.Conv2D(2, 3, data_format="channels_first")), 1),
+        (WeightNormalization(keras.layers.Dense(2)), -1),
+    ],
+    ids=lambda case: type(case).__name__,
+)
+def test_channel_axis_of_any_layer_and_through_wrappers(layer, expected):
+    assert channel_axis(layer) == expected
