@@ -1,6 +1,15 @@
-"""Data-dependent initialization of weight-normalized models."""
+"""Data-dependent initialization of weight-normalized models (Salimans & Kingma 2016,
+arXiv:1602.07868, section 3).
 
-import contextlib
+The init pass is an observer of `WeightNormalization` calls
+(`keras_norms.layers.weight_norm.observe_calls`): each weight-normalized
+layer that runs in the pass reports itself, its pre-activation is measured
+(`WeightNormalization.pre_activation`), checked, pooled where it is called
+once per time step, all-reduced across replicas, and `g` and the bias are
+set from its moments (`WeightNormalization.initialize_from_moments`).
+"""
+
+import collections
 import warnings
 
 import keras
@@ -8,34 +17,171 @@ import numpy as np
 from keras import ops
 
 from keras_norms.graph import iter_layers, normalization_pairs
+from keras_norms.layers.batch_statistics import batch_mean
+from keras_norms.layers.kernels import output_feature_axes
 from keras_norms.layers.mean_only_bn import MeanOnlyBatchNormalization
-from keras_norms.layers.weight_norm import PooledMoments, WeightNormalization
+from keras_norms.layers.weight_norm import WeightNormalization, observe_calls
+
+# A pre-activation whose variance over the init batch is below this, relative
+# to 1 + mean^2, is constant up to float32 rounding: data_dependent_init
+# refuses it (it would set g near 1e5).
+_CONSTANT_VARIANCE = 1e-12
 
 
-@contextlib.contextmanager
-def _initializing(layers, owned, synchronized):
-    """Set the layers' init flags for the passes; on an error, restore what they wrote.
+class PooledMoments:
+    """Per-feature mean and variance of values that arrive in parts, merged exactly.
 
-    The calls and statistics of an eager pass are checked as each layer
-    initializes (a traced, distributed pass cannot read them).
+    Chan, Golub & LeVeque's pairwise update, in float64: after `add` of
+    each part `(values, features)`, `mean` and `m2 / count` equal the mean
+    and variance of all parts together.
     """
-    variables = [v for layer in layers for v in layer._init_variables()]
-    saved = [ops.convert_to_numpy(v) for v in variables]
-    for layer in layers:
-        layer._init_center = id(layer) not in owned
-        layer._init_synchronized = synchronized
-    try:
-        yield
-    except BaseException:
-        for variable, value in zip(variables, saved):
-            variable.assign(value)
-        raise
-    finally:
+
+    def __init__(self):
+        self.count, self.mean, self.m2 = 0, 0.0, 0.0
+
+    def add(self, part):
+        part = np.asarray(part, "float64")
+        count, mean = len(part), part.mean(axis=0)
+        m2 = np.sum(np.square(part - mean), axis=0)
+        total = self.count + count
+        delta = mean - self.mean
+        self.mean = self.mean + delta * count / total
+        self.m2 = self.m2 + m2 + np.square(delta) * self.count * count / total
+        self.count = total
+
+
+def _features_last(layer, t):
+    """`t` as `(values, features)`: the output kernel's features last, in the kernel's order."""
+    features = output_feature_axes(layer.layer, ops.ndim(t))
+    others = [a for a in range(ops.ndim(t)) if a not in features]
+    t = ops.transpose(t, others + list(features))
+    return ops.reshape(t, (-1, int(np.prod(layer.g.shape))))
+
+
+def _is_traced(tensor):
+    """Whether `tensor`, a layer's input in the pass, is symbolic: the call is being traced."""
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        return not tf.executing_eagerly()
+    if keras.backend.backend() == "jax":
+        import jax
+
+        return isinstance(tensor, jax.core.Tracer)
+    return False
+
+
+def _check_statistics(layer, mean, variance, values):
+    """A ValueError naming `layer` for a degenerate pre-activation `t`.
+
+    `values` is the number of values of `t` per output feature.
+    """
+    if values < 2:
+        raise ValueError(
+            f"data_dependent_init: {layer.name} needs at least 2 values per output feature "
+            "of its pre-activation to take a standard deviation (examples times positions); "
+            f"nothing was initialized. Received: {values} value per feature"
+        )
+    mean, variance = ops.convert_to_numpy(mean), ops.convert_to_numpy(variance)
+    if not (np.all(np.isfinite(mean)) and np.all(np.isfinite(variance))):
+        raise ValueError(
+            f"data_dependent_init: the pre-activation of {layer.name} on the init batch "
+            "is not finite (NaN or inf in x_init, or from the layers before it); "
+            f"nothing was initialized. Received: mean={mean.tolist()[:4]}..."
+        )
+    constant = variance <= _CONSTANT_VARIANCE * (1.0 + np.square(mean))
+    if np.any(constant):
+        raise ValueError(
+            f"data_dependent_init: the pre-activation of {layer.name} is constant over "
+            f"the init batch for output features {np.flatnonzero(constant).tolist()[:8]} "
+            "(a constant input or an all-zero kernel), so 1/std is undefined; "
+            f"nothing was initialized. Received: variance={variance.tolist()[:4]}..."
+        )
+
+
+def _needs_init(layer):
+    return layer.data_init and layer.built and not bool(ops.convert_to_numpy(layer.initialized))
+
+
+class _InitPass:
+    """The observer of the init passes: measures each layer to initialize and sets its `g`.
+
+    Every variable it may write is saved first, so that `restore` undoes a
+    failed pass. A layer still unbuilt when the pass starts (built in the
+    pass) is initialized when it runs in an eager pass; so is one that runs
+    but is not among the model's `tree` of layers (Keras does not track
+    it), which is listed in `untracked`.
+    """
+
+    def __init__(self, layers, tree, owned, synchronized):
+        self.layers = {}
+        self.tree = {id(layer) for layer in tree}
+        self.owned = owned  # ids of layers whose mean a following mean-only BN owns
+        self.synchronized = synchronized  # all-reduce the statistics (tf.distribute)
+        self.saved = []
+        self.untracked = []
+        self.pools = {}  # id(layer) -> PooledMoments, in a pooled pass
+        self.calls = collections.Counter()
         for layer in layers:
-            layer._init_center = None
-            layer._init_synchronized = False
-            layer._init_calls = None
-            layer._init_pool = None
+            self._adopt(layer)
+
+    def _adopt(self, layer):
+        self.layers[id(layer)] = layer
+        self.saved += [(v, ops.convert_to_numpy(v)) for v in layer.initialization_variables()]
+
+    def start(self, pooled):
+        """Begin a forward pass: count calls anew; pool the statistics of `pooled` layers."""
+        self.calls.clear()
+        self.pools = {id(layer): PooledMoments() for layer in pooled}
+
+    def __call__(self, layer, inputs, *args, **kwargs):
+        first = keras.tree.flatten(inputs)[0]
+        if isinstance(first, keras.KerasTensor):
+            return  # a shape inference, not a pass
+        traced = _is_traced(first)
+        if id(layer) not in self.layers:
+            if traced or not _needs_init(layer):
+                return
+            self._adopt(layer)
+            if id(layer) not in self.tree:
+                self.untracked.append(layer)
+        t = _features_last(layer, layer.pre_activation(inputs, *args, **kwargs))
+        pool = self.pools.get(id(layer))
+        if pool is not None:
+            pool.add(ops.convert_to_numpy(t))
+            return
+        # Two passes (mean, then mean squared deviation), each all-reduced
+        # if synchronized: E[t^2] - E[t]^2 would cancel in float32.
+        mean = batch_mean(t, [0], self.synchronized, keepdims=True)
+        variance = batch_mean(ops.square(t - mean), [0], self.synchronized)
+        mean = ops.reshape(mean, ops.shape(variance))
+        if not traced:
+            self.calls[id(layer)] += 1
+            if self.calls[id(layer)] > 1:
+                raise ValueError(
+                    f"data_dependent_init: {layer.name} is called more than once in the "
+                    "model's forward pass (a shared layer), and its statistics would come "
+                    "from one call only; nothing was initialized. Pass data_init=False to "
+                    "that layer to initialize the rest."
+                )
+            _check_statistics(layer, mean, variance, ops.shape(t)[0])
+        layer.initialize_from_moments(mean, variance, center=id(layer) not in self.owned)
+
+    def finish(self):
+        """End a forward pass: set each pooled layer from its statistics over the pass's calls."""
+        for key, pool in self.pools.items():
+            if pool.count == 0:
+                continue  # not reached in this pass
+            layer = self.layers[key]
+            variance = pool.m2 / pool.count
+            _check_statistics(layer, pool.mean, variance, pool.count)
+            layer.initialize_from_moments(pool.mean, variance, center=key not in self.owned)
+        self.pools = {}
+
+    def restore(self):
+        """Give every variable the pass may have written its value from before."""
+        for variable, value in self.saved:
+            variable.assign(value)
 
 
 def _time_distributed(model, layers):
@@ -49,38 +195,42 @@ def _time_distributed(model, layers):
     return [layer for layer in layers if id(layer) in inside]
 
 
-def _eager_passes(model, x_init, training, layers, pooled):
+def _eager_passes(model, x_init, training, init_pass, pooled):
     """Forward passes until the pooled layers' statistics are settled.
 
     A layer called once per time step pools its pre-activation over the
-    calls of a pass and sets `g` (and `b`) after it, so the layers after it
-    see its initialized output only in the next pass: with `k` pooled
-    layers, `k + 1` passes, each re-initializing every layer from the
-    inputs of the pass before.
+    calls of a pass and is set after it, so the layers after it see its
+    initialized output only in the next pass: with `k` pooled layers,
+    `k + 1` passes, each re-initializing every layer from the inputs of the
+    pass before.
     """
     for _ in range(len(pooled) + 1):
-        for layer in layers:
-            layer._init_calls = 0
-        for layer in pooled:
-            layer._init_pool = PooledMoments()
+        init_pass.start(pooled)
         model(x_init, training=training)
-        for layer in pooled:
-            layer._finish_pooled_init()
+        init_pass.finish()
 
 
 def _is_initialized(layer):
     return layer.built and bool(ops.convert_to_numpy(layer.initialized))
 
 
-def _warn_unreached(layers):
+def _warn(layers, message):
+    """A warning `message`, its `{names}` the names of `layers`; none without layers."""
     if layers:
         names = ", ".join(layer.name for layer in layers)
-        warnings.warn(
-            f"data_dependent_init: the forward pass did not reach {names} (a branch the "
-            "model's call does not take on this input?); they keep g = ||v|| and stay "
-            "uninitialized.",
-            stacklevel=3,
-        )
+        warnings.warn(message.format(names=names), stacklevel=3)
+
+
+_UNREACHED = (
+    "data_dependent_init: the forward pass did not reach {names} (a branch the model's call "
+    "does not take on this input?); they keep g = ||v|| and stay uninitialized."
+)
+_UNTRACKED = (
+    "data_dependent_init initialized {names}, which the model's call runs but the model does "
+    "not track: their g is not in model.weights, so fit does not train it and saving does not "
+    "keep it. Assign each weight-normalized layer (or a new list of them) to an attribute of "
+    "the model or layer that calls it."
+)
 
 
 def _multi_replica_strategy():
@@ -112,7 +262,7 @@ def _distributed_pass(strategy, model, x_init, training):
             tf.constant, shards[context.replica_id_in_sync_group]
         )
     )
-    # Traced once, while the layers' init flags are set.
+    # Traced once, inside the init pass's `observe_calls` block.
     tf.function(lambda x: strategy.run(lambda s: model(s, training=training), args=(x,)))(values)
 
 
@@ -216,7 +366,10 @@ def data_dependent_init(model, x_init, training=True, num_examples=500):
     Warns:
         UserWarning: naming the weight-normalized layers with
             `data_init=True` that the forward pass did not reach (they stay
-            uninitialized, with `g = ||v||`).
+            uninitialized, with `g = ||v||`); naming those that the pass ran
+            and initialized although the model does not track them (a
+            layer put into a list after the list was assigned to the model:
+            its `g` is not in `model.weights`).
 
     Reference:
         Salimans & Kingma, "Weight Normalization: A Simple Reparameterization
@@ -255,10 +408,17 @@ def data_dependent_init(model, x_init, training=True, num_examples=500):
             f"across replicas; initialize {pooled[0].name} outside the strategy's scope or "
             f"pass it data_init=False. Received: {len(pooled)} such layers"
         )
-    with _initializing(layers, owned, synchronized=strategy is not None):
-        if strategy is None:
-            _eager_passes(model, x_init, training, layers, pooled)
-        else:
-            _distributed_pass(strategy, model, x_init, training)
-    _warn_unreached(unbuilt + [layer for layer in layers if not _is_initialized(layer)])
-    return [layer for layer in layers if _is_initialized(layer)]
+    tree = [layer for layer in iter_layers(model) if isinstance(layer, WeightNormalization)]
+    init_pass = _InitPass(layers, tree, owned, synchronized=strategy is not None)
+    try:
+        with observe_calls(init_pass):
+            if strategy is None:
+                _eager_passes(model, x_init, training, init_pass, pooled)
+            else:
+                _distributed_pass(strategy, model, x_init, training)
+    except BaseException:
+        init_pass.restore()
+        raise
+    _warn(unbuilt + [layer for layer in layers if not _is_initialized(layer)], _UNREACHED)
+    _warn(init_pass.untracked, _UNTRACKED)
+    return [layer for layer in layers + init_pass.untracked if _is_initialized(layer)]

@@ -1,5 +1,6 @@
 """Weight normalization (Salimans & Kingma 2016, arXiv:1602.07868) as a Keras 3 wrapper."""
 
+import contextlib
 import types
 
 import keras
@@ -7,14 +8,12 @@ import numpy as np
 from keras import ops
 
 from keras_norms.layers.arguments import check_bool, check_names, is_integer
-from keras_norms.layers.batch_statistics import batch_mean
 from keras_norms.layers.kernels import (
     is_known,
     is_recurrent,
     kernel_owner,
     kernel_variables,
     output_axes,
-    output_feature_axes,
     output_kernel,
 )
 from keras_norms.layers.linear import NormalizedLinear
@@ -26,10 +25,40 @@ _SQUARED_NORM_FLOOR = 1e-12
 # Added to the variance of the init batch's pre-activation before the square
 # root, as in Salimans & Kingma's reference code.
 _INIT_EPSILON = 1e-10
-# A pre-activation whose variance over the init batch is below this, relative
-# to 1 + mean^2, is constant up to float32 rounding: data_dependent_init
-# refuses it (it would set g near 1e5).
-_CONSTANT_VARIANCE = 1e-12
+# The observers of the init passes in progress (`observe_calls`), innermost
+# last. A list, not a context variable: tf.distribute traces each replica's
+# call in a thread of its own.
+_OBSERVERS = []
+
+
+@contextlib.contextmanager
+def observe_calls(observer):
+    """Within the block, every `WeightNormalization` call reports itself to `observer`.
+
+    The protocol of data-dependent initialization
+    (`keras_norms.data_dependent_init`, Salimans & Kingma 2016,
+    arXiv:1602.07868, section 3): at the start of each call of a layer that
+    is not folded in place, before its output is computed,
+    `observer(layer, inputs, *args, **kwargs)` is called with the call's
+    arguments, so that an observer can measure `layer.pre_activation(...)`
+    and set `g` with `layer.initialize_from_moments(...)`, and the call's
+    output already uses them. Every layer that runs is reported, also one
+    that the model's layer tree does not hold, and one called inside a
+    traced function (then with symbolic inputs). Nested blocks report to
+    the innermost observer only.
+
+    Args:
+        observer: a callable `(layer, inputs, *args, **kwargs)`; what it
+            returns is ignored.
+
+    Yields:
+        `None`.
+    """
+    _OBSERVERS.append(observer)
+    try:
+        yield
+    finally:
+        _OBSERVERS.remove(observer)
 
 
 def _check_wrappable(layer, kernel_names):
@@ -82,28 +111,6 @@ def _data_init_defined(layer, axis, kernel_names):
     )
 
 
-class PooledMoments:
-    """Per-feature mean and variance of values that arrive in parts, merged exactly.
-
-    Chan, Golub & LeVeque's pairwise update, in float64: after `add` of
-    each part `(values, features)`, `mean` and `m2 / count` equal the mean
-    and variance of all parts together.
-    """
-
-    def __init__(self):
-        self.count, self.mean, self.m2 = 0, 0.0, 0.0
-
-    def add(self, part):
-        part = np.asarray(part, "float64")
-        count, mean = len(part), part.mean(axis=0)
-        m2 = np.sum(np.square(part - mean), axis=0)
-        total = self.count + count
-        delta = mean - self.mean
-        self.mean = self.mean + delta * count / total
-        self.m2 = self.m2 + m2 + np.square(delta) * self.count * count / total
-        self.count = total
-
-
 @keras.saving.register_keras_serializable(package="keras_norms")
 class WeightNormalization(keras.layers.Wrapper):
     """Weight normalization wrapper: each kernel `w` of the wrapped layer is `g * v / ||v||`.
@@ -145,7 +152,9 @@ class WeightNormalization(keras.layers.Wrapper):
     layer's output unchanged. The non-trainable boolean `initialized`
     records that initialization happened; it is saved with the model, so a
     reloaded model is never initialized again. `call` holds no
-    initialization logic.
+    initialization logic: during an init pass it reports itself to the
+    pass (`observe_calls`), which measures `pre_activation` and calls
+    `initialize_from_moments`.
 
     For deployment, `plain_layer()` returns the wrapped layer's type holding
     the constant kernels `g * v / ||v||` (as tensorflow-addons' `remove()` or
@@ -242,12 +251,7 @@ class WeightNormalization(keras.layers.Wrapper):
                 f"{type(layer).__name__}, axis={axis!r}, data_init={data_init!r}"
             )
         self.data_init = defined if data_init is None else data_init
-        self._init_center = None  # set only by `data_dependent_init`
-        self._init_synchronized = False  # all-reduce init statistics (tf.distribute)
-        # Calls so far in an eager init pass, whose statistics are checked; None otherwise.
-        self._init_calls = None
         self._folded = False  # set by `fold_in_place`
-        self._init_pool = None  # PooledMoments of a pooled init pass (TimeDistributed)
 
     def build(self, input_shape=None):
         super().build(input_shape)
@@ -383,15 +387,26 @@ class WeightNormalization(keras.layers.Wrapper):
             kwargs["training"] = training
         if self._folded:
             return self.layer(inputs, *args, **kwargs)
-        if self._init_center is not None:
-            self._initialize(inputs, *args, center=self._init_center, **kwargs)
+        if _OBSERVERS:
+            _OBSERVERS[-1](self, inputs, *args, **kwargs)
         return self._call_with_kernels(self._effective_kernels(), inputs, *args, **kwargs)
 
-    def _pre_activation(self, inputs, *args, **kwargs):
+    def pre_activation(self, inputs, *args, **kwargs):
         """`t`: the wrapped layer's output with no bias or activation, its output kernel `v/||v||`.
 
-        Float32; the narrow path of data-dependent initialization. The
-        wrapped layer's `activation` is set to `None` for this one call.
+        What data-dependent initialization measures (Salimans & Kingma
+        2016, arXiv:1602.07868, section 3: `t = v . x / ||v||`). The
+        wrapped layer's other kernels (a separable convolution's depthwise
+        kernel) are at their effective values `g * v / ||v||`; its
+        `activation` is set to `None` for this one call.
+
+        Args:
+            inputs, *args, **kwargs: as for `call`.
+
+        Returns:
+            A float32 tensor, the shape of the wrapped layer's output; its
+            output features lie along
+            `keras_norms.layers.kernels.output_feature_axes`.
         """
         values = {
             id(v): self.direction(name)
@@ -412,98 +427,39 @@ class WeightNormalization(keras.layers.Wrapper):
                 self.layer.activation = activation
         return ops.cast(t, "float32")
 
-    def _init_variables(self):
-        """The variables data-dependent initialization may write: the `g`s, bias, `initialized`."""
+    def initialization_variables(self):
+        """The variables `initialize_from_moments` writes: each `g`, the bias, `initialized`."""
         bias = self._bias()
         return self._scale_variables + ([] if bias is None else [bias]) + [self.initialized]
 
     def _bias(self):
         return getattr(self.layer, "bias", None) if getattr(self.layer, "use_bias", True) else None
 
-    def _features_first(self, t):
-        """`t` as `(values, features)`: the output kernel's features last, in its order."""
-        features = output_feature_axes(self.layer, ops.ndim(t))
-        others = [a for a in range(ops.ndim(t)) if a not in features]
-        t = ops.transpose(t, others + list(features))
-        return ops.reshape(t, (-1, int(np.prod(self.g.shape))))
+    def initialize_from_moments(self, mean, variance, center=True):
+        """Set `g` (and the bias) so that the pre-activation `t` has mean 0 and variance 1.
 
-    def _initialize(self, inputs, *args, center, **kwargs):
-        """Data-dependent init (paper section 3), only in `data_dependent_init`'s pass.
+        Salimans & Kingma 2016 (arXiv:1602.07868), section 3:
+        `g = 1 / sqrt(variance + 1e-10)` (`log` of it with `log_scale`)
+        and, with `center` and a bias, `b = -mean / sqrt(variance + 1e-10)`;
+        then `initialized` is set. `keras_norms.data_dependent_init` measures
+        the moments of `pre_activation` and calls this.
 
-        Sets `g = 1 / std(t)` and, with `center`, `b = -mean(t) / std(t)`,
-        from the pre-activation `t` over every axis but its features,
-        all-reduced over `tf.distribute` replicas when `data_dependent_init`
-        runs under a multi-replica strategy. In a pooled pass (the layer is
-        called once per time step by `TimeDistributed`), each call's `t` is
-        only added to the pooled statistics, which `_finish_pooled_init`
-        applies after the pass.
+        Args:
+            mean: the pre-activation's mean per output feature, shape
+                `(F,)` for the output kernel's `F` features (`g.shape`
+                flattened), float.
+            variance: its variance per output feature, shape `(F,)`, float.
+            center: whether to set the bias too (`False` where a mean-only
+                batch normalization after the layer owns the mean).
         """
-        t = self._features_first(self._pre_activation(inputs, *args, **kwargs))
-        if self._init_pool is not None:
-            self._init_pool.add(ops.convert_to_numpy(t))
-            return
-        # Two passes (mean, then mean squared deviation), each all-reduced
-        # if synchronized: E[t^2] - E[t]^2 would cancel in float32.
-        mean = batch_mean(t, [0], self._init_synchronized, keepdims=True)
-        variance = batch_mean(ops.square(t - mean), [0], self._init_synchronized)
-        mean = ops.reshape(mean, ops.shape(variance))
-        if self._init_calls is not None:
-            self._init_calls += 1
-            if self._init_calls > 1:
-                raise ValueError(
-                    f"data_dependent_init: {self.name} is called more than once in the model's "
-                    "forward pass (a shared layer), and its statistics would come from one "
-                    "call only; nothing was initialized. Pass data_init=False to that layer "
-                    "to initialize the rest."
-                )
-            self._check_statistics(mean, variance, ops.shape(t)[0])
-        self._set_from_statistics(mean, variance, center)
-
-    def _finish_pooled_init(self):
-        """Set `g` (and `b`) from the statistics pooled over a pass's calls."""
-        pool, self._init_pool = self._init_pool, None
-        if pool.count == 0:
-            return  # not reached in this pass
-        self._check_statistics(pool.mean, pool.m2 / pool.count, pool.count)
-        mean = ops.convert_to_tensor(pool.mean, "float32")
-        variance = ops.convert_to_tensor(pool.m2 / pool.count, "float32")
-        self._set_from_statistics(mean, variance, self._init_center)
-
-    def _set_from_statistics(self, mean, variance, center):
-        inv_std = ops.rsqrt(variance + _INIT_EPSILON)
+        inv_std = ops.rsqrt(ops.cast(variance, "float32") + _INIT_EPSILON)
         scale = ops.log(inv_std) if self.log_scale else inv_std
         self.g.assign(ops.reshape(scale, self.g.shape))
         bias = self._bias()
         if center and bias is not None:
-            bias.assign(ops.reshape(-mean * inv_std, bias.shape))
+            mean = ops.cast(mean, "float32")
+            bias.assign(ops.cast(ops.reshape(-mean * inv_std, bias.shape), bias.dtype))
         self.initialized.assign(True)
-
-    def _check_statistics(self, mean, variance, values):
-        """A ValueError naming this layer for a degenerate pre-activation `t`.
-
-        `values` is the number of values of `t` per output feature.
-        """
-        if values < 2:
-            raise ValueError(
-                f"data_dependent_init: {self.name} needs at least 2 values per output feature "
-                "of its pre-activation to take a standard deviation (examples times positions); "
-                f"nothing was initialized. Received: {values} value per feature"
-            )
-        mean, variance = ops.convert_to_numpy(mean), ops.convert_to_numpy(variance)
-        if not (np.all(np.isfinite(mean)) and np.all(np.isfinite(variance))):
-            raise ValueError(
-                f"data_dependent_init: the pre-activation of {self.name} on the init batch "
-                "is not finite (NaN or inf in x_init, or from the layers before it); "
-                f"nothing was initialized. Received: mean={mean.tolist()[:4]}..."
-            )
-        constant = variance <= _CONSTANT_VARIANCE * (1.0 + np.square(mean))
-        if np.any(constant):
-            raise ValueError(
-                f"data_dependent_init: the pre-activation of {self.name} is constant over "
-                f"the init batch for output features {np.flatnonzero(constant).tolist()[:8]} "
-                "(a constant input or an all-zero kernel), so 1/std is undefined; "
-                f"nothing was initialized. Received: variance={variance.tolist()[:4]}..."
-            )
 
     def plain_layer(self):
         """The wrapped layer's type holding the constant kernels `g * v / ||v||`.
