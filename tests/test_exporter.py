@@ -129,16 +129,6 @@ def test_parity_failure_lists_every_formats_difference(tmp_path, monkeypatch):
         exporter.export_and_check(model, str(tmp_path), x)
 
 
-def _saved_model_op_counts(path):
-    import collections
-
-    import tensorflow as tf
-
-    graph = tf.saved_model.load(path).signatures["serving_default"].graph.as_graph_def()
-    nodes = list(graph.node) + [n for f in graph.library.function for n in f.node_def]
-    return collections.Counter(node.op for node in nodes)
-
-
 @pytest.mark.parametrize("norm", ["wn", "wn_mobn", "bn"])
 def test_deployed_graph_is_the_plain_networks_graph(norm, exported):
     """Folded: neither the SavedModel nor the ONNX file holds a norm or a mean subtraction.
@@ -149,8 +139,8 @@ def test_deployed_graph_is_the_plain_networks_graph(norm, exported):
     """
     _, _, plain = exported("convpool_cnn_c", "none")
     _, _, report = exported("convpool_cnn_c", norm)
-    ops = _saved_model_op_counts(report["saved_model"])
-    assert ops == _saved_model_op_counts(plain["saved_model"])
+    ops = exporter.saved_model_op_counts(report["saved_model"])
+    assert ops == exporter.saved_model_op_counts(plain["saved_model"])
     assert ops["Conv2D"] == 9 and not any(ops[op] for op in NORM_OPS_SAVED_MODEL)
     onnx_ops = exporter.onnx_op_counts(report["onnx"])
     assert onnx_ops == exporter.onnx_op_counts(plain["onnx"])

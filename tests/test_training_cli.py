@@ -534,11 +534,14 @@ def test_unreachable_worker_exits_within_the_connect_timeout(tmp_path):
 
 
 def _wait_for_epochs(run_dir, count, process, timeout=300):
+    """Until `count` epochs are logged and their backup is written (a loaded machine lags)."""
     deadline = time.monotonic() + timeout
     path = os.path.join(run_dir, "history.csv")
+    backup = os.path.join(run_dir, "backup")
     while time.monotonic() < deadline and process.poll() is None:
         if os.path.isfile(path) and len(_history_epochs(run_dir)) >= count:
-            return
+            if os.path.isdir(backup):
+                return
         time.sleep(0.05)
     raise AssertionError(f"no {count} epochs logged; status {process.poll()}")
 

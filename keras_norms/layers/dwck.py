@@ -293,7 +293,9 @@ class DWCKNormalization(BatchStatisticsNormalization):
 
     def get_config(self):
         config = {
-            "kernel_sizes": self._given_kernel_sizes,
+            "kernel_sizes": None
+            if self._given_kernel_sizes is None
+            else [list(k) for k in self._given_kernel_sizes],
             "center": self.center,
             "scale": self.scale,
             "weighted_variance": self.weighted_variance,

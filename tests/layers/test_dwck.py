@@ -262,3 +262,13 @@ def test_rejects_bad_shapes_at_build(kwargs, shape, match):
 def test_rejects_bad_arguments(kwargs, match):
     with pytest.raises(ValueError, match=match):
         DWCKNormalization(**kwargs)
+
+
+def test_config_holds_plain_lists_that_json_writes():
+    import json
+
+    layer = DWCKNormalization(kernel_sizes=[(4, 4), 2])
+    sizes = layer.get_config()["kernel_sizes"]
+    assert type(sizes) is list and all(type(k) is list for k in sizes)  # not Keras' TrackedList
+    assert json.loads(json.dumps(sizes)) == [[4, 4], [2, 2]]
+    assert DWCKNormalization.from_config(layer.get_config()).get_config() == layer.get_config()

@@ -303,6 +303,10 @@ def _check_finite_output_and_gradients(layer, x, training):
     name = type(layer).__name__
     assert np.all(np.isfinite(y)), f"{name}: non-finite output"
     assert x_grad.shape == x.shape and np.all(np.isfinite(x_grad)), f"{name}: input gradient"
+    if training and layer.trainable_variables:  # some gradient reaches the variables
+        # (at inference a batch-statistics layer's output may depend on none: DWCK
+        # without gamma and beta uses its stack's weights in training only)
+        assert any(grad is not None for grad in grads), f"{name}: no variable gradient"
     for variable, grad in zip(layer.trainable_variables, grads):
         if grad is None:  # a variable the output does not depend on (e.g. unused beta)
             continue
