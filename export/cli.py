@@ -20,8 +20,8 @@ from keras_norms.export.parity import (
     FORMAT_LABELS,
     PARITY_SOURCES,
     RANDOM,
-    REPORT_KEYS,
     ParityError,
+    canonical_format,
     differences_line,
     parity_inputs,
     sizes_dynamic_axes,
@@ -43,8 +43,8 @@ def _shape(text):
 
 
 def _formats(text):
-    """`"savedmodel,onnx"` as `("savedmodel", "onnx")`."""
-    names = tuple(name.strip() for name in text.split(","))
+    """`"saved_model,onnx"` as `("saved_model", "onnx")` (`savedmodel` accepted for one release)."""
+    names = tuple(canonical_format(name.strip()) for name in text.split(","))
     if any(name not in EXPORT_FORMATS for name in names):
         raise argparse.ArgumentTypeError(
             f"expected one or more of {','.join(EXPORT_FORMATS)} separated by commas, got {text!r}"
@@ -238,7 +238,7 @@ def main(argv=None):
     ) as error:
         print(f"keras-norms-export: error: {error}", file=sys.stderr)
         return 1
-    written = [(FORMAT_LABELS[name], REPORT_KEYS[name]) for name in report["formats"]]
+    written = [(FORMAT_LABELS[name], name) for name in report["formats"]]
     print("  ".join(f"{label}: {report[key]}" for label, key in written))
     print(
         f"parity on {report['num_inputs']} inputs of shape {tuple(report['input_shape'])} "

@@ -14,8 +14,7 @@ from keras_norms.export.parity import (
     EXPORT_FORMATS,
     FORMAT_LABELS,
     ONNX,
-    REPORT_KEYS,
-    SAVEDMODEL,
+    SAVED_MODEL,
     TFLITE,
     ParityError,
     check_formats,
@@ -199,7 +198,7 @@ def export_and_check(
     the model's input (a variable length or image size) stay dynamic in
     every file; the report's `input_shape` is the size they were checked at.
 
-    `"tflite"` without `"savedmodel"` converts from a SavedModel written to
+    `"tflite"` without `"saved_model"` converts from a SavedModel written to
     a temporary directory and deleted after; only the TFLite file is kept
     and checked.
 
@@ -211,7 +210,7 @@ def export_and_check(
 
     Raises:
         ValueError: if `formats` names a format not in
-            `("savedmodel", "tflite", "onnx")`, or none.
+            `("saved_model", "tflite", "onnx")`, or none.
         MissingDependencyError: before anything is written, if a requested
             format's converter or runtime is not installed.
         ParityError: if any difference exceeds `tolerance`; the message
@@ -225,13 +224,13 @@ def export_and_check(
     paths = {}
     with tempfile.TemporaryDirectory() as scratch:
         with deployment_form(model) as deployable:
-            if SAVEDMODEL in formats or TFLITE in formats:
+            if SAVED_MODEL in formats or TFLITE in formats:
                 saved_model_dir = export_saved_model(
                     deployable,
-                    os.path.join(output_dir if SAVEDMODEL in formats else scratch, "saved_model"),
+                    os.path.join(output_dir if SAVED_MODEL in formats else scratch, "saved_model"),
                 )
-                if SAVEDMODEL in formats:
-                    paths[SAVEDMODEL] = saved_model_dir
+                if SAVED_MODEL in formats:
+                    paths[SAVED_MODEL] = saved_model_dir
             if ONNX in formats:
                 paths[ONNX] = export_onnx(deployable, os.path.join(output_dir, "model.onnx"))
         if TFLITE in formats:
@@ -242,8 +241,8 @@ def export_and_check(
     if mixed is not None:
         model = as_float32(model)
     expected = model.predict(inputs, verbose=0)
-    run = {SAVEDMODEL: run_saved_model, TFLITE: run_tflite, ONNX: run_onnx}
-    report = {REPORT_KEYS[name]: paths[name] for name in formats}
+    run = {SAVED_MODEL: run_saved_model, TFLITE: run_tflite, ONNX: run_onnx}
+    report = {name: paths[name] for name in formats}
     report.update(
         formats=list(formats),
         num_inputs=len(inputs),
@@ -251,14 +250,12 @@ def export_and_check(
         tolerance=tolerance,
     )
     for name in formats:
-        report[f"{REPORT_KEYS[name]}_max_abs_diff"] = max_abs_diff(
-            run[name](paths[name], inputs), expected
-        )
+        report[f"{name}_max_abs_diff"] = max_abs_diff(run[name](paths[name], inputs), expected)
     if mixed is not None:
         report["mixed_precision_max_abs_diff"] = max_abs_diff(mixed, expected)
     with open(os.path.join(output_dir, "parity.json"), "w") as f:
         json.dump(report, f, indent=2)
-    differences = {name: report[f"{REPORT_KEYS[name]}_max_abs_diff"] for name in formats}
+    differences = {name: report[f"{name}_max_abs_diff"] for name in formats}
     worst = max(differences.values())
     if worst > tolerance:
         each = ", ".join(f"{FORMAT_LABELS[name]} {diff:.3e}" for name, diff in differences.items())

@@ -9,12 +9,14 @@ import numpy as np
 from keras_norms import datasets
 
 # The formats `export_and_check` and `keras-norms-export --format` write, in this order.
-SAVEDMODEL, TFLITE, ONNX = "savedmodel", "tflite", "onnx"
-EXPORT_FORMATS = (SAVEDMODEL, TFLITE, ONNX)
-# Each format's name in messages, and its key in a parity report (its file; with
-# `_max_abs_diff` appended, its difference).
-FORMAT_LABELS = {SAVEDMODEL: "SavedModel", TFLITE: "TFLite", ONNX: "ONNX"}
-REPORT_KEYS = {SAVEDMODEL: "saved_model", TFLITE: "tflite", ONNX: "onnx"}
+# Each name is also its key in a parity report (its file; with `_max_abs_diff`
+# appended, its difference).
+SAVED_MODEL, TFLITE, ONNX = "saved_model", "tflite", "onnx"
+EXPORT_FORMATS = (SAVED_MODEL, TFLITE, ONNX)
+# Each format's name in messages.
+FORMAT_LABELS = {SAVED_MODEL: "SavedModel", TFLITE: "TFLite", ONNX: "ONNX"}
+# Deprecated spellings, accepted for one release.
+_FORMAT_ALIASES = {"savedmodel": SAVED_MODEL}
 # Largest |logit difference| an exported file may have from the Keras model.
 DEFAULT_TOLERANCE = 1e-4
 RANDOM = "random"
@@ -26,8 +28,16 @@ PARITY_SOURCES = datasets.DATASETS + (RANDOM,)
 DYNAMIC_AXIS_SIZE = 64
 
 
+def canonical_format(name):
+    """`name`, or `"saved_model"` for its deprecated spelling `"savedmodel"`."""
+    return _FORMAT_ALIASES.get(name, name) if isinstance(name, str) else name
+
+
 def check_formats(formats, caller="export_and_check"):
     """`formats` as a tuple in `EXPORT_FORMATS` order, each once.
+
+    `"savedmodel"`, the earlier spelling of `"saved_model"`, is accepted for
+    one release.
 
     Raises:
         ValueError: if `formats` is a string, empty, or names a format
@@ -37,6 +47,7 @@ def check_formats(formats, caller="export_and_check"):
         names = () if isinstance(formats, str) else tuple(formats)
     except TypeError:  # not a sequence
         names = ()
+    names = tuple(canonical_format(name) for name in names)
     if not names or any(name not in EXPORT_FORMATS for name in names):
         raise ValueError(
             f"{caller} expected `formats` to be a tuple of one or more of "
@@ -52,8 +63,7 @@ def differences_line(report):
     `*_max_abs_diff` entries).
     """
     return ", ".join(
-        f"{FORMAT_LABELS[name]} {report[REPORT_KEYS[name] + '_max_abs_diff']:.2e}"
-        for name in report["formats"]
+        f"{FORMAT_LABELS[name]} {report[name + '_max_abs_diff']:.2e}" for name in report["formats"]
     )
 
 

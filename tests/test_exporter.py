@@ -87,7 +87,7 @@ def test_every_builder_and_norm_exports_to_every_format_with_parity(builder, nor
     after a ReLU (per-channel affine maps).
     """
     model, x, report = exported(builder, norm)
-    assert report["formats"] == ["savedmodel", "tflite", "onnx"]
+    assert report["formats"] == ["saved_model", "tflite", "onnx"]
     differences = {key: report[f"{key}_max_abs_diff"] for key in ("saved_model", "tflite", "onnx")}
     assert max(differences.values()) <= 1e-4, differences
     with open(os.path.join(os.path.dirname(report["onnx"]), "parity.json")) as f:
@@ -148,7 +148,7 @@ def test_deployed_graph_is_the_plain_networks_graph(norm, exported):
     assert not any(onnx_ops[op] for op in NORM_OPS_ONNX)
 
 
-@pytest.mark.parametrize("formats", [("savedmodel", "pb"), "onnx", (), None, ["ONNX"]], ids=repr)
+@pytest.mark.parametrize("formats", [("saved_model", "pb"), "onnx", (), None, ["ONNX"]], ids=repr)
 def test_export_and_check_refuses_unknown_formats(formats, tmp_path):
     with pytest.raises(ValueError) as error:
         exporter.export_and_check(
@@ -156,7 +156,7 @@ def test_export_and_check_refuses_unknown_formats(formats, tmp_path):
         )
     message = str(error.value)
     assert message.startswith("export_and_check expected `formats` to be a tuple of one or more")
-    assert "'savedmodel', 'tflite', 'onnx'" in message
+    assert "'saved_model', 'tflite', 'onnx'" in message
     assert message.endswith(f"Received: formats={formats!r}")
     assert not (tmp_path / "out").exists()
 
@@ -187,7 +187,7 @@ def test_missing_onnxruntime_is_reported_before_anything_is_written(tmp_path, mo
     # Without ONNX, the other formats still export.
     x = np.random.default_rng(11).normal(size=(2, 8, 1))
     report = exporter.export_and_check(
-        _variable_length_model(), str(tmp_path / "out"), x, formats=("savedmodel",)
+        _variable_length_model(), str(tmp_path / "out"), x, formats=("saved_model",)
     )
     assert report["saved_model_max_abs_diff"] <= 1e-4
 
@@ -299,8 +299,17 @@ def test_export_cli_refuses_an_unknown_format(value, capsys):
     errors = [line for line in capsys.readouterr().err.splitlines() if "error" in line]
     assert errors == [
         "keras-norms-export: error: argument --format: expected one or more of "
-        f"savedmodel,tflite,onnx separated by commas, got {value!r}"
+        f"saved_model,tflite,onnx separated by commas, got {value!r}"
     ]
+
+
+def test_the_earlier_spelling_savedmodel_names_the_saved_model_format():
+    from keras_norms.export.parity import check_formats
+
+    assert check_formats(("onnx", "savedmodel")) == ("saved_model", "onnx")
+    assert cli.build_parser().parse_args(
+        ["m", "--output", "o", "--format", "savedmodel"]
+    ).format == ("saved_model",)
 
 
 def test_export_cli_reports_a_missing_file(tmp_path, capsys):
