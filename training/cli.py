@@ -416,8 +416,15 @@ class ResumableBackup(keras.callbacks.BackupAndRestore):
                 f"cannot resume from the checkpoint in {self.backup_dir!r} "
                 f"({reason}); delete that directory to start over"
             ) from None
-        # BackupAndRestore hands the restored epoch to fit() this way.
-        _drop_history_from(self.history_path, getattr(self.model, "_initial_epoch", 0) or 0)
+        _drop_history_from(self.history_path, self._restored_epochs())
+
+    def _restored_epochs(self):
+        """How many epochs the restored backup holds (0 without one): its metadata's count."""
+        path = os.path.join(self.backup_dir, self.METADATA)
+        if not os.path.isfile(path):
+            return 0
+        with open(path) as f:
+            return int(json.load(f)["epoch"])
 
     def on_epoch_end(self, epoch, logs=None):
         shutil.rmtree(self.staging_dir, ignore_errors=True)
