@@ -100,7 +100,7 @@ def _check_statistics(layer, mean, variance, values):
 
 
 def _needs_init(layer):
-    return layer.data_init and layer.built and not bool(ops.convert_to_numpy(layer.initialized))
+    return layer.data_init and not _is_initialized(layer)
 
 
 class _InitPass:
@@ -385,7 +385,7 @@ def data_dependent_init(model, x_init, training=True, num_examples=500):
     layers = [
         layer
         for layer in iter_layers(model)
-        if isinstance(layer, WeightNormalization) and layer.data_init and not _is_initialized(layer)
+        if isinstance(layer, WeightNormalization) and _needs_init(layer)
     ]
     if not layers:
         return []
