@@ -46,11 +46,12 @@ from keras_norms.graph import (
 from keras_norms.layers import NormalizedConv2D, WeightNormalization
 from keras_norms.layers.batch_statistics import as_float64
 from keras_norms.layers.linear import is_plain_linear
-from keras_norms.norms import NORM_LAYERS, create_norm_layer
+from keras_norms.norms import NORMS, create_norm_layer
 
+# The norm registry's entries that can take a batch normalization's place.
+TARGETS = tuple(name for name, norm in NORMS.items() if norm.surgery)
 # The targets that replace the normalization and the linear layer before it.
-KERNEL_TARGETS = ("wn", "wn_mobn", "nc")
-TARGETS = tuple(name for name in NORM_LAYERS if name != "bn") + KERNEL_TARGETS
+KERNEL_TARGETS = tuple(name for name in TARGETS if NORMS[name].replaces_linear)
 # Weights another normalization takes from the replaced one when name and shape agree.
 CARRIED_WEIGHTS = ("gamma", "beta", "moving_mean", "moving_variance")
 # Relative difference of folded kernels and biases below which a replacement is exact.
@@ -60,14 +61,6 @@ _HELD = (
     "held inside another layer (a wrapper such as TimeDistributed, or a custom layer), "
     "which is copied whole"
 )
-# The arguments of the replaced normalization each target takes, if it has them.
-_SHARED_ARGUMENTS = {
-    "mobn": ("axis", "momentum"),
-    "dwck": ("axis", "momentum", "epsilon"),
-    "learned": ("axis", "momentum", "epsilon"),
-    "gn": ("axis", "epsilon"),
-    "ln": ("axis", "epsilon"),
-}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -197,7 +190,8 @@ def _carry(old, new):
 
 
 def _new_norm(target, old):
-    kwargs = {a: getattr(old, a) for a in _SHARED_ARGUMENTS[target] if hasattr(old, a)}
+    arguments = NORMS[target].batch_norm_arguments
+    kwargs = {a: getattr(old, a) for a in arguments if hasattr(old, a)}
     channels = int(old.input.shape[getattr(old, "axis", -1)])
     return create_norm_layer(
         target,
@@ -371,7 +365,7 @@ def replace_normalization(model, target, source=keras.layers.BatchNormalization,
 
     Targets (`TARGETS`):
 
-    - `"mobn"`, `"gn"`, `"ln"`, `"dwck"`, `"learned"`: the registered norm
+    - `"mobn"`, `"gn"`, `"ln"`, `"dwck"`, `"dwck_weighted"`, `"learned"`: the registered norm
       (`keras_norms.create_norm_layer`) takes the normalization's place, with
       its `axis`, `momentum`, `epsilon` and `synchronized` where it has them,
       and the weights among `gamma`, `beta`, `moving_mean`,

@@ -21,8 +21,7 @@ from keras_norms.layers import (
     NormPropDense,
     WeightNormalization,
 )
-from keras_norms.models import convpool_cnn_c, nin
-from keras_norms.models.convpool_cnn_c import NORMS
+from keras_norms.models import BUILDERS, convpool_cnn_c, nin
 from keras_norms.policies import dtype_policy
 from tests.layer_test_helper import numpy, perturb_statistics
 
@@ -53,7 +52,7 @@ def test_inference_affine_of_mean_only_bn_and_bn():
         inference_affine(keras.layers.LayerNormalization())
 
 
-@pytest.mark.parametrize("norm", sorted(NORMS))
+@pytest.mark.parametrize("norm", sorted(BUILDERS["convpool_cnn_c"].norms))
 def test_folded_convpool_cnn_c_equals_the_original(norm):
     rng = np.random.default_rng(0)
     model = convpool_cnn_c((16, 16, 1), 10, norm)

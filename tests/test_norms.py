@@ -1,18 +1,30 @@
-"""The norm registry maps each name to its layer, configured as asked."""
+"""The norm registry maps each name to its layers, configured as asked, and builders agree."""
 
+import dataclasses
 import doctest
+import inspect
 
 import keras
 import numpy as np
 import pytest
 
 from keras_norms import layers, norms
-from keras_norms.norms import NORM_LAYERS, create_norm_layer, get_norm_layer, groups_for
+from keras_norms.models import BUILDERS, register_builder
+from keras_norms.models.blocks import conv_norm_act
+from keras_norms.norms import (
+    NORM_LAYERS,
+    NORMS,
+    create_norm_layer,
+    get_norm_layer,
+    groups_for,
+    load,
+)
 
 EXPECTED_CLASSES = {
     "bn": keras.layers.BatchNormalization,
     "mobn": layers.MeanOnlyBatchNormalization,
     "dwck": layers.DWCKNormalization,
+    "dwck_weighted": layers.DWCKNormalization,
     "learned": layers.LearnedStatisticsNormalization,
     "gn": keras.layers.GroupNormalization,
     "ln": keras.layers.LayerNormalization,
@@ -50,3 +62,48 @@ def test_unknown_name_is_a_value_error():
 def test_docstring_example():
     failures, tried = doctest.testmod(norms)
     assert tried > 0 and failures == 0
+
+
+def test_every_builder_takes_registered_norms_and_defaults_to_the_first():
+    for name, builder in BUILDERS.items():
+        assert set(builder.norms) <= set(NORMS), name
+        signature = inspect.signature(builder.build)
+        assert signature.parameters["norm"].default == builder.default_norm, name
+
+
+def test_a_builder_naming_an_unknown_norm_is_refused():
+    entry = dataclasses.replace(BUILDERS["plain_cnn"], name="mine", norms=("none", "batchnorm"))
+    with pytest.raises(ValueError, match=r"'mine' names norms .*Received: \['batchnorm'\]"):
+        register_builder(entry)
+    assert "mine" not in BUILDERS
+
+
+def _norm_block(norm, activation=None):
+    inputs = keras.Input((6, 6, 3))
+    outputs = conv_norm_act(
+        inputs, 4, 3, norm=norm, name="c", kernel_initializer="ones", conv_activation=activation
+    )
+    return keras.Model(inputs, outputs)
+
+
+@pytest.mark.parametrize("norm", sorted(NORMS))
+def test_the_block_builds_what_the_registry_says(norm):
+    spec = NORMS[norm]
+    layers_ = {layer.name: layer for layer in _norm_block(norm).layers[1:]}
+    conv = layers_.get("c_wn", layers_.get("c"))
+    if spec.weight_normalized:
+        assert isinstance(conv, layers.WeightNormalization) and "c" not in layers_
+        conv = conv.layer
+    expected = load(spec.convolution) if spec.convolution else keras.layers.Conv2D
+    assert type(conv) is expected
+    normalization = layers_.get(f"c_{spec.suffix}")
+    if spec.layer is None:
+        assert len(layers_) == 1
+    else:
+        assert type(normalization) is load(spec.layer) and len(layers_) == 2
+        for option, value in spec.options:
+            assert getattr(normalization, option) == value
+    if spec.convolution is None:  # a bias only where no normalization layer follows
+        assert conv.use_bias == (spec.layer is None)
+        fused = {layer.name: layer for layer in _norm_block(norm, activation="relu").layers}
+        assert getattr(fused.get("c_wn"), "layer", fused.get("c")).use_bias

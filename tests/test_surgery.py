@@ -26,7 +26,7 @@ from keras_norms.models import BUILDERS, resnet18
 from keras_norms.surgery import TARGETS
 
 # Targets whose inference map equals batch normalization's (weights folded or carried).
-EXACT = ("mobn", "dwck", "wn", "wn_mobn")
+EXACT = ("mobn", "dwck", "dwck_weighted", "wn", "wn_mobn")
 NEW_NORM = {
     "mobn": MeanOnlyBatchNormalization,
     "dwck": DWCKNormalization,

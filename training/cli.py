@@ -15,7 +15,7 @@ import numpy as np
 from keras_norms import data_dependent_init, datasets, precise_statistics
 from keras_norms.command_line import non_negative_int, positive_int
 from keras_norms.models import BUILDERS, recipes
-from keras_norms.models.nin import DATA_NORMALIZATIONS
+from keras_norms.models.networks.nin import DATA_NORMALIZATIONS
 from keras_norms.optional import MissingDependencyError
 from keras_norms.policies import dtype_policy
 from keras_norms.training import data

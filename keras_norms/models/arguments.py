@@ -6,6 +6,7 @@ import keras
 import numpy as np
 
 from keras_norms.layers.arguments import is_integer
+from keras_norms.models.registry import get_builder
 
 
 def _shape_tuple(builder, input_shape):
@@ -22,17 +23,21 @@ def _shape_tuple(builder, input_shape):
     return tuple(int(s) for s in shape)
 
 
-def check_builder_arguments(builder, input_shape, num_classes, norm, norms, min_size=1):
+def check_builder_arguments(builder, input_shape, num_classes, norm):
     """Validate a builder's common arguments; returns `(input_shape, num_classes)` as Python ints.
 
-    Integers may be Python or numpy integers, as in Keras; booleans are refused.
+    `builder` names a registered builder, whose registry entry gives the
+    norms it takes and its smallest input side. Integers may be Python or
+    numpy integers, as in Keras; booleans are refused.
 
     Raises:
-        ValueError: naming `builder`, for a `norm` not in `norms`, an
+        ValueError: naming `builder`, for a `norm` it does not take, an
             `input_shape` that is not three positive ints (`None` included),
-            a side below `min_size`, or a `num_classes` that is not a
+            a side below its minimum, or a `num_classes` that is not a
             positive int.
     """
+    entry = get_builder(builder)
+    norms, min_size = entry.norms, entry.min_input_size
     if norm not in norms:
         raise ValueError(f"{builder} expects norm in {norms}. Received: norm={norm!r}")
     input_shape = _shape_tuple(builder, input_shape)

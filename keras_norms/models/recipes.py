@@ -6,9 +6,9 @@ can override every part of it (`--optimizer`, `--schedule`, `--decay-every`,
 `--weight-decay`).
 """
 
-import dataclasses
-
 import keras
+
+from keras_norms.models.registry import Recipe  # noqa: F401  (its home before the registry)
 
 
 def constant_then_linear(base, epochs, period=None):
@@ -86,25 +86,3 @@ def add_weight_decay(model, weight_decay):
         for variable in model.trainable_variables:
             if len(variable.shape) >= 2:
                 variable.regularizer = keras.regularizers.L2(weight_decay / 2)
-
-
-@dataclasses.dataclass(frozen=True)
-class Recipe:
-    """Defaults the training CLI uses for one builder.
-
-    Attributes:
-        batch_size: examples per step.
-        learning_rate: the initial learning rate.
-        digits_image_size: side, in pixels, the offline digits are resized to.
-        optimizer: a key of `OPTIMIZERS` ("sgd", "momentum" (0.9), "rmsprop", "adam").
-        schedule: a key of `SCHEDULES`; `SCHEDULES[schedule](learning_rate,
-            epochs, period=None)` returns each (0-based) epoch's learning rate.
-        weight_decay: L2 coefficient of `add_weight_decay` (0: none).
-    """
-
-    batch_size: int
-    learning_rate: float
-    digits_image_size: int
-    optimizer: str
-    schedule: str
-    weight_decay: float = 0.0

@@ -95,7 +95,7 @@ def test_trains_and_predicts_on_other_sizes():
     [
         (
             dict(norm="gn"),
-            r"norm in \('none', 'bn', 'dwck', 'dwck_weighted', 'learned'\)\. Received: norm='gn'",
+            r"norm in \('dwck', 'none', 'bn', 'dwck_weighted', 'learned'\)\. Received: norm='gn'",
         ),
         (dict(input_shape=(32, 32)), r"input_shape=\(height, width, channels\)"),
         (dict(num_classes=0), "Received: num_classes=0"),

@@ -77,7 +77,7 @@ def test_accepts_inputs_from_12x12_up(shape):
 
 def test_rejects_an_unknown_norm():
     with pytest.raises(
-        ValueError, match=r"norm in \('none', 'wn', 'mobn', 'bn', 'wn_mobn'\)\. Received: norm='gn'"
+        ValueError, match=r"norm in \('wn_mobn', 'none', 'wn', 'mobn', 'bn'\)\. Received: norm='gn'"
     ):
         convpool_cnn_c(norm="gn")
 

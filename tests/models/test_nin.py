@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 
 from keras_norms.layers import NormPropConv2D
-from keras_norms.models import nin
-from keras_norms.models.nin import MIN_SPATIAL_SIZE, _pool
+from keras_norms.models import BUILDERS, nin
+from keras_norms.models.networks.nin import ARCHITECTURE, _pool
 from tests.layer_test_helper import assert_allclose, assert_array_equal, numpy
 
 # Exact parameter counts for 32x32x3 inputs, 10 classes and the default batch
@@ -84,14 +84,30 @@ def test_average_pooling_counts_zero_padding():
     assert_allclose(y, [[4 / 9, 6 / 9, 4 / 9], [6 / 9, 1, 6 / 9], [4 / 9, 6 / 9, 4 / 9]], rtol=1e-6)
 
 
-@pytest.mark.parametrize("size", [MIN_SPATIAL_SIZE, 32, 45])
+def _smallest_side():
+    """The smallest input side whose maps stay at least 1x1 through every row of ARCHITECTURE."""
+    side = 1
+    while True:
+        sizes, size = [], side
+        for _, _, kernel, stride, padding, _ in ARCHITECTURE:
+            size = (size + 2 * padding - kernel) // stride + 1
+            sizes.append(size)
+        if min(sizes) >= 1:
+            return side
+        side += 1
+
+
+def test_registry_minimum_is_the_architecture_s():
+    assert BUILDERS["nin"].min_input_size == _smallest_side() == 29
+
+
+@pytest.mark.parametrize("size", [29, 32, 45])
 def test_accepts_inputs_from_the_minimum_up(size):
     model = nin((size, size, 1), 4, "normprop")
     assert tuple(model(np.zeros((2, size, size, 1), "float32")).shape) == (2, 4)
 
 
 def test_rejects_inputs_below_the_minimum():
-    assert MIN_SPATIAL_SIZE == 29
     with pytest.raises(ValueError, match=r"at least 29x29\. Received: input_shape=\(28, 32, 3\)"):
         nin((28, 32, 3))
 

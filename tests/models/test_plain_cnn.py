@@ -1,11 +1,13 @@
 """The plain ReLU network of the initialization experiment (notes section 1.2; He et al. 2015)."""
 
+import inspect
+
 import keras
 import numpy as np
 import pytest
 
 from keras_norms.models import BUILDERS, plain_cnn
-from keras_norms.models.plain_cnn import strided_convolutions
+from keras_norms.models.networks.plain_cnn import strided_convolutions
 from tests.layer_test_helper import numpy
 
 
@@ -76,7 +78,7 @@ def test_bn_variant_has_no_conv_bias_and_normalizes_before_relu():
 
 def test_registered_with_its_recipe():
     builder = BUILDERS["plain_cnn"]
-    assert builder.build is plain_cnn and builder.norms == ("none", "bn")
+    assert inspect.unwrap(builder.build) is plain_cnn and builder.norms == ("none", "bn")
     assert builder.default_norm == "none" and builder.min_input_size == 1
     recipe = builder.recipe
     assert (recipe.optimizer, recipe.learning_rate, recipe.schedule) == (

@@ -2,17 +2,13 @@
 
 import keras
 
-from keras_norms.layers.normalized_conv import NormalizedConv2D
 from keras_norms.models.arguments import (
     check_builder_arguments,
     check_kernel_initializer,
     check_width_multiplier,
 )
-from keras_norms.models.recipes import Recipe
-from keras_norms.models.registry import Builder, register_builder
-from keras_norms.norms import create_norm_layer
+from keras_norms.models.blocks import conv_norm_act
 
-NORMS = ("bn", "gn", "nc", "none")
 ACTIVATIONS = ("relu", "selu")
 # (filters, stride of the first block) of the four stages, two basic blocks each.
 STAGES = ((64, 1), (128, 2), (256, 2), (512, 2))
@@ -25,28 +21,17 @@ def _conv_norm(x, filters, size, stride, norm, activation, name, synchronized, i
 
     `initializer()` gives the convolution's kernel initializer.
     """
-    if norm == "nc":
-        x = NormalizedConv2D(
-            filters, size, stride, padding="same", kernel_initializer=initializer(), name=name
-        )(x)
-    else:
-        x = keras.layers.Conv2D(
-            filters,
-            size,
-            stride,
-            padding="same",
-            use_bias=norm == "none",
-            kernel_initializer=initializer(),
-            name=name,
-        )(x)
-        if norm != "none":
-            layer = create_norm_layer(
-                norm, filters, synchronized=synchronized, name=f"{name}_{norm}"
-            )
-            x = layer(x)
-    if activation is not None:
-        x = keras.layers.Activation(activation, name=f"{name}_{activation}")(x)
-    return x
+    return conv_norm_act(
+        x,
+        filters,
+        size,
+        stride,
+        norm=norm,
+        name=name,
+        kernel_initializer=initializer(),
+        activation=activation and keras.layers.Activation(activation, name=f"{name}_{activation}"),
+        synchronized=synchronized,
+    )
 
 
 def _basic_block(x, filters, stride, norm, activation, name, synchronized, initializer):
@@ -118,9 +103,7 @@ def resnet18(
         He et al., "Deep Residual Learning for Image Recognition", CVPR 2016;
         Kim et al., "Normalized Convolution" (section 3, ResNet-18 on CIFAR-10).
     """
-    input_shape, num_classes = check_builder_arguments(
-        "resnet18", input_shape, num_classes, norm, NORMS
-    )
+    input_shape, num_classes = check_builder_arguments("resnet18", input_shape, num_classes, norm)
     if activation not in ACTIVATIONS:
         raise ValueError(
             f"resnet18 expects activation in {ACTIVATIONS}. Received: activation={activation!r}"
@@ -143,23 +126,3 @@ def resnet18(
     x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
     outputs = keras.layers.Dense(num_classes, kernel_initializer=initializer(), name="logits")(x)
     return keras.Model(inputs, outputs, name=name or f"resnet18_{norm}")
-
-
-register_builder(
-    Builder(
-        name="resnet18",
-        build=resnet18,
-        norms=NORMS,
-        min_input_size=1,
-        # Kim et al. 2020 (arXiv:2005.05274), section 3.1: SGD without momentum
-        # or weight decay at batch size 2 (micro-batch), 0.01 multiplied by 0.1
-        # after every 30 of 50 epochs. Digits at 16x16 (the CIFAR stem).
-        recipe=Recipe(
-            batch_size=2,
-            learning_rate=0.01,
-            digits_image_size=16,
-            optimizer="sgd",
-            schedule="tenfold",
-        ),
-    )
-)

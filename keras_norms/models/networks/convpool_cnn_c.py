@@ -2,17 +2,12 @@
 
 import keras
 
-from keras_norms.layers.weight_norm import WeightNormalization
 from keras_norms.models.arguments import (
     check_builder_arguments,
     check_kernel_initializer,
     check_width_multiplier,
 )
-from keras_norms.models.recipes import Recipe
-from keras_norms.models.registry import Builder, register_builder
-from keras_norms.norms import create_norm_layer
-
-NORMS = ("none", "wn", "mobn", "bn", "wn_mobn")
+from keras_norms.models.blocks import conv_norm_act, weight_normalized
 
 NOISE_STDDEV = 0.15
 LEAKY_RELU_SLOPE = 0.1
@@ -34,23 +29,6 @@ ARCHITECTURE = (
     ("conv", 192, 1, "same"),
     ("conv", 192, 1, "same"),
 )
-# Two 2x2 poolings then a valid 3x3 convolution: floor(floor(s/2)/2) >= 3.
-MIN_SPATIAL_SIZE = 12
-
-
-def _normalized_linear(x, linear, norm, name, synchronized):
-    """`linear` wrapped for `norm`, then the batch-statistics layer if any."""
-    if norm in ("wn", "wn_mobn"):
-        linear = WeightNormalization(linear, name=f"{name}_wn")
-    x = linear(x)
-    batch_norm = {"mobn": "mobn", "wn_mobn": "mobn", "bn": "bn"}.get(norm)
-    if batch_norm is not None:
-        channels = x.shape[-1]
-        layer = create_norm_layer(
-            batch_norm, channels, synchronized=synchronized, name=f"{name}_{batch_norm}"
-        )
-        x = layer(x)
-    return x
 
 
 def convpool_cnn_c(
@@ -111,11 +89,10 @@ def convpool_cnn_c(
             that is not positive and finite (before any layer is built).
     """
     input_shape, num_classes = check_builder_arguments(
-        "convpool_cnn_c", input_shape, num_classes, norm, NORMS, MIN_SPATIAL_SIZE
+        "convpool_cnn_c", input_shape, num_classes, norm
     )
     initializer = check_kernel_initializer("convpool_cnn_c", kernel_initializer)
     scale = check_width_multiplier("convpool_cnn_c", width_multiplier)
-    use_bias = norm in ("none", "wn")
     inputs = keras.Input(shape=input_shape, name="images")
     x = keras.layers.GaussianNoise(NOISE_STDDEV, name="noise")(inputs)
     counts = {"conv": 0, "pool": 0, "dropout": 0}
@@ -128,38 +105,18 @@ def convpool_cnn_c(
             x = keras.layers.Dropout(DROPOUT_RATE, name=name_)(x)
         else:
             filters, size, padding = spec
-            conv = keras.layers.Conv2D(
+            x = conv_norm_act(
+                x,
                 scale(filters),
                 size,
-                padding=padding,
-                use_bias=use_bias,
-                kernel_initializer=initializer(),
+                norm=norm,
                 name=name_,
+                kernel_initializer=initializer(),
+                padding=padding,
+                activation=keras.layers.LeakyReLU(LEAKY_RELU_SLOPE, name=f"{name_}_act"),
+                synchronized=synchronized,
             )
-            x = _normalized_linear(x, conv, norm, name_, synchronized)
-            x = keras.layers.LeakyReLU(LEAKY_RELU_SLOPE, name=f"{name_}_act")(x)
     x = keras.layers.GlobalAveragePooling2D(name="global_pool")(x)
     dense = keras.layers.Dense(num_classes, kernel_initializer=initializer(), name="logits")
-    if norm in ("wn", "wn_mobn"):
-        dense = WeightNormalization(dense, name="logits_wn")
-    outputs = dense(x)
+    outputs = weight_normalized(dense, norm, "logits_wn")(x)
     return keras.Model(inputs, outputs, name=name or f"convpool_cnn_c_{norm}")
-
-
-register_builder(
-    Builder(
-        name="convpool_cnn_c",
-        build=convpool_cnn_c,
-        norms=NORMS,
-        min_input_size=MIN_SPATIAL_SIZE,
-        # Salimans & Kingma 2016, section 5.1: Adam, lr 0.003, batch 100,
-        # constant for half the run, then linearly to zero.
-        recipe=Recipe(
-            batch_size=100,
-            learning_rate=0.003,
-            digits_image_size=16,
-            optimizer="adam",
-            schedule="constant_then_linear",
-        ),
-    )
-)

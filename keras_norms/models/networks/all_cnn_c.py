@@ -7,11 +7,8 @@ from keras_norms.models.arguments import (
     check_kernel_initializer,
     check_width_multiplier,
 )
-from keras_norms.models.recipes import Recipe
-from keras_norms.models.registry import Builder, register_builder
-from keras_norms.norms import create_norm_layer
+from keras_norms.models.blocks import conv_norm_act
 
-NORMS = ("none", "bn", "dwck", "dwck_weighted", "learned")
 # Running-average momentum of BN, DWCK and learned statistics. Keras' 0.99 leaves ~10 % of the
 # initial variance (1) after 230 steps, which swamped the ~0.01 activation
 # variance of a 10-epoch digits run (test accuracy at chance with batch
@@ -32,15 +29,14 @@ ARCHITECTURE = (
 )
 
 
-def _normalization(norm, index, filters, table_stack, name, synchronized):
-    registered, options = {
-        "dwck": ("dwck", {"kernel_sizes": table_stack}),
-        "dwck_weighted": ("dwck", {"kernel_sizes": table_stack, "weighted_variance": True}),
-        "learned": ("learned", {"network": "first" if index == 0 else "other"}),
-    }.get(norm, (norm, {}))
-    return create_norm_layer(
-        registered, filters, synchronized=synchronized, momentum=MOMENTUM, name=name, **options
-    )
+def _norm_options(norm, index, table_stack):
+    """The normalization's arguments at layer `index` (the table's DWCK stack, 5.1's nets)."""
+    options = {"momentum": MOMENTUM}
+    if norm in ("dwck", "dwck_weighted"):
+        options["kernel_sizes"] = table_stack
+    elif norm == "learned":
+        options["network"] = "first" if index == 0 else "other"
+    return options
 
 
 def all_cnn_c(
@@ -105,50 +101,25 @@ def all_cnn_c(
         section 4 table and section 5.1; Springenberg et al., "Striving for
         Simplicity: The All Convolutional Net", ICLR 2015 workshop.
     """
-    input_shape, num_classes = check_builder_arguments(
-        "all_cnn_c", input_shape, num_classes, norm, NORMS
-    )
+    input_shape, num_classes = check_builder_arguments("all_cnn_c", input_shape, num_classes, norm)
     initializer = check_kernel_initializer("all_cnn_c", kernel_initializer)
     scale = check_width_multiplier("all_cnn_c", width_multiplier)
     table = input_shape[:2] == (_TABLE_SIZE, _TABLE_SIZE)
     inputs = keras.Input(shape=input_shape, name="images")
     x = inputs
     for index, (filters, size, stride, stack) in enumerate(ARCHITECTURE):
-        layer_name = f"conv{index + 1}"
-        filters = scale(filters)
-        x = keras.layers.Conv2D(
-            filters,
+        x = conv_norm_act(
+            x,
+            scale(filters),
             size,
             stride,
-            padding="same",
-            activation="relu",
+            norm=norm,
+            name=f"conv{index + 1}",
             kernel_initializer=initializer(),
-            name=layer_name,
-        )(x)
-        if norm != "none":
-            stack = stack if table else None
-            name_ = f"{layer_name}_{norm}"
-            x = _normalization(norm, index, filters, stack, name_, synchronized)(x)
+            conv_activation="relu",
+            norm_options=_norm_options(norm, index, stack if table else None),
+            synchronized=synchronized,
+        )
     x = keras.layers.Conv2D(num_classes, 1, kernel_initializer=initializer(), name="conv9")(x)
     outputs = keras.layers.GlobalAveragePooling2D(name="logits")(x)
     return keras.Model(inputs, outputs, name=name or f"all_cnn_c_{norm}")
-
-
-register_builder(
-    Builder(
-        name="all_cnn_c",
-        build=all_cnn_c,
-        norms=NORMS,
-        min_input_size=1,
-        # Esposito & Ganaba, section 4: SGD at learning rates 0.001-0.1 over
-        # batch sizes 16-256; 0.01 with momentum 0.9 at batch 64 here, the
-        # learning rate halved as for NIN; 32x32 inputs, the table's stack sizes.
-        recipe=Recipe(
-            batch_size=64,
-            learning_rate=0.01,
-            digits_image_size=32,
-            optimizer="momentum",
-            schedule="halving",
-        ),
-    )
-)

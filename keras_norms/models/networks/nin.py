@@ -2,17 +2,13 @@
 
 import keras
 
-from keras_norms.layers.normprop import NormPropConv2D
 from keras_norms.models.arguments import (
     check_builder_arguments,
     check_kernel_initializer,
     check_width_multiplier,
 )
-from keras_norms.models.recipes import Recipe
-from keras_norms.models.registry import Builder, register_builder
-from keras_norms.norms import create_norm_layer
+from keras_norms.models.blocks import conv_norm_act
 
-NORMS = ("normprop", "bn", "none")
 DATA_NORMALIZATIONS = ("global", "batch")
 # Section 5 protocol of Arpit et al. 2016 (arXiv:1603.01431), one
 # row per C(filters, size, stride, padding) or P(size, stride, padding, mode):
@@ -32,25 +28,6 @@ ARCHITECTURE = (
     ("conv", None, 1, 1, 0, None),
     ("pool", None, 8, 8, 0, "avg"),
 )
-
-
-def min_input_size():
-    """Smallest side the architecture accepts (29: the last pooling needs 8x8)."""
-    size = 1
-    while not _fits(size):
-        size += 1
-    return size
-
-
-def _fits(size):
-    for _, _, kernel, stride, padding, _ in ARCHITECTURE:
-        size = (size + 2 * padding - kernel) // stride + 1
-        if size < 1:
-            return False
-    return True
-
-
-MIN_SPATIAL_SIZE = min_input_size()
 
 
 def _check_data_normalization(data_normalization):
@@ -94,29 +71,19 @@ def _conv(x, filters, size, stride, padding, norm, last, name, synchronized, ini
         mode = "valid"
         if padding:
             x = keras.layers.ZeroPadding2D(padding, name=f"{name}_pad")(x)
-    activation = None if last else "relu"
-    if norm in ("normprop", "none") or last:
-        convolution = NormPropConv2D if norm == "normprop" else keras.layers.Conv2D
-        return convolution(
-            filters,
-            size,
-            stride,
-            padding=mode,
-            activation=activation,
-            kernel_initializer=initializer(),
-            name=name,
-        )(x)
-    x = keras.layers.Conv2D(
-        filters,
-        size,
-        stride,
-        padding=mode,
-        use_bias=False,
-        kernel_initializer=initializer(),
+    common = dict(
         name=name,
-    )(x)
-    x = create_norm_layer("bn", filters, synchronized=synchronized, name=f"{name}_bn")(x)
-    return keras.layers.ReLU(name=f"{name}_relu")(x)
+        kernel_initializer=initializer(),
+        padding=mode,
+        synchronized=synchronized,
+    )
+    if last:  # the logits: no activation, no normalization layer
+        norm = "none" if norm == "bn" else norm
+        return conv_norm_act(x, filters, size, stride, **common, norm=norm)
+    if norm == "bn":
+        relu = keras.layers.ReLU(name=f"{name}_relu")
+        return conv_norm_act(x, filters, size, stride, **common, norm=norm, activation=relu)
+    return conv_norm_act(x, filters, size, stride, **common, norm=norm, conv_activation="relu")
 
 
 def _pool(x, size, stride, padding, mode, name):
@@ -204,9 +171,7 @@ def nin(
         Arpit et al. 2016, section 5 (protocol); Lin, Chen & Yan, "Network
         In Network", ICLR 2014.
     """
-    input_shape, num_classes = check_builder_arguments(
-        "nin", input_shape, num_classes, norm, NORMS, MIN_SPATIAL_SIZE
-    )
+    input_shape, num_classes = check_builder_arguments("nin", input_shape, num_classes, norm)
     _check_data_normalization(data_normalization)
     initializer = check_kernel_initializer("nin", kernel_initializer)
     scale = check_width_multiplier("nin", width_multiplier)
@@ -226,24 +191,3 @@ def nin(
             )
     outputs = keras.layers.GlobalAveragePooling2D(name="logits")(x)
     return keras.Model(inputs, outputs, name=name or f"nin_{norm}")
-
-
-register_builder(
-    Builder(
-        name="nin",
-        build=nin,
-        norms=NORMS,
-        min_input_size=MIN_SPATIAL_SIZE,
-        # Arpit et al. 2016, sections 4.4 and 5: SGD with momentum 0.9, lr 0.05
-        # at batch 50, weight decay 5e-4, no dropout; 32x32 inputs.
-        recipe=Recipe(
-            batch_size=50,
-            learning_rate=0.05,
-            digits_image_size=32,
-            optimizer="momentum",
-            schedule="halving",
-            weight_decay=5e-4,
-        ),
-        data_normalization=True,
-    )
-)

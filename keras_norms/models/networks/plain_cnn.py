@@ -35,11 +35,8 @@ import keras
 
 from keras_norms.layers.arguments import is_integer
 from keras_norms.models.arguments import check_builder_arguments, check_kernel_initializer
-from keras_norms.models.recipes import Recipe
-from keras_norms.models.registry import Builder, register_builder
-from keras_norms.norms import create_norm_layer
+from keras_norms.models.blocks import conv_norm_act
 
-NORMS = ("none", "bn")
 KERNEL_SIZE = 3
 # The convolutions are split into thirds; the first convolution of the
 # second and of the third is strided.
@@ -126,9 +123,7 @@ def plain_cnn(
         Rectifiers", ICCV 2015 (arXiv:1502.01852), section 2.2; Glorot &
         Bengio, AISTATS 2010.
     """
-    input_shape, num_classes = check_builder_arguments(
-        "plain_cnn", input_shape, num_classes, norm, NORMS
-    )
+    input_shape, num_classes = check_builder_arguments("plain_cnn", input_shape, num_classes, norm)
     depth = _check_positive_int(
         "depth",
         depth,
@@ -143,44 +138,20 @@ def plain_cnn(
     x = inputs
     for index in range(convolutions):
         layer_name = f"conv{index + 1}"
-        x = keras.layers.Conv2D(
+        x = conv_norm_act(
+            x,
             width,
             KERNEL_SIZE,
             DOWNSAMPLING_STRIDE if index in strided else 1,
-            padding="same",
-            use_bias=norm == "none",
-            kernel_initializer=initializer(),
-            bias_initializer="zeros",
+            norm=norm,
             name=layer_name,
-        )(x)
-        if norm != "none":
-            layer = create_norm_layer(
-                norm, width, synchronized=synchronized, name=f"{layer_name}_{norm}"
-            )
-            x = layer(x)
-        x = keras.layers.ReLU(name=f"{layer_name}_relu")(x)
+            kernel_initializer=initializer(),
+            activation=keras.layers.ReLU(name=f"{layer_name}_relu"),
+            synchronized=synchronized,
+            bias_initializer="zeros",
+        )
     x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
     outputs = keras.layers.Dense(
         num_classes, kernel_initializer=initializer(), bias_initializer="zeros", name="logits"
     )(x)
     return keras.Model(inputs, outputs, name=name or f"plain_cnn{depth}_{norm}")
-
-
-register_builder(
-    Builder(
-        name="plain_cnn",
-        build=plain_cnn,
-        norms=NORMS,
-        # "same" padding and ceil-sized strided outputs: any side works.
-        min_input_size=1,
-        # See the module docstring: He et al.'s SGD with momentum 0.9 at 0.01,
-        # constant, batch 64, no weight decay; digits at 16x16.
-        recipe=Recipe(
-            batch_size=64,
-            learning_rate=0.01,
-            digits_image_size=16,
-            optimizer="momentum",
-            schedule="constant",
-        ),
-    )
-)

@@ -10,25 +10,13 @@ resnet50 --norm gn`).
 import keras
 
 from keras_norms.models.arguments import check_builder_arguments
-from keras_norms.models.recipes import Recipe
-from keras_norms.models.registry import Builder, register_builder
-from keras_norms.surgery import TARGETS, replace_normalization
-
-NORMS = ("bn",) + TARGETS
-# Keras applications refuse inputs smaller than 32x32.
-MIN_INPUT_SIZE = 32
-APPLICATIONS = {
-    "resnet50": keras.applications.ResNet50,
-    "mobilenet_v2": keras.applications.MobileNetV2,
-    "efficientnet_b0": keras.applications.EfficientNetB0,
-}
+from keras_norms.models.registry import get_builder
+from keras_norms.surgery import replace_normalization
 
 
 def _builder(builder, application):
     def build(input_shape=(32, 32, 3), num_classes=10, norm="bn", name=None, synchronized=False):
-        input_shape, num_classes = check_builder_arguments(
-            builder, input_shape, num_classes, norm, NORMS, MIN_INPUT_SIZE
-        )
+        input_shape, num_classes = check_builder_arguments(builder, input_shape, num_classes, norm)
         if synchronized:
             raise ValueError(
                 f"{builder}: keras.applications builds its own BatchNormalization layers, "
@@ -50,7 +38,8 @@ def _builder(builder, application):
     build.__doc__ = f"""`keras.applications.{application.__name__}` with `norm` in place of its BN.
 
     Args:
-        input_shape: `(height, width, channels)`, sides at least {MIN_INPUT_SIZE}.
+        input_shape: `(height, width, channels)`, sides at least
+            {get_builder(builder).min_input_size}.
         num_classes: number of logits.
         norm: `"bn"` (the application as Keras builds it) or a target of
             `keras_norms.replace_normalization` (`keras_norms.surgery.TARGETS`);
@@ -68,21 +57,6 @@ def _builder(builder, application):
     return build
 
 
-for _name, _application in APPLICATIONS.items():
-    register_builder(
-        Builder(
-            name=_name,
-            build=_builder(_name, _application),
-            norms=NORMS,
-            min_input_size=MIN_INPUT_SIZE,
-            # Not one of the papers' networks: Adam 0.001 at batch 32, constant.
-            recipe=Recipe(
-                batch_size=32,
-                learning_rate=0.001,
-                digits_image_size=MIN_INPUT_SIZE,
-                optimizer="adam",
-                schedule="constant",
-            ),
-            application=True,
-        )
-    )
+resnet50 = _builder("resnet50", keras.applications.ResNet50)
+mobilenet_v2 = _builder("mobilenet_v2", keras.applications.MobileNetV2)
+efficientnet_b0 = _builder("efficientnet_b0", keras.applications.EfficientNetB0)

@@ -1,0 +1,1 @@
+"""The builders of the papers' networks and of the converted `keras.applications`."""
