@@ -5,6 +5,12 @@ Without the workaround, about one step in three of these uses the updated
 probability (2/3)^20 < 1e-3.
 """
 
+import importlib
+import os
+import pkgutil
+import subprocess
+import sys
+
 import keras
 import numpy as np
 import pytest
@@ -64,3 +70,44 @@ def test_compiled_fit_steps_use_the_variables_before_the_update(make_layer):
         if not np.allclose(step, _expected_v_step(x, r, v, g), rtol=1e-4, atol=1e-5):
             wrong.append(trial)
     assert not wrong, f"steps with a stale gradient: {wrong} of {TRIALS}"
+
+
+def _python(code, backend="tensorflow"):
+    """Run `code` in a fresh interpreter on `backend`; its stdout, stripped."""
+    env = {**os.environ, "KERAS_BACKEND": backend, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    result = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+    )
+    return result.stdout.strip()
+
+
+def test_importing_keras_norms_or_its_registries_loads_no_backend():
+    loaded = _python(
+        "import sys, keras_norms, keras_norms.norms, keras_norms.models.registry;"
+        "print(sorted(m for m in ('keras', 'tensorflow', 'numpy') if m in sys.modules))"
+    )
+    assert loaded == "[]"
+
+
+@pytest.mark.tensorflow_only
+def test_the_workaround_is_on_before_any_model_of_ours_is_built():
+    options = "tf.config.optimizer.get_experimental_options().get('dependency_optimization')"
+    before = _python(f"import keras_norms, tensorflow as tf; print({options})")
+    after_builder = _python(
+        "import tensorflow as tf; from keras_norms.models import resnet18;"
+        f"resnet18((8, 8, 1), 2, 'bn'); print({options})"
+    )
+    after_layer = _python(
+        f"import tensorflow as tf; from keras_norms import layers; print({options})"
+    )
+    assert (before, after_builder, after_layer) == ("None", "False", "False")
+
+
+def test_no_submodule_shadows_a_lazily_imported_name():
+    import keras_norms
+
+    for module in pkgutil.walk_packages(keras_norms.__path__, "keras_norms."):
+        importlib.import_module(module.name)
+    for name in keras_norms.__all__:
+        value = getattr(keras_norms, name)
+        assert callable(value) or name in ("layers", "models"), name

@@ -7,6 +7,10 @@ from keras_norms.layers.mean_only_bn import MeanOnlyBatchNormalization
 from keras_norms.layers.normalized_conv import NormalizedConv2D
 from keras_norms.layers.normprop import NormPropConv2D, NormPropDense
 from keras_norms.layers.weight_norm import WeightNormalization
+from keras_norms.tensorflow_workaround import disable_dependency_optimization
+
+# Before any model holding these layers trains (see the workaround's docstring).
+disable_dependency_optimization()
 
 __all__ = [
     "BatchStatisticsNormalization",

@@ -8,7 +8,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from keras_norms.activation_moments import (
+from keras_norms.gaussian_moments import (
     activation_moments,
     jacobian_factor,
     prelu_jacobian_factor,

@@ -9,7 +9,7 @@ import tensorflow as tf
 from scipy import integrate, stats
 
 from keras_norms import activation_moments, jacobian_factor
-from keras_norms.activation_moments import prelu_jacobian_factor, prelu_moments
+from keras_norms.gaussian_moments import prelu_jacobian_factor, prelu_moments
 from tests.layer_test_helper import assert_allclose
 
 QUADRATURE_ACTIVATIONS = [

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from keras_norms.activation_moments import prelu_moments
+from keras_norms.gaussian_moments import prelu_moments
 from keras_norms.layers import NormPropConv2D, NormPropDense
 from tests.layer_test_helper import (
     assert_allclose,
