@@ -17,7 +17,8 @@ import time
 import keras
 
 from keras_norms import datasets
-from keras_norms.models import BUILDERS, recipes
+from keras_norms.models import BUILDERS
+from keras_norms.training import recipes
 
 
 def build(model_name, norm, image_shape, num_classes):

@@ -205,10 +205,8 @@ def test_a_rate_chosen_at_the_grid_edge_extends_the_grid(
     """Runs whose validation error is |log10(rate / best)|: the runner follows the edge."""
     trained = []
 
-    def train(progress, argv):
-        rate = float(argv[argv.index("--learning-rate") + 1])
-        seed = int(argv[argv.index("--seed") + 1])
-        output = argv[argv.index("--output") + 1]
+    def train(progress, config):
+        rate, seed, output = config.learning_rate, config.seed, config.run_dir()
         trained.append((rate, seed))
         os.makedirs(output)
         error = abs(np.log10(rate / best))

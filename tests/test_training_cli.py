@@ -21,6 +21,7 @@ from keras_norms.graph import iter_layers
 from keras_norms.layers import WeightNormalization
 from keras_norms.models import BUILDERS
 from keras_norms.training import cli
+from keras_norms.training.config import RUN_FLAGS
 
 FAST = ["--image-size", "12", "--batch-size", "200", "--verbose", "0"]
 
@@ -251,7 +252,7 @@ def test_missing_data_exits_2_with_instructions(tmp_path, capsys):
         (
             ["--norm", "gn"],
             "invalid choice: 'gn' for --model convpool_cnn_c "
-            "(choose from none, wn, mobn, bn, wn_mobn)",
+            "(choose from wn_mobn, none, wn, mobn, bn)",
         ),
         (
             ["--dataset", "mnist"],
@@ -323,7 +324,7 @@ NON_RUN_FLAGS = {
     "verbose",
     "run_eagerly",
 }
-# Other values for every flag of cli.RUN_FLAGS than FAST and the defaults give.
+# Other values for every flag of RUN_FLAGS than FAST and the defaults give.
 OTHER_RUN_FLAGS = [
     "--model", "resnet18",
     "--dataset", "cifar10",
@@ -360,7 +361,7 @@ OTHER_RUN_FLAGS = [
 
 def test_run_directory_refuses_a_run_with_other_flags(tmp_path, monkeypatch, capsys):
     """The run records its flags; a run with others is refused, listing each change."""
-    assert {a.dest for a in cli.build_parser()._actions} == set(cli.RUN_FLAGS) | NON_RUN_FLAGS
+    assert {a.dest for a in cli.build_parser()._actions} == set(RUN_FLAGS) | NON_RUN_FLAGS
     monkeypatch.setattr(cli, "_fit_and_report", lambda *args: {})  # the flags are recorded
     run_dir = str(tmp_path / "run")
     argv = ["--epochs", "2", "--output", run_dir] + FAST
@@ -376,7 +377,7 @@ def test_run_directory_refuses_a_run_with_other_flags(tmp_path, monkeypatch, cap
     changes = err[err.index("(") + 1 : err.rindex(")")].split("; ")
     # resnet18 takes --activation, not plain_cnn's --depth.
     assert {change.split()[0] for change in changes} == {
-        "--" + name.replace("_", "-") for name in cli.RUN_FLAGS if name != "depth"
+        "--" + name.replace("_", "-") for name in RUN_FLAGS if name != "depth"
     }
     for change in ("--epochs was 2, now 3", "--norm was wn_mobn, now bn", "--seed was 0, now 1"):
         assert change in changes

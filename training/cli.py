@@ -14,13 +14,22 @@ import numpy as np
 
 from keras_norms import data_dependent_init, datasets, precise_statistics
 from keras_norms.command_line import non_negative_int, positive_int
-from keras_norms.models import BUILDERS, recipes
+from keras_norms.models import BUILDERS
 from keras_norms.models.networks.nin import DATA_NORMALIZATIONS
 from keras_norms.optional import MissingDependencyError
 from keras_norms.policies import dtype_policy
-from keras_norms.training import data
+from keras_norms.training import data, recipes
 from keras_norms.training.analysis import normprop_jacobian
 from keras_norms.training.callbacks import BatchLog, EpochTime, HiddenInputStatistics
+from keras_norms.training.config import (
+    DEFAULT_OUTPUT,
+    FIELD_GROUPS,
+    FLAGS_FILE,
+    OUTPUT_PLACEHOLDERS,
+    ConfigError,
+    RunDirectoryError,
+    TrainConfig,
+)
 from keras_norms.training.distribution import (
     STRATEGIES,
     StrategyError,
@@ -29,51 +38,10 @@ from keras_norms.training.distribution import (
     worker_directory,
 )
 
-DEFAULT_OUTPUT = os.path.join("runs", "{model}_{norm}_{dataset}")
-OUTPUT_PLACEHOLDERS = ("model", "norm", "dataset")
 MIXED_PRECISION_POLICIES = ("mixed_float16", "mixed_bfloat16")
 # Data-dependent init divides each output by its standard deviation over the
 # init batch: the logits (one value per example) need two examples.
 MIN_INIT_BATCH_SIZE = 2
-# The flags that change what a run trains. The run directory records them in
-# FLAGS_FILE; a run started there with others is refused, not resumed.
-RUN_FLAGS = (
-    "model",
-    "norm",
-    "dataset",
-    "split_seed",
-    "image_size",
-    "validation_examples",
-    "train_examples",
-    "test_examples",
-    "epochs",
-    "batch_size",
-    "init_batch_size",
-    "data_init",
-    "learning_rate",
-    "optimizer",
-    "schedule",
-    "decay_every",
-    "weight_decay",
-    "augment",
-    "kernel_initializer",
-    "width_multiplier",
-    "depth",
-    "activation",
-    "input_standardization",
-    "data_normalization",
-    "bn_momentum",
-    "recompute_statistics",
-    "track_hidden_inputs",
-    "log_every_steps",
-    "seed",
-    "strategy",
-    "mixed_precision",
-    "jit_compile",
-)
-FLAGS_FILE = "flags.json"
-# Flags passed to the builder when given, for the builders whose `build` takes them.
-BUILDER_FLAGS = ("kernel_initializer", "width_multiplier", "depth", "activation")
 
 
 def _init_batch_size(text):
@@ -140,170 +108,161 @@ def _builders_help():
 
 
 def build_parser():
+    """The command line of `keras-norms-train`: one flag per `TrainConfig` field, in its group.
+
+    A flag not given is absent from the parsed namespace (`argparse.SUPPRESS`),
+    so that `TrainConfig`'s defaults are the flags' defaults.
+    """
     parser = argparse.ArgumentParser(
         prog="keras-norms-train",
         description="Train a keras-norms model with model.fit, with the "
         "optimizer and schedule of its paper.",
         epilog=_builders_help(),
         formatter_class=argparse.RawDescriptionHelpFormatter,
+        argument_default=argparse.SUPPRESS,
     )
-    parser.add_argument("--model", default="convpool_cnn_c", choices=sorted(BUILDERS))
-    parser.add_argument(
-        "--norm", default=None, help="normalization (default: the model's); see the list below"
-    )
-    parser.add_argument("--dataset", default=datasets.DIGITS, choices=datasets.DATASETS)
-    parser.add_argument("--data-dir", default=None, help="tensorflow-datasets data dir")
-    parser.add_argument(
+    groups = {
+        group: parser.add_argument_group(f"{group} flags")
+        for group in dict.fromkeys(FIELD_GROUPS.values())
+    }
+
+    def add_argument(*flags, **kwargs):
+        dest = kwargs.get("dest") or flags[0][2:].replace("-", "_")
+        return groups[FIELD_GROUPS[dest]].add_argument(*flags, **kwargs)
+
+    add_argument("--model", choices=sorted(BUILDERS))
+    add_argument("--norm", help="normalization (default: the model's); see the list below")
+    add_argument("--dataset", choices=datasets.DATASETS)
+    add_argument("--data-dir", help="tensorflow-datasets data dir")
+    add_argument(
         "--no-download",
         dest="download",
         action="store_false",
         help="use only data already in --data-dir (no network access)",
     )
-    parser.add_argument(
+    add_argument(
         "--image-size",
         type=positive_int,
-        default=None,
         help="resize images to this square size (digits default: the model's, see below)",
     )
-    parser.add_argument(
+    add_argument(
         "--split-seed",
         type=int,
-        default=0,
         help="the seed of the digits' train/test split, fixed while --seed varies the "
         "initialization and batch order (default: 0)",
     )
-    parser.add_argument(
+    add_argument(
         "--validation-examples",
         type=non_negative_int,
-        default=0,
         help="hold out the last N examples of the training split as the validation split, "
         "evaluated after every epoch (val_loss, val_accuracy) and at the end; the test split "
         "is read once, after training (default: 0, no validation split)",
     )
-    parser.add_argument(
+    add_argument(
         "--train-examples",
         type=positive_int,
-        default=None,
         help="train on the first N examples of the training split (after the validation "
         "split is held out) only (default: all)",
     )
-    parser.add_argument(
+    add_argument(
         "--test-examples",
         type=positive_int,
-        default=None,
         help="test on the first N examples of the test split only (default: all)",
     )
-    parser.add_argument("--epochs", type=positive_int, default=30)
-    parser.add_argument(
+    add_argument("--epochs", type=positive_int)
+    add_argument(
         "--batch-size",
         type=positive_int,
-        default=None,
         help="global batch size (default: the model's recipe, see below)",
     )
-    parser.add_argument(
+    add_argument(
         "--init-batch-size",
         type=_init_batch_size,
-        default=500,
         help="examples for data-dependent initialization (paper: 500)",
     )
-    parser.add_argument(
+    add_argument(
         "--no-data-init",
         dest="data_init",
         action="store_false",
         help="skip weight normalization's data-dependent initialization (Salimans & Kingma, "
         "section 3): g starts at ||v||, the wrapped layer's own scale",
     )
-    parser.add_argument(
+    add_argument(
         "--learning-rate",
         type=_positive_float,
-        default=None,
         help="initial learning rate (default: the model's recipe, see below)",
     )
-    parser.add_argument(
+    add_argument(
         "--optimizer",
-        default=None,
         choices=sorted(recipes.OPTIMIZERS),
         help="'sgd', 'momentum' (SGD, momentum 0.9), 'rmsprop' or 'adam' (default: the recipe's)",
     )
-    parser.add_argument(
+    add_argument(
         "--schedule",
-        default=None,
         choices=sorted(recipes.SCHEDULES),
         help="learning-rate schedule (default: the recipe's): 'constant', "
         "'constant_then_linear' (to zero over the second half), 'halving' (x0.5 every "
         "1/8 of the run, NormProp), 'tenfold' (x0.1 every 3/5 of the run, Normalized "
         "Convolution)",
     )
-    parser.add_argument(
+    add_argument(
         "--decay-every",
         type=positive_int,
-        default=None,
         help="epochs between the steps of 'halving' or 'tenfold' (default: the fraction "
         "of the run above; NormProp's sections 5.1-5.4 halve every 10 epochs)",
     )
-    parser.add_argument(
+    add_argument(
         "--weight-decay",
         type=_non_negative_float,
-        default=None,
         help="L2 weight decay as a term of the loss, weight_decay/2 * sum ||W||^2 over the "
         "kernels (default: the recipe's)",
     )
-    parser.add_argument(
+    add_argument(
         "--augment",
-        default="none",
         choices=data.AUGMENTATIONS,
         help="training-time augmentation: 'flip' (horizontal, NormProp's CIFAR runs) or "
         "'flip_shift' (and random shifts up to 10%% of the side, Normalized Convolution's "
         "CIFAR-10 runs); not for digits, which flipping changes",
     )
-    parser.add_argument(
+    add_argument(
         "--kernel-initializer",
-        default=None,
         help="every kernel's initializer, a Keras name such as glorot_normal (Xavier) or "
         "he_normal (Kaiming) (default: the builder's)",
     )
-    parser.add_argument(
+    add_argument(
         "--width-multiplier",
         type=_positive_float,
-        default=None,
         help="every hidden layer's filters times this (e.g. 0.25: a quarter of the paper's "
         "widths), for convpool_cnn_c, all_cnn_c, nin and resnet18 (default: 1, the paper's)",
     )
-    parser.add_argument(
-        "--depth", type=positive_int, default=None, help="weight layers, for plain_cnn"
-    )
-    parser.add_argument(
-        "--activation", default=None, help="activation, for resnet18 ('relu' or 'selu')"
-    )
-    parser.add_argument(
+    add_argument("--depth", type=positive_int, help="weight layers, for plain_cnn")
+    add_argument("--activation", help="activation, for resnet18 ('relu' or 'selu')")
+    add_argument(
         "--input-standardization",
-        default="channel",
         choices=data.STANDARDIZATIONS,
         help="for models that do not normalize their input: per 'channel' (the notes' "
         "eq. 1.13-1.16) or per 'component' (every pixel and channel, eq. 1.6)",
     )
-    parser.add_argument(
+    add_argument(
         "--data-normalization",
-        default="global",
         choices=DATA_NORMALIZATIONS,
         help="for models that normalize their input (nin): 'global' statistics "
         "of the training images, or 'batch' statistics (section 4.1)",
     )
-    parser.add_argument(
+    add_argument(
         "--bn-momentum",
         type=_momentum,
-        default=None,
         help="the running averages' momentum of every batch normalization in the model "
         "(Keras BN, mean-only BN, DWCK, learned statistics); default: each layer's own",
     )
-    parser.add_argument(
+    add_argument(
         "--recompute-statistics",
         action="store_true",
         help="after training, set every running mean and variance to its population value "
         "over the training split (keras_norms.recompute_batch_statistics) before the test; "
         "metrics.json keeps the test accuracy with the running averages too",
     )
-    parser.add_argument(
+    add_argument(
         "--track-hidden-inputs",
         action="store_true",
         help="log, per epoch, the mean and standard deviation of one unit's input in every "
@@ -311,59 +270,52 @@ def build_parser():
         "covariate shift, NormProp's figure 2) to history.csv, and before training to "
         "metrics.json; batch statistics recomputed on the training split for each measurement",
     )
-    parser.add_argument(
+    add_argument(
         "--log-every-steps",
         type=non_negative_int,
-        default=0,
         help="every K steps, write that step's own training loss and accuracy to steps.csv "
         "(default: 0, none)",
     )
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument(
+    add_argument("--seed", type=int)
+    add_argument(
         "--output",
         type=_output_template,
-        default=DEFAULT_OUTPUT,
         help=f"run directory, may hold {{model}}, {{norm}} and {{dataset}} (default: "
         f"{DEFAULT_OUTPUT}); a run started again in it resumes, with the same flags only",
     )
-    parser.add_argument(
+    add_argument(
         "--export",
         action="store_true",
         help="export a SavedModel, a TFLite file and an ONNX file and check their parity",
     )
-    parser.add_argument(
+    add_argument(
         "--strategy",
-        default="default",
         choices=STRATEGIES,
         help="tf.distribute strategy: one device, 'mirrored' (every local GPU) or "
         "'multi_worker' (the cluster in TF_CONFIG); --batch-size is the global batch, "
         "split across replicas, and batch statistics are synchronized",
     )
-    parser.add_argument(
+    add_argument(
         "--connect-timeout",
         type=_positive_float,
-        default=120.0,
         help="seconds to wait for every multi_worker worker to join before giving up",
     )
-    parser.add_argument(
+    add_argument(
         "--mixed-precision",
         nargs="?",
         const="mixed_float16",
-        default=None,
         choices=MIXED_PRECISION_POLICIES,
         help="train under this Keras dtype policy (default when given: mixed_float16, "
         "with dynamic loss scaling); variables and statistics stay float32",
     )
-    parser.add_argument(
-        "--jit-compile", action="store_true", help="compile the training step with XLA"
-    )
-    parser.add_argument(
+    add_argument("--jit-compile", action="store_true", help="compile the training step with XLA")
+    add_argument(
         "--run-eagerly",
         action="store_true",
         help="run every step eagerly, uncompiled (Keras' run_eagerly): slower per step, "
         "but no tracing, so faster for a few steps (the experiments' quick scale)",
     )
-    parser.add_argument("--verbose", type=int, default=1, choices=(0, 1, 2))
+    add_argument("--verbose", type=int, choices=(0, 1, 2))
     return parser
 
 
@@ -373,10 +325,6 @@ class CheckpointError(RuntimeError):
 
 class BuilderArgumentError(ValueError):
     """The builder refused an argument the flags passed it (e.g. --kernel-initializer)."""
-
-
-class RunDirectoryError(RuntimeError):
-    """The run directory holds a run trained with other flags."""
 
 
 class ResumableBackup(keras.callbacks.BackupAndRestore):
@@ -450,7 +398,7 @@ def _drop_history_from(path, epoch):
             f.writelines(kept)
 
 
-def build_callbacks(args, run_dir, extra=()):
+def build_callbacks(config, run_dir, extra=()):
     """Epoch time, `extra` measurements, CSV log, resumable backup, checkpoint, schedule.
 
     The log comes after the measurements (it records what they add to the
@@ -460,7 +408,9 @@ def build_callbacks(args, run_dir, extra=()):
     history_path = os.path.join(run_dir, "history.csv")
     backup = ResumableBackup(os.path.join(run_dir, "backup"), history_path)
     resuming = os.path.isdir(backup.backup_dir)
-    schedule = recipes.SCHEDULES[args.schedule](args.learning_rate, args.epochs, args.decay_every)
+    schedule = recipes.SCHEDULES[config.schedule](
+        config.learning_rate, config.epochs, config.decay_every
+    )
     return [
         EpochTime(),
         *extra,
@@ -471,12 +421,7 @@ def build_callbacks(args, run_dir, extra=()):
     ]
 
 
-def _builder_arguments(args):
-    """The BUILDER_FLAGS given on the command line, as `build` keyword arguments."""
-    return {name: getattr(args, name) for name in BUILDER_FLAGS if getattr(args, name) is not None}
-
-
-def build_model(args, splits, synchronized=False):
+def build_model(config, splits, synchronized=False):
     """The compiled model, the builder's network in it, and the network's input preprocessing.
 
     Models that normalize their input themselves (nin) get `global` element-
@@ -489,42 +434,42 @@ def build_model(args, splits, synchronized=False):
     Returns:
         `(model, network, preprocess)`: `preprocess(x)` is what `network` sees of `x`.
     """
-    builder = BUILDERS[args.model]
-    kwargs = _builder_arguments(args)
+    builder = BUILDERS[config.model]
+    kwargs = config.builder_arguments()
     if builder.data_normalization:
         kwargs["data_normalization"] = (
             data.standardizer(splits.x_train, elementwise=True)
-            if args.data_normalization == "global"
+            if config.data_normalization == "global"
             else "batch"
         )
     try:
         net = builder.build(
             input_shape=splits.image_shape,
             num_classes=splits.num_classes,
-            norm=args.norm,
+            norm=config.norm,
             synchronized=synchronized,
             **kwargs,
         )
     except ValueError as error:  # the builder's own argument checks
         raise BuilderArgumentError(str(error)) from None
-    if args.bn_momentum is not None:
+    if config.bn_momentum is not None:
         for layer in precise_statistics.batch_normalizations(net):
-            layer.momentum = args.bn_momentum
+            layer.momentum = config.bn_momentum
     if builder.data_normalization:
         model, preprocess = net, lambda x: x
     else:
         inputs = keras.Input(shape=splits.image_shape, name="pixels")
         preprocess = data.standardizer(
-            splits.x_train, elementwise=args.input_standardization == "component"
+            splits.x_train, elementwise=config.input_standardization == "component"
         )
         model = keras.Model(inputs, net(preprocess(inputs)), name=net.name)
-    recipes.add_weight_decay(model, args.weight_decay)
+    recipes.add_weight_decay(model, config.weight_decay)
     model.compile(
-        optimizer=recipes.OPTIMIZERS[args.optimizer](args.learning_rate),
+        optimizer=recipes.OPTIMIZERS[config.optimizer](config.learning_rate),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         metrics=["accuracy"],
-        jit_compile=args.jit_compile,
-        run_eagerly=args.run_eagerly,
+        jit_compile=config.jit_compile,
+        run_eagerly=config.run_eagerly,
     )
     return model, net, preprocess
 
@@ -545,74 +490,51 @@ def _prepare_run_dir(path):
         raise OSError(f"cannot write to output directory {path!r}: {error.strerror}") from None
 
 
-def _run_flags(args):
-    return {name: getattr(args, name) for name in RUN_FLAGS}
-
-
-def _check_run_flags(run_dir, args):
-    """Raises RunDirectoryError if `run_dir` records a run made with other RUN_FLAGS."""
-    path = os.path.join(run_dir, FLAGS_FILE)
-    if not os.path.isfile(path):
-        return
-    try:
-        with open(path) as f:
-            recorded = json.load(f)
-    except ValueError as error:
-        raise RunDirectoryError(f"cannot read {path!r} ({error}); delete {run_dir!r}") from None
-    changed = [
-        f"--{name.replace('_', '-')} was {recorded.get(name)}, now {value}"
-        for name, value in _run_flags(args).items()
-        if recorded.get(name) != value
-    ]
-    if changed:
-        raise RunDirectoryError(
-            f"{run_dir!r} holds a run trained with other flags ({'; '.join(changed)}); "
-            "pick another --output, or delete that directory to start over"
-        )
-
-
-def train(args):
+def train(config):
     """Run one training job; returns the metrics dictionary.
 
     Raises:
         RunDirectoryError: if the run directory holds a run with other RUN_FLAGS.
     """
-    strategy = make_strategy(args.strategy, args.connect_timeout)  # before other TF work
-    run_dir = args.output.format(model=args.model, norm=args.norm, dataset=args.dataset)
-    run_dir = worker_directory(run_dir, strategy)
+    strategy = make_strategy(config.strategy, config.connect_timeout)  # before other TF work
+    run_dir = worker_directory(config.run_dir(), strategy)
     _prepare_run_dir(run_dir)
-    _check_run_flags(run_dir, args)
-    keras.utils.set_random_seed(args.seed)
+    config.check_run_dir(run_dir)
+    keras.utils.set_random_seed(config.seed)
     splits = datasets.load(
-        args.dataset, args.data_dir, args.image_size, seed=args.split_seed, download=args.download
+        config.dataset,
+        config.data_dir,
+        config.image_size,
+        seed=config.split_seed,
+        download=config.download,
     )
-    splits = datasets.hold_out_validation(splits, args.validation_examples)
+    splits = datasets.hold_out_validation(splits, config.validation_examples)
     # The splits are shuffled: the first N are a sample.
     splits = dataclasses.replace(
         splits,
-        x_train=splits.x_train[: args.train_examples],
-        y_train=splits.y_train[: args.train_examples],
-        x_test=splits.x_test[: args.test_examples],
-        y_test=splits.y_test[: args.test_examples],
+        x_train=splits.x_train[: config.train_examples],
+        y_train=splits.y_train[: config.train_examples],
+        x_test=splits.x_test[: config.test_examples],
+        y_test=splits.y_test[: config.test_examples],
     )
     with open(os.path.join(run_dir, FLAGS_FILE), "w") as f:  # the data is here: a run starts
-        json.dump(_run_flags(args), f, indent=2)
-    with dtype_policy(args.mixed_precision):
-        return _fit_and_report(args, strategy, run_dir, splits)
+        json.dump(config.run_flags(), f, indent=2)
+    with dtype_policy(config.mixed_precision):
+        return _fit_and_report(config, strategy, run_dir, splits)
 
 
-def _statistics_batch_size(args, splits):
+def _statistics_batch_size(config, splits):
     """The batch size population statistics are recomputed with: the training batch size,
     at least 2 (a variance), at most the training split."""
-    return min(max(args.batch_size, 2), len(splits.x_train))
+    return min(max(config.batch_size, 2), len(splits.x_train))
 
 
-def _measurements(args, net, preprocess, splits, run_dir):
+def _measurements(config, net, preprocess, splits, run_dir):
     """The callbacks that add measurements to the logs, as the flags ask: the hidden inputs'
     statistics (over the validation split, or the test split without one) and the per-step
     training log (steps.csv)."""
     measurements = []
-    if args.track_hidden_inputs:
+    if config.track_hidden_inputs:
         x = _held_out_inputs(preprocess, splits)
         population = keras.ops.convert_to_numpy(preprocess(splits.x_train))
         # One unit per layer for every --seed (the split's seed draws it): curves of one unit.
@@ -621,15 +543,15 @@ def _measurements(args, net, preprocess, splits, run_dir):
             HiddenInputStatistics(
                 x,
                 network=net,
-                seed=args.split_seed,
+                seed=config.split_seed,
                 population_x=population,
-                population_batch_size=_statistics_batch_size(args, splits),
+                population_batch_size=_statistics_batch_size(config, splits),
             )
         )
-    if args.log_every_steps:
+    if config.log_every_steps:
         path = os.path.join(run_dir, "steps.csv")
         examples = len(splits.x_train)
-        measurements.append(BatchLog(path, args.log_every_steps, examples, args.batch_size))
+        measurements.append(BatchLog(path, config.log_every_steps, examples, config.batch_size))
     return measurements
 
 
@@ -646,7 +568,7 @@ def _held_out_inputs(preprocess, splits):
     return keras.ops.convert_to_numpy(preprocess(images))
 
 
-def _final_evaluation(args, model, splits, pipelines):
+def _final_evaluation(config, model, splits, pipelines):
     """Each split's final loss and accuracy (`{split}_loss`, `{split}_accuracy` for the splits
     of `pipelines`, a dict `{split: dataset}`).
 
@@ -657,12 +579,12 @@ def _final_evaluation(args, model, splits, pipelines):
     keys give the recomputed model's figures. Returns the dict of figures.
     """
     figures = {}
-    if args.recompute_statistics and precise_statistics.batch_normalizations(model):
+    if config.recompute_statistics and precise_statistics.batch_normalizations(model):
         for split, pipeline in pipelines.items():
             loss, accuracy = model.evaluate(pipeline, verbose=0)
             figures[f"{split}_loss_running_averages"] = float(loss)
             figures[f"{split}_accuracy_running_averages"] = float(accuracy)
-        size = _statistics_batch_size(args, splits)
+        size = _statistics_batch_size(config, splits)
         precise_statistics.recompute_batch_statistics(model, splits.x_train, size)
     for split, pipeline in pipelines.items():
         loss, accuracy = model.evaluate(pipeline, verbose=0)
@@ -670,53 +592,53 @@ def _final_evaluation(args, model, splits, pipelines):
     return figures
 
 
-def _fit_and_report(args, strategy, run_dir, splits):
+def _fit_and_report(config, strategy, run_dir, splits):
     """Build, initialize and fit under `strategy`; evaluate, export, write metrics."""
     with strategy.scope():
         model, net, preprocess = build_model(
-            args, splits, synchronized=strategy.num_replicas_in_sync > 1
+            config, splits, synchronized=strategy.num_replicas_in_sync > 1
         )
-        if args.data_init:
-            init_rng = np.random.default_rng(args.seed)
-            init_index = init_rng.permutation(len(splits.x_train))[: args.init_batch_size]
+        if config.data_init:
+            init_rng = np.random.default_rng(config.seed)
+            init_index = init_rng.permutation(len(splits.x_train))[: config.init_batch_size]
             data_dependent_init(model, splits.x_train[init_index])
     train_ds = data.make_pipeline(
-        splits.x_train, splits.y_train, args.batch_size, True, args.seed, args.augment
+        splits.x_train, splits.y_train, config.batch_size, True, config.seed, config.augment
     )
     pipelines = {}
     if splits.x_validation is not None:
         pipelines["validation"] = data.make_pipeline(
-            splits.x_validation, splits.y_validation, args.batch_size, False
+            splits.x_validation, splits.y_validation, config.batch_size, False
         )
-    measurements = _measurements(args, net, preprocess, splits, run_dir)
+    measurements = _measurements(config, net, preprocess, splits, run_dir)
     jacobian_before = _normprop_jacobian(net, preprocess, splits)
     start = time.perf_counter()
     model.fit(
         train_ds,
-        epochs=args.epochs,
+        epochs=config.epochs,
         validation_data=pipelines.get("validation"),
-        callbacks=build_callbacks(args, run_dir, measurements),
+        callbacks=build_callbacks(config, run_dir, measurements),
         shuffle=False,  # the pipeline shuffles
-        verbose=args.verbose,
+        verbose=config.verbose,
     )
     wall_time = time.perf_counter() - start
     # The test split is read here, once, after training.
-    pipelines["test"] = data.make_pipeline(splits.x_test, splits.y_test, args.batch_size, False)
-    figures = _final_evaluation(args, model, splits, pipelines)
+    pipelines["test"] = data.make_pipeline(splits.x_test, splits.y_test, config.batch_size, False)
+    figures = _final_evaluation(config, model, splits, pipelines)
     if "test_accuracy_running_averages" in figures:  # model.keras gets the recomputed statistics
         model.save(os.path.join(run_dir, "model.keras"))
     test_loss, test_accuracy = figures["test_loss"], figures["test_accuracy"]
     metrics = {
-        "model": args.model,
-        "norm": args.norm,
-        "dataset": args.dataset,
+        "model": config.model,
+        "norm": config.norm,
+        "dataset": config.dataset,
         "num_classes": splits.num_classes,
-        "epochs": args.epochs,
-        "batch_size": args.batch_size,
-        "strategy": args.strategy,
+        "epochs": config.epochs,
+        "batch_size": config.batch_size,
+        "strategy": config.strategy,
         "replicas": strategy.num_replicas_in_sync,
-        "mixed_precision": args.mixed_precision,
-        "jit_compile": args.jit_compile,
+        "mixed_precision": config.mixed_precision,
+        "jit_compile": config.jit_compile,
         "train_wall_time_s": round(wall_time, 2),
         **figures,
     }
@@ -726,7 +648,7 @@ def _fit_and_report(args, strategy, run_dir, splits):
     if jacobian_before:
         metrics["normprop_jacobian_before_training"] = jacobian_before
         metrics["normprop_jacobian"] = _normprop_jacobian(net, preprocess, splits)
-    export = args.export and is_chief(strategy)
+    export = config.export and is_chief(strategy)
     if export:
         from keras_norms.export.exporter import export_and_check
         from keras_norms.export.parity import differences_line
@@ -744,69 +666,34 @@ def _fit_and_report(args, strategy, run_dir, splits):
     return metrics
 
 
-def _apply_model_defaults(parser, args):
-    """Fill the flags the model's recipe defaults; argparse errors for those it cannot take."""
-    builder = BUILDERS[args.model]
-    recipe = builder.recipe
-    args.batch_size = args.batch_size or recipe.batch_size
-    args.learning_rate = args.learning_rate or recipe.learning_rate
-    args.optimizer = args.optimizer or recipe.optimizer
-    args.schedule = args.schedule or recipe.schedule
-    if args.weight_decay is None:
-        args.weight_decay = recipe.weight_decay
-    args.norm = args.norm or builder.default_norm
-    if args.image_size is None and args.dataset in datasets.OFFLINE_DATASETS:
-        args.image_size = recipe.digits_image_size
-    if args.norm not in builder.norms:
-        parser.error(
-            f"argument --norm: invalid choice: {args.norm!r} for --model "
-            f"{args.model} (choose from {', '.join(builder.norms)})"
-        )
-    minimum = builder.min_input_size
-    if args.image_size is not None and args.image_size < minimum:
-        parser.error(
-            f"argument --image-size: --model {args.model} needs images of at least "
-            f"{minimum}x{minimum}. Received: --image-size {args.image_size}"
-        )
-    _check_model_flags(parser, args, builder)
-
-
-def _check_model_flags(parser, args, builder):
-    """argparse errors for flags the schedule or the builder does not take."""
-    if args.run_eagerly and args.jit_compile:
-        parser.error("argument --run-eagerly: not allowed with --jit-compile")
-    if args.decay_every is not None and args.schedule not in ("halving", "tenfold"):
-        parser.error(
-            f"argument --decay-every: the {args.schedule!r} schedule has no steps; "
-            "use it with --schedule halving or tenfold"
-        )
-    for name in _builder_arguments(args):
-        flag = f"--{name.replace('_', '-')}"
-        if not builder.takes(name):
-            parser.error(f"argument {flag}: --model {args.model} takes no {flag}")
-    if builder.data_normalization and args.input_standardization != "channel":
-        parser.error(
-            f"argument --input-standardization: --model {args.model} normalizes its input "
-            "itself; use --data-normalization"
-        )
-
-
 def parse_args(argv=None):
-    """The command line's arguments with the model's recipe defaults filled in.
+    """The command line as a `TrainConfig`, the model's defaults and recipe filled in.
 
     Raises:
         SystemExit: argparse's exit (status 2) for flags it or the model cannot take.
     """
     parser = build_parser()
-    args = parser.parse_args(argv)
-    _apply_model_defaults(parser, args)
-    return args
+    config = TrainConfig(**vars(parser.parse_args(argv)))
+    try:
+        return config.resolved()
+    except ConfigError as error:
+        parser.error(str(error))
 
 
 def main(argv=None):
-    args = parse_args(argv)
+    """`keras-norms-train ARGV`; returns the exit status."""
+    return run(parse_args(argv))
+
+
+def run(config):
+    """Train the run `config` (a resolved `TrainConfig`, see `parse_args`) as the command does.
+
+    Returns:
+        The exit status: 0, 2 for data that cannot be had, 1 for any other
+        refusal (each printed as one line on stderr).
+    """
     try:
-        train(args)
+        train(config)
     except (datasets.DataUnavailableError, datasets.SplitError) as error:
         return _fail(error, status=2)
     except (

@@ -33,6 +33,7 @@ out): a later session's runner skips them. The report: `OUTPUT/NAME/table.md`
 
 import argparse
 import csv
+import dataclasses
 import os
 import shlex
 import sys
@@ -45,6 +46,7 @@ from keras_norms.command_line import positive_int
 from keras_norms.training import claims as claims_module
 from keras_norms.training import cli as train_cli
 from keras_norms.training import grid, outcomes, statistics
+from keras_norms.training.config import RunDirectoryError
 from keras_norms.training.experiments import EXPERIMENTS, FULL, QUICK, SCALES
 
 ALL = "all"
@@ -172,26 +174,31 @@ def _run_dir(args, configuration, rate, seed):
     )
 
 
-def train_argv(args, experiment, configuration, rate, seed):
-    """`keras-norms-train`'s arguments for one run."""
-    argv = _base_argv(args, experiment, configuration)
-    argv += ["--learning-rate", repr(float(rate)), "--seed", str(seed), "--verbose", "0"]
-    return argv + ["--output", _run_dir(args, configuration, rate, seed)]
+def train_config(args, experiment, configuration, rate, seed):
+    """The `TrainConfig` of one run: the configuration's flags under the protocol, its
+    learning rate, seed and run directory."""
+    config = train_cli.parse_args(_base_argv(args, experiment, configuration))
+    return dataclasses.replace(
+        config,
+        learning_rate=float(rate),
+        seed=seed,
+        verbose=0,
+        output=_run_dir(args, configuration, rate, seed),
+    )
 
 
-def _finished(argv):
-    """Whether the run `argv` describes has finished (its `metrics.json` is there).
+def _finished(config):
+    """Whether the run `config` describes has finished (its `metrics.json` is there).
 
     Raises:
         RuntimeError: if its directory holds a run trained with other flags (the
             experiment's spec changed since): its results would not be this run's.
     """
-    train_args = train_cli.parse_args(argv)
     try:
-        train_cli._check_run_flags(train_args.output, train_args)
-    except train_cli.RunDirectoryError as error:
+        config.check_run_dir(config.run_dir())
+    except RunDirectoryError as error:
         raise RuntimeError(str(error)) from None
-    return os.path.isfile(os.path.join(train_args.output, "metrics.json"))
+    return os.path.isfile(os.path.join(config.run_dir(), "metrics.json"))
 
 
 def _train_plan(args, experiment, phase, plan):
@@ -201,16 +208,16 @@ def _train_plan(args, experiment, phase, plan):
             f"[{phase} {index}/{len(plan)}] {experiment.name} {configuration.name} "
             f"lr {rate:g} seed {seed}"
         )
-        _train(progress, train_argv(args, experiment, configuration, rate, seed))
+        _train(progress, train_config(args, experiment, configuration, rate, seed))
 
 
-def _train(progress, argv):
-    if _finished(argv):
+def _train(progress, config):
+    if _finished(config):
         print(f"{progress}: finished before, skipped", flush=True)
         return
     print(f"{progress}: training", flush=True)
     start = time.perf_counter()
-    if train_cli.main(argv) != 0:
+    if train_cli.run(config) != 0:
         raise RuntimeError(f"{progress} failed; run the command again to resume")
     print(f"{progress}: done in {time.perf_counter() - start:.0f} s", flush=True)
 
@@ -223,7 +230,8 @@ def _validation_error(args, configuration, rate, seed):
 def _tuned(args, experiment, configuration, rate, tuning):
     """Whether the tuning seeds' runs at `rate` have finished (`_finished`)."""
     return all(
-        _finished(train_argv(args, experiment, configuration, rate, seed)) for seed in range(tuning)
+        _finished(train_config(args, experiment, configuration, rate, seed))
+        for seed in range(tuning)
     )
 
 
@@ -519,8 +527,8 @@ def _setting(args, experiment, chosen):
 
 def _reproduce(args, experiment, chosen):
     configuration = experiment.configurations[0]
-    argv = train_argv(args, experiment, configuration, chosen[configuration.name][0], 0)
-    return "keras-norms-train " + shlex.join(argv)
+    config = train_config(args, experiment, configuration, chosen[configuration.name][0], 0)
+    return "keras-norms-train " + shlex.join(config.to_argv())
 
 
 def report(args, experiment, chosen=None):

@@ -134,7 +134,7 @@ def variance_at_initialization(args, experiment, runs):
     1.27, 1.29), each measured and predicted, means over VARIANCE_SETTING's weight draws, on
     standardized training images."""
     from keras_norms.models import BUILDERS
-    from keras_norms.training import analysis, cli
+    from keras_norms.training import analysis
 
     setting = VARIANCE_SETTING[args.scale]
     forward, backward, sections = {}, {}, []
@@ -153,7 +153,7 @@ def variance_at_initialization(args, experiment, runs):
                 num_classes=splits.num_classes,
                 norm=train_args.norm,
                 width=setting["width"],
-                **cli._builder_arguments(train_args),
+                **train_args.builder_arguments(),
             )
             draws_forward.append(analysis.variance_propagation(model, x))
             draws_backward.append(analysis.gradient_propagation(model, x, seed=draw))

@@ -24,9 +24,9 @@ class Recipe:
         batch_size: examples per step.
         learning_rate: the initial learning rate.
         digits_image_size: side, in pixels, the offline digits are resized to.
-        optimizer: a key of `keras_norms.models.recipes.OPTIMIZERS` ("sgd",
+        optimizer: a key of `keras_norms.training.recipes.OPTIMIZERS` ("sgd",
             "momentum" (0.9), "rmsprop", "adam").
-        schedule: a key of `keras_norms.models.recipes.SCHEDULES`;
+        schedule: a key of `keras_norms.training.recipes.SCHEDULES`;
             `SCHEDULES[schedule](learning_rate, epochs, period=None)` returns
             each (0-based) epoch's learning rate.
         weight_decay: L2 coefficient of `add_weight_decay` (0: none).

@@ -4,7 +4,8 @@ import keras
 import numpy as np
 import pytest
 
-from keras_norms.models import BUILDERS, recipes
+from keras_norms.models import BUILDERS
+from keras_norms.training import recipes
 
 
 def test_constant_then_linear_to_zero():
