@@ -1,5 +1,7 @@
 """The training recipes: schedules, optimizers, L2 weight decay, and each builder's recipe."""
 
+import importlib
+
 import keras
 import numpy as np
 import pytest
@@ -102,3 +104,11 @@ def test_resnet18_recipe_is_normalized_convolutions():
 def test_every_recipe_names_a_known_optimizer_and_schedule(name):
     recipe = BUILDERS[name].recipe
     assert recipe.optimizer in recipes.OPTIMIZERS and recipe.schedule in recipes.SCHEDULES
+
+
+def test_the_old_module_path_still_works_for_one_release_with_a_warning():
+    import keras_norms.models.recipes as old
+
+    with pytest.warns(DeprecationWarning, match="keras_norms.training.recipes"):
+        old = importlib.reload(old)
+    assert old.OPTIMIZERS is recipes.OPTIMIZERS and old.halving is recipes.halving
