@@ -123,12 +123,42 @@ class _FrozenFunction:
         return frozen
 
 
-def run_onnx(path, inputs):
-    """Outputs of an ONNX file's single output on `inputs`, run with onnxruntime on CPU."""
+def onnx_runner(path, x, threads=1):
+    """A function that runs the ONNX file at `path` once on `x` with onnxruntime on CPU.
+
+    Opens one `onnxruntime.InferenceSession` (the CPU provider) fed `x` (a
+    numpy array of the file's input dtype, float32 for our exports, and a
+    shape that its input accepts: batch and `None` axes are dynamic). With
+    `threads` (an int), the session runs `threads` intra-op threads, one
+    inter-op thread, sequentially (as timed by the benchmarks); with `None`,
+    onnxruntime's defaults. Each call of the returned function runs the
+    model once and returns its outputs, a list of numpy arrays.
+
+    Raises:
+        MissingDependencyError: if onnxruntime is not installed.
+        ValueError: if the file has more than one input.
+        onnxruntime's `InvalidArgument`: from the returned function, if
+            `x`'s dtype, rank or a fixed dimension is not its input's.
+    """
     onnxruntime = require("onnxruntime", "export", "running ONNX files")
-    session = onnxruntime.InferenceSession(path, providers=["CPUExecutionProvider"])
+    options = onnxruntime.SessionOptions()
+    if threads is not None:
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        options.execution_mode = onnxruntime.ExecutionMode.ORT_SEQUENTIAL
+    session = onnxruntime.InferenceSession(path, options, providers=["CPUExecutionProvider"])
     (input_detail,) = session.get_inputs()
-    (outputs,) = session.run(None, {input_detail.name: inputs})
+    feed = {input_detail.name: x}
+    return lambda: session.run(None, feed)
+
+
+def run_onnx(path, inputs):
+    """Outputs of an ONNX file's single output on `inputs`, run with onnxruntime on CPU.
+
+    `inputs` as for `onnx_runner`, which opens the session (onnxruntime's
+    default threads); returns a numpy array.
+    """
+    (outputs,) = onnx_runner(path, inputs, threads=None)()
     return outputs
 
 
@@ -160,21 +190,68 @@ def onnx_op_counts(path):
     return counts
 
 
-def run_tflite(path, inputs):
-    """Outputs of a TFLite file on `inputs`, run with `ai_edge_litert`.
-
-    The batch dimension is resized to `len(inputs)` first (a `None` batch
-    dimension is stored as 1).
-    """
+def _tflite_interpreter(path, x, threads):
+    """An `ai_edge_litert` interpreter of the TFLite file at `path`, its input set to `x`."""
     litert = require("ai_edge_litert.interpreter", "export", "running TFLite files")
-    interpreter = litert.Interpreter(model_path=path)
+    interpreter = litert.Interpreter(model_path=path, num_threads=threads)
     (input_detail,) = interpreter.get_input_details()
-    interpreter.resize_tensor_input(input_detail["index"], list(inputs.shape))
+    # A `None` batch dimension is stored as 1.
+    interpreter.resize_tensor_input(input_detail["index"], list(x.shape))
     interpreter.allocate_tensors()
-    interpreter.set_tensor(input_detail["index"], inputs)
+    interpreter.set_tensor(input_detail["index"], x)
+    return interpreter
+
+
+def tflite_runner(path, x, threads=1):
+    """A function that runs the TFLite file at `path` once on `x` with `ai_edge_litert`.
+
+    Opens one interpreter with `threads` threads (`None`: the runtime's
+    default), resizes its input to `x.shape` (batch and `None` axes are
+    dynamic) and sets it to `x` (a numpy array of the file's input dtype,
+    float32 for our exports). Each call of the returned function runs the
+    model once and returns `None` (nothing is copied out: it is the call the
+    benchmarks time).
+
+    Raises:
+        MissingDependencyError: if `ai_edge_litert` is not installed.
+        ValueError: if the file has more than one input, or `x`'s dtype is
+            not its input's.
+        RuntimeError: if the model's operators cannot be prepared for
+            `x`'s shape (e.g. another rank than its input's).
+    """
+    return _tflite_interpreter(path, x, threads).invoke
+
+
+def run_tflite(path, inputs):
+    """Outputs of a TFLite file's single output on `inputs`, run with `ai_edge_litert`.
+
+    `inputs` as for `tflite_runner`: the batch dimension is resized to
+    `len(inputs)` first; the runtime's default threads. Returns a numpy
+    array.
+    """
+    interpreter = _tflite_interpreter(path, inputs, threads=None)
     interpreter.invoke()
     (output_detail,) = interpreter.get_output_details()
     return interpreter.get_tensor(output_detail["index"])
+
+
+def tflite_op_counts(path):
+    """How many operators of each type the TFLite file at `path` has.
+
+    E.g. `{"CONV_2D": 9, "LEAKY_RELU": 9, ...}` (a `collections.Counter` of
+    the builtin operator names), as `onnx_op_counts` does for an ONNX file. Read
+    from an interpreter before it allocates tensors, so before any delegate
+    (XNNPACK) replaces operators by its own.
+
+    Raises:
+        MissingDependencyError: if `ai_edge_litert` is not installed.
+    """
+    litert = require("ai_edge_litert.interpreter", "export", "running TFLite files")
+    # The one private read of the interpreter, here only: no public API lists a TFLite
+    # model's operators before delegates replace them (once tensors are allocated, XNNPACK
+    # has put its own in their place).
+    details = litert.Interpreter(model_path=path)._get_ops_details()
+    return collections.Counter(op["op_name"] for op in details)
 
 
 def export_and_check(

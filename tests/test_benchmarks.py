@@ -1,10 +1,11 @@
 """The benchmark scripts run end to end and their ratios are what their tables say.
 
 Their figures are reported, not asserted: these tests check that each ratio
-is the quotient of the measurements it is printed beside (or the median of
-the per-round ratios, with its quartiles), the timing machinery on a fake
-clock, and the op counts that tell an export that folds away from one that
-does not.
+is the quotient of the times (or memory) that were measured, fed to the
+sections in place of a measurement (or the median of the per-round ratios,
+with its quartiles), that the printed tables are the report, the timing
+machinery on a fake clock, and the op counts that tell an export that folds
+away from one that does not.
 """
 
 import importlib.util
@@ -70,7 +71,7 @@ def test_normalized_conv_benchmark_runs(capsys):
     assert "fast path vs im2col" in capsys.readouterr().out
 
 
-def test_run_all_ratios_are_quotients_of_its_measurements(capsys):
+def test_run_all_prints_the_report_of_the_sections_it_names(capsys):
     import keras
 
     # The backend this suite runs on: README's test command installs no other.
@@ -79,26 +80,85 @@ def test_run_all_ratios_are_quotients_of_its_measurements(capsys):
     argv += ["--builders", "convpool_cnn_c", "--wn-backends", backend, "--wn-quick"]
     module = _load("run_all")
     report = module.main(argv)
-    assert "exports" not in report and "applications" not in report
-    layers = {row["layer"]: row for row in report["layers"]}
-    assert list(layers) == list(module.LAYERS)
-    for row in layers.values():
-        assert row["time_vs_bn"] == pytest.approx(
-            row["ms_per_step"] / layers["conv2d+bn"]["ms_per_step"]
-        )
-        assert row["memory_vs_conv2d"] == pytest.approx(
-            row["peak_mib"] / layers["conv2d"]["peak_mib"]
-        )
-    builders = {row["norm"]: row for row in report["builders"]}
-    assert set(builders) == set(BUILDERS["convpool_cnn_c"].norms)
-    for row in builders.values():
-        expected = row["images_per_s"] / builders["bn"]["images_per_s"]
-        assert row["throughput_vs_bn"] == pytest.approx(expected)
+    assert set(report) == {"machine", "sections", "layers", "builders", "weight_norm_backends"}
+    assert [row["layer"] for row in report["layers"]] == list(_load("layer_steps").LAYERS)
+    assert [row["norm"] for row in report["builders"]] == list(BUILDERS["convpool_cnn_c"].norms)
+    for row in report["layers"] + report["builders"]:
+        ratios = [value for key, value in row.items() if "_vs_" in key]
+        assert all(math.isfinite(ratio) and ratio > 0 for ratio in ratios)
     out = capsys.readouterr().out
-    assert "Builders: training throughput" in out and "Export:" not in out
+    for title, rows, columns in (
+        ("Layers: training step", report["layers"], module.LAYER_COLUMNS),
+        ("Builders: training throughput", report["builders"], module.BUILDER_COLUMNS),
+    ):
+        printed = _markdown_rows(out, title)
+        assert printed == [[module._cell(row, column) for column in columns] for row in rows]
+    assert "Export:" not in out and "Applications:" not in out
     assert {row["backend"] for row in report["weight_norm_backends"]} == {backend}
-    for row in report["weight_norm_backends"]:
-        assert row["ratio"] == pytest.approx(row["variant_ms"] / row["baseline_ms"])
+
+
+def _fake_measurements(names, first=3):
+    """Distinct primes (from `first`) / 1024 for `names`: quotients of other pairs differ.
+
+    A quotient of two of them equals another only for the same pair (or
+    both 1): a ratio of the wrong figures cannot pass for the right one.
+    """
+    primes = [p for p in range(first, 200) if all(p % d for d in range(2, p))]
+    return {name: prime / 1024 for name, prime in zip(names, primes)}
+
+
+def test_layer_table_ratios_are_quotients_of_the_measured_times_and_memory(monkeypatch):
+    layer_steps = _load("layer_steps")
+    times = _fake_measurements(layer_steps.LAYERS)
+    memory = {name: 1024 * t for name, t in _fake_measurements(layer_steps.LAYERS, 59).items()}
+    timed = []
+
+    def median_step_times(models, batch, rounds, steps):
+        assert (rounds, steps) == (3, 2)
+        assert batch[0].shape == layer_steps.LAYER_SHAPE
+        timed.append(models)
+        return dict(times)
+
+    def in_fresh_process(module, function, name):
+        # The function a fresh process runs exists where it is named.
+        assert getattr(_load(module), function) is not None
+        return memory[name]
+
+    monkeypatch.setattr(layer_steps, "median_step_times", median_step_times)
+    monkeypatch.setattr(layer_steps, "in_fresh_process", in_fresh_process)
+    rows = layer_steps.layer_table(rounds=3, steps=2)
+    (models,) = timed
+    assert list(models) == [row["layer"] for row in rows] == list(layer_steps.LAYERS)
+    assert len({id(model) for model in models.values()}) == len(models)
+    for row in rows:
+        name = row["layer"]
+        assert row["ms_per_step"] == pytest.approx(1000 * times[name])
+        assert row["time_vs_conv2d"] == pytest.approx(times[name] / times["conv2d"])
+        assert row["time_vs_bn"] == pytest.approx(times[name] / times["conv2d+bn"])
+        assert row["peak_mib"] == memory[name]
+        assert row["memory_vs_conv2d"] == pytest.approx(memory[name] / memory["conv2d"])
+        assert row["memory_vs_bn"] == pytest.approx(memory[name] / memory["conv2d+bn"])
+
+
+def test_builder_table_ratios_are_quotients_of_the_measured_times(monkeypatch):
+    builder_throughput = _load("builder_throughput")
+    norms = BUILDERS["convpool_cnn_c"].norms
+    times = _fake_measurements(norms)
+    batch = builder_throughput.BUILDER_BATCH
+
+    def median_step_times(models, batch_, rounds, steps):
+        assert list(models) == list(norms) and (rounds, steps) == (3, 2)
+        assert batch_[0].shape == (batch,) + builder_throughput.builder_input("convpool_cnn_c")
+        return dict(times)
+
+    monkeypatch.setattr(builder_throughput, "median_step_times", median_step_times)
+    rows = builder_throughput.builder_table(["convpool_cnn_c"], rounds=3, steps=2)
+    assert [(row["builder"], row["norm"]) for row in rows] == [
+        ("convpool_cnn_c", norm) for norm in norms
+    ]
+    for row in rows:
+        assert row["images_per_s"] == pytest.approx(batch / times[row["norm"]])
+        assert row["throughput_vs_bn"] == pytest.approx(times["bn"] / times[row["norm"]])
 
 
 def _markdown_rows(out, title):
@@ -303,7 +363,7 @@ def test_interleaved_rounds_make_fresh_runs_every_round():
 
 
 def test_op_count_difference_lists_additions_then_removals():
-    module = _load("run_all")
+    module = _load("export_latency")
     none = {"Conv": 9, "LeakyRelu": 9, "MatMul": 1}
     assert module.op_count_difference(dict(none), none) == "identical"
     assert module.op_count_difference({**none, "Conv": 8, "Mul": 8, "Add": 8}, none) == (
@@ -322,7 +382,7 @@ def _export_row(builder, norm, tflite, onnx, tflite_ops="identical", onnx_ops="i
 
 
 def test_export_goal_lines_judge_only_the_exports_that_fold():
-    module = _load("run_all")
+    module = _load("export_latency")
     rows = [
         _export_row("resnet18", "none", 1.0, 1.0),
         _export_row("resnet18", "bn", 1.02, 1.07),
@@ -336,15 +396,21 @@ def test_export_goal_lines_judge_only_the_exports_that_fold():
 
 
 def test_repeat_check_compares_the_two_runs_ratios():
-    module = _load("run_all")
+    module = _load("export_latency")
     first = [_export_row("nin", "none", 1.0, 1.0), _export_row("nin", "bn", 1.00, 1.02)]
     second = [_export_row("nin", "none", 1.0, 1.0), _export_row("nin", "bn", 1.02, 0.98)]
-    tflite, onnx = module.repeat_check(first, second, tolerance=0.03)
+    check = module.repeat_check(first, second, tolerance=0.03)
+    tflite, onnx = check
     assert (tflite["runtime"], tflite["run1"], tflite["run2"]) == ("tflite", 1.0, 1.02)
     assert tflite["difference"] == pytest.approx(0.02) and tflite["agree"]
     assert onnx["difference"] == pytest.approx(0.98 / 1.02 - 1) and not onnx["agree"]
-    assert module._cell(tflite, "run2") == "1.020 (1.010-1.030)"
-    assert module._cell(onnx, "difference") == "-3.9 %"
+    assert module.repeat_check_line(check, tolerance=0.03) == (
+        "Largest difference 3.9 % (nin bn, onnx): the two runs do NOT agree within 3 %"
+    )
+    assert module.repeat_check_line([]) is None
+    run_all = _load("run_all")
+    assert run_all._cell(tflite, "run2") == "1.020 (1.010-1.030)"
+    assert run_all._cell(onnx, "difference") == "-3.9 %"
 
 
 def test_export_runners_and_op_counts(tmp_path):
@@ -356,12 +422,14 @@ def test_export_runners_and_op_counts(tmp_path):
         export_onnx,
         export_saved_model,
         onnx_op_counts,
+        onnx_runner,
         run_onnx,
         run_tflite,
+        tflite_op_counts,
+        tflite_runner,
     )
     from keras_norms.folding import fold
 
-    module = _load("run_all")
     x = np.random.default_rng(0).normal(size=(1, 8, 8, 1)).astype("float32")
 
     def exported(name, *norm_layers):
@@ -377,20 +445,16 @@ def test_export_runners_and_op_counts(tmp_path):
     _, none_tflite, none_onnx = exported("none")
     _, bn_tflite, bn_onnx = exported("bn", keras.layers.BatchNormalization())
     gn_model, gn_tflite, gn_onnx = exported("gn", keras.layers.GroupNormalization(2))
-    difference = module.op_count_difference
-    assert module.tflite_op_counts(none_tflite)["CONV_2D"] == 1
-    assert difference(module.tflite_op_counts(bn_tflite), module.tflite_op_counts(none_tflite)) == (
-        "identical"
-    )
+    difference = _load("export_latency").op_count_difference
+    assert tflite_op_counts(none_tflite)["CONV_2D"] == 1
+    assert difference(tflite_op_counts(bn_tflite), tflite_op_counts(none_tflite)) == "identical"
     assert difference(onnx_op_counts(bn_onnx), onnx_op_counts(none_onnx)) == "identical"
-    assert difference(module.tflite_op_counts(gn_tflite), module.tflite_op_counts(none_tflite)) != (
-        "identical"
-    )
+    assert difference(tflite_op_counts(gn_tflite), tflite_op_counts(none_tflite)) != "identical"
     assert difference(onnx_op_counts(gn_onnx), onnx_op_counts(none_onnx)).startswith("+")
-    (onnx_out,) = module.onnx_runner(gn_onnx, x, threads=1)()
+    (onnx_out,) = onnx_runner(gn_onnx, x, threads=1)()
     np.testing.assert_allclose(onnx_out, run_onnx(gn_onnx, x), rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(onnx_out, gn_model(x), rtol=1e-4, atol=1e-5)
-    assert module.tflite_runner(gn_tflite, x, threads=1)() is None
+    assert tflite_runner(gn_tflite, x, threads=1)() is None
     np.testing.assert_allclose(run_tflite(gn_tflite, x), gn_model(x), rtol=1e-4, atol=1e-5)
 
 
@@ -425,7 +489,7 @@ def _fake_replace(model, target):
 
 
 def test_applications_table_ratios_and_skipped_targets():
-    module = _load("run_all")
+    module = _load("application_throughput")
     rows = module.applications_table(
         rounds=3,
         steps=1,
