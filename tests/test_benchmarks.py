@@ -564,3 +564,27 @@ def test_weight_norm_backends_ratios_are_quotients_of_its_printed_times(capsys):
         # The printed times are rounded to 0.0005 ms.
         rounding = 5e-4 / variant_ms + 5e-4 / baseline_ms + 5e-4 / ratio
         assert ratio == pytest.approx(variant_ms / baseline_ms, rel=rounding + 1e-6)
+
+
+def test_weight_norm_backends_rows_pool_the_processes_measurements():
+    """Known step times from two processes: medians, their quotient and the quartiles of the
+    per-round ratios, computed here with numpy, not from the row's own figures."""
+    module = _load("weight_norm_backends")
+    first = {"wn": [0.011, 0.013, 0.012], "plain": [0.010, 0.010, 0.011]}
+    second = {"wn": [0.017, 0.019], "plain": [0.013, 0.014]}
+    rounds = [{"wn": [0.012, 0.013], "plain": [0.010, 0.011]}, {"wn": [0.018], "plain": [0.014]}]
+    measured = [
+        {"layer": "dense", "jit_compile": False, "pairs": [["wn", "plain"]], "every": every,
+         "per_round": per_round}
+        for every, per_round in zip((first, second), rounds)
+    ]  # fmt: skip
+    (row,) = module._pooled_rows("jax", measured)
+    wn, plain = first["wn"] + second["wn"], first["plain"] + second["plain"]
+    assert row["variant_ms"] == pytest.approx(1000 * np.median(wn))
+    assert row["baseline_ms"] == pytest.approx(1000 * np.median(plain))
+    assert row["ratio"] == pytest.approx(np.median(wn) / np.median(plain))
+    ratios = np.array([0.012 / 0.010, 0.013 / 0.011, 0.018 / 0.014])
+    assert (row["ratio_q1"], row["ratio_q3"]) == pytest.approx(
+        tuple(np.quantile(ratios, [0.25, 0.75]))
+    )
+    assert (row["steps"], row["processes"], row["backend"]) == (5, 2, "jax")
