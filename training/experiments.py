@@ -579,6 +579,16 @@ DWCK = Experiment(
             LOWER,
             source="section 5.1",
         ),
+        # The paper's section 4: "we used a simple standard deviation since a weighted one
+        # was computationally unstable" (eq. 8 against eq. 7's simple variance).
+        Claim(
+            "the weighted standard deviation (eq. 8) is unstable: DWCK with it reaches a "
+            "higher test error than with the simple one",
+            "test_error",
+            (("dwck_weighted_b16", "dwck_b16"), ("dwck_weighted_b32", "dwck_b32")),
+            HIGHER,
+            source="section 4",
+        ),
     ),
     learning_rates=SGD_RATES,
     panels=tuple((f"bn_b{b}", f"dwck_b{b}") for b in (16, 32, 64, 128))
