@@ -38,7 +38,12 @@ def groups_for(channels):
 
 
 def load(path):
-    """The object a `"module:name"` path names, imported now (e.g. a layer class)."""
+    """The object a `"module:name"` path names, imported now (e.g. a layer class).
+
+    Raises:
+        ModuleNotFoundError: if the module does not exist.
+        AttributeError: if the module has no such name.
+    """
     module, _, name = path.partition(":")
     return getattr(importlib.import_module(module), name)
 
@@ -174,7 +179,17 @@ def normalization_layer(norm, channels, synchronized=False, **kwargs):
 
     The norm's `options` and channel arguments, then `kwargs`; `synchronized`
     for batch-statistics layers only.
+
+    Raises:
+        ValueError: if `norm` has no normalization layer of its own
+            (`norm.layer` is None: `"none"`, `"wn"`, `"nc"`, `"normprop"`),
+            or from the layer, for arguments it refuses.
     """
+    if norm.layer is None:
+        raise ValueError(
+            f"normalization_layer expects a norm with a normalization layer of its own "
+            f"({sorted(NORM_LAYERS)} or wn_mobn). Received: norm={norm.name!r}"
+        )
     arguments = dict(norm.options)
     if norm.channel_arguments is not None:
         arguments.update(norm.channel_arguments(channels))

@@ -18,6 +18,7 @@ from keras_norms.norms import (
     get_norm_layer,
     groups_for,
     load,
+    normalization_layer,
 )
 
 EXPECTED_CLASSES = {
@@ -107,3 +108,9 @@ def test_the_block_builds_what_the_registry_says(norm):
         assert conv.use_bias == (spec.layer is None)
         fused = {layer.name: layer for layer in _norm_block(norm, activation="relu").layers}
         assert getattr(fused.get("c_wn"), "layer", fused.get("c")).use_bias
+
+
+@pytest.mark.parametrize("norm", ["none", "wn", "nc", "normprop"])
+def test_a_norm_without_a_layer_of_its_own_makes_no_layer(norm):
+    with pytest.raises(ValueError, match=rf"normalization_layer .*Received: norm='{norm}'"):
+        normalization_layer(NORMS[norm], 8)
