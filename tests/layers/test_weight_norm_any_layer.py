@@ -226,6 +226,7 @@ def test_save_and_reload_in_a_model(name, tmp_path):
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_one_fit_step_moves_every_g_and_v(name):
     rng = np.random.default_rng(30 + sorted(CASES).index(name))
+    keras.utils.set_random_seed(30 + sorted(CASES).index(name))
     make, kwargs, _, _ = CASES[name]
     wn = WeightNormalization(make(), data_init=False, **kwargs)
     model = keras.Sequential([wn])  # built lazily, by fit
@@ -237,7 +238,9 @@ def test_one_fit_step_moves_every_g_and_v(name):
     for variable in model.trainable_variables:
         after = numpy(variable)
         assert np.all(np.isfinite(after)), variable.path
-        assert not np.allclose(after, before[variable.path]), variable.path
+        # A variable the gradient does not reach stays bit for bit; one it
+        # reaches can move by little (a whole-tensor g moved by 2.6e-6 once).
+        assert not np.array_equal(after, before[variable.path]), variable.path
 
 
 FEED_FORWARD = [
