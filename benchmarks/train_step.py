@@ -23,10 +23,10 @@ from keras_norms.training import recipes
 
 def build(model_name, norm, image_shape, num_classes):
     builder = BUILDERS[model_name]
-    kwargs = {"data_normalization": "batch"} if builder.data_normalization else {}
+    kwargs = {"data_normalization": "batch"} if builder.data_normalizations else {}
     model = builder.build(image_shape, num_classes, norm, **kwargs)
     model.compile(
-        optimizer=recipes.OPTIMIZERS[builder.recipe.optimizer](builder.recipe.learning_rate),
+        optimizer=recipes.make_optimizer(builder.recipe.optimizer, builder.recipe.learning_rate),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
     )
     return model

@@ -8,7 +8,6 @@ extra to install.
 
 import dataclasses
 
-import keras
 import numpy as np
 
 from keras_norms.optional import require
@@ -88,6 +87,8 @@ def hold_out_validation(splits, count):
 def _resize(images, image_size):
     if image_size is None or images.shape[1:3] == (image_size, image_size):
         return images.astype("float32")
+    import keras  # on first use: the training command's --help loads no Keras
+
     resized = keras.ops.image.resize(
         images.astype("float32"), (image_size, image_size), interpolation="bilinear"
     )

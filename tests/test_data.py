@@ -5,7 +5,7 @@ import pytest
 import tensorflow_datasets as tfds
 
 from keras_norms import datasets
-from keras_norms.training import data
+from keras_norms.training import data, preprocessing
 
 
 def test_digits_split_is_fixed_stratified_and_resized():
@@ -72,7 +72,7 @@ def test_standardizer_uses_training_statistics_per_channel():
     rng = np.random.default_rng(0)
     x_train = rng.normal(loc=[2.0, -5.0, 10.0], scale=[1.0, 3.0, 0.5], size=(40, 4, 4, 3))
     x_test = x_train + 100.0
-    layer = data.standardizer(x_train.astype("float32"))
+    layer = preprocessing.standardizer(x_train.astype("float32"))
     mean = x_train.mean(axis=(0, 1, 2))
     var = ((x_train - mean) ** 2).mean(axis=(0, 1, 2))
     expected = (x_test - mean) / np.sqrt(var)
@@ -142,7 +142,7 @@ def _augmented_epoch(make, images, augment):
 def test_flip_mirrors_some_images_and_keeps_the_others(make):
     rng = np.random.default_rng(0)
     images = rng.normal(size=(64, 6, 6, 2)).astype("float32")
-    layers = data.augmenter("flip") if make is data.ArrayBatches else "flip"
+    layers = preprocessing.augmenter("flip") if make is data.ArrayBatches else "flip"
     x, y = _augmented_epoch(make, images, layers)
     assert y.tolist() == list(range(64))  # labels follow their images
     kept = np.all(np.isclose(x, images), axis=(1, 2, 3))
@@ -155,7 +155,7 @@ def test_shift_moves_images_by_at_most_a_tenth_of_their_side(make):
     # One bright pixel in the middle of 40x40 images: a shift of at most 4 pixels.
     images = np.zeros((32, 40, 40, 1), "float32")
     images[:, 20, 20] = 1.0
-    layers = data.augmenter("flip_shift") if make is data.ArrayBatches else "flip_shift"
+    layers = preprocessing.augmenter("flip_shift") if make is data.ArrayBatches else "flip_shift"
     x, _ = _augmented_epoch(make, images, layers)
     rows, cols = np.unravel_index(x.reshape(32, -1).argmax(axis=1), (40, 40))
     assert np.all(np.abs(rows - 20) <= 4) and np.all(np.abs(cols - 19.5) <= 4.5)
@@ -164,4 +164,4 @@ def test_shift_moves_images_by_at_most_a_tenth_of_their_side(make):
 
 def test_unknown_augmentation_is_a_value_error():
     with pytest.raises(ValueError, match=r"Expected augment in .*Received: augment='rotate'"):
-        data.augmenter("rotate")
+        preprocessing.augmenter("rotate")

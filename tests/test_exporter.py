@@ -16,7 +16,7 @@ from keras_norms.graph import iter_layers
 from keras_norms.layers import WeightNormalization
 from keras_norms.models import BUILDERS, convpool_cnn_c
 from keras_norms.optional import MissingDependencyError
-from keras_norms.training import data
+from keras_norms.training import preprocessing
 from tests.builder_cases import CASES, build_small, small_input_shape
 from tests.layer_test_helper import perturb_statistics
 
@@ -53,8 +53,8 @@ def _builder_case(builder, norm, num_inputs=16):
     rng = np.random.default_rng(0)
     x = rng.normal(size=(num_inputs,) + small_input_shape(builder)).astype("float32")
     kwargs = {}
-    if BUILDERS[builder].data_normalization:  # NIN: element-wise keras.layers.Normalization
-        kwargs["data_normalization"] = data.standardizer(x, elementwise=True)
+    if BUILDERS[builder].data_normalizations:  # NIN: element-wise keras.layers.Normalization
+        kwargs["data_normalization"] = preprocessing.standardizer(x, elementwise=True)
     model = build_small(builder, norm, **kwargs)
     data_dependent_init(model, x)
     perturb_statistics(model, rng)
@@ -200,8 +200,8 @@ def test_onnx_keeps_normalization_statistics_as_constants(tmp_path):
     """
     x = np.random.default_rng(12).normal(2.0, 3.0, size=(8, 6, 6, 2)).astype("float32")
     inputs = keras.Input((6, 6, 2), name="images")
-    h = data.standardizer(x)(inputs)  # adapted per channel: the training CLI's
-    h = data.standardizer(x, elementwise=True)(h)  # given per pixel: NIN's
+    h = preprocessing.standardizer(x)(inputs)  # adapted per channel: the training CLI's
+    h = preprocessing.standardizer(x, elementwise=True)(h)  # given per pixel: NIN's
     model = keras.Model(inputs, keras.layers.Dense(3)(keras.layers.Flatten()(h)))
     path = exporter.export_onnx(model, str(tmp_path / "model.onnx"))
     import onnx

@@ -9,7 +9,7 @@ import os
 import pytest
 
 from keras_norms.training import cli
-from keras_norms.training.config import FIELD_GROUPS, RUN_FLAGS, TrainConfig
+from keras_norms.training.config import CHOICES, FIELD_GROUPS, RUN_FLAGS, ConfigError, TrainConfig
 
 RESULTS = os.path.join(os.path.dirname(__file__), os.pardir, "results")
 # Tiny runs of the training command; their per-step losses (steps.csv) as the command gave
@@ -71,6 +71,20 @@ def test_the_command_line_has_one_flag_per_field_in_its_group():
 def test_flags_not_given_take_the_fields_defaults():
     assert cli.parse_args([]) == TrainConfig().resolved()
     assert cli.parse_args(["--no-data-init"]).data_init is False
+
+
+def test_each_flag_offers_its_fields_choices():
+    choices = {action.dest: action.choices for action in cli.build_parser()._actions}
+    assert {name: choices[name] for name in CHOICES} == CHOICES
+    assert CHOICES["data_normalization"] == ("batch", "global")  # nin's, from the registry
+
+
+@pytest.mark.parametrize("name", sorted(CHOICES))
+def test_a_config_built_in_code_refuses_a_value_outside_its_fields_choices(name):
+    """Not only the parser: a TrainConfig made by the runner or a user is checked too."""
+    flag = "--" + name.replace("_", "-")
+    with pytest.raises(ConfigError, match=rf"argument {flag}: invalid choice: 'bogus' \(choose"):
+        TrainConfig(**{name: "bogus"}).resolved()
 
 
 def test_an_unknown_key_in_flags_json_is_refused():

@@ -20,7 +20,7 @@ from keras_norms.folding import is_mixed_precision
 from keras_norms.graph import iter_layers
 from keras_norms.layers import WeightNormalization
 from keras_norms.models import BUILDERS
-from keras_norms.training import cli
+from keras_norms.training import cli, trainer
 from keras_norms.training.config import RUN_FLAGS
 
 FAST = ["--image-size", "12", "--batch-size", "200", "--verbose", "0"]
@@ -68,12 +68,12 @@ class _Interrupt(keras.callbacks.Callback):
 def test_killed_run_resumes_where_it_stopped(tmp_path, monkeypatch):
     run_dir = str(tmp_path / "run")
     args = ["--epochs", "2", "--output", run_dir] + FAST
-    build = cli.build_callbacks
-    monkeypatch.setattr(cli, "build_callbacks", lambda *a: build(*a) + [_Interrupt()])
+    build = trainer.build_callbacks
+    monkeypatch.setattr(trainer, "build_callbacks", lambda *a: build(*a) + [_Interrupt()])
     with pytest.raises(KeyboardInterrupt):
         cli.main(args)
     assert os.path.isdir(os.path.join(run_dir, "backup"))
-    monkeypatch.setattr(cli, "build_callbacks", build)
+    monkeypatch.setattr(trainer, "build_callbacks", build)
     assert cli.main(args) == 0
     # Epoch 0 from the killed run, epoch 1 from the resumed one: not [0, 0, 1].
     assert _history_epochs(run_dir) == [0, 1]
@@ -126,8 +126,8 @@ def test_a_run_killed_while_backing_up_resumes_from_a_whole_backup(
         cli.main(args)
     monkeypatch.undo()
     resumed = _EpochsRun()
-    build = cli.build_callbacks
-    monkeypatch.setattr(cli, "build_callbacks", lambda *a: build(*a) + [resumed])
+    build = trainer.build_callbacks
+    monkeypatch.setattr(trainer, "build_callbacks", lambda *a: build(*a) + [resumed])
     assert cli.main(args) == 0
     assert resumed.epochs == epochs_redone
     assert _history_epochs(run_dir) == [0, 1]
@@ -308,7 +308,7 @@ def test_help_lists_every_registered_builder_with_its_norms(capsys):
 
 def test_norm_defaults_to_the_models_default(tmp_path, monkeypatch):
     seen = {}
-    monkeypatch.setattr(cli, "train", lambda args: seen.update(norm=args.norm))
+    monkeypatch.setattr(trainer, "train", lambda args: seen.update(norm=args.norm))
     assert cli.main(["--model", "resnet18", "--output", str(tmp_path)]) == 0
     assert seen["norm"] == "bn"
 
@@ -362,7 +362,7 @@ OTHER_RUN_FLAGS = [
 def test_run_directory_refuses_a_run_with_other_flags(tmp_path, monkeypatch, capsys):
     """The run records its flags; a run with others is refused, listing each change."""
     assert {a.dest for a in cli.build_parser()._actions} == set(RUN_FLAGS) | NON_RUN_FLAGS
-    monkeypatch.setattr(cli, "_fit_and_report", lambda *args: {})  # the flags are recorded
+    monkeypatch.setattr(trainer, "_fit_and_report", lambda *args: {})  # the flags are recorded
     run_dir = str(tmp_path / "run")
     argv = ["--epochs", "2", "--output", run_dir] + FAST
     assert cli.main(argv) == 0
@@ -422,6 +422,31 @@ def test_entry_points_print_help(command, expected):
     result = subprocess.run(command + ["--help"], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0
     assert expected in result.stdout
+
+
+def test_help_and_parsing_load_no_keras_and_no_backend():
+    """`--help` and parsing a command line are quick: the trainer and Keras load in `run`."""
+    code = (
+        "import sys\n"
+        "from keras_norms.training import cli\n"
+        "config = cli.parse_args(['--model', 'nin', '--augment', 'flip', '--optimizer', 'adam'])\n"
+        "assert config.data_normalization == 'global' and config.batch_size == 50\n"
+        "try:\n"
+        "    cli.main(['--help'])\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        "print(sorted(m for m in ('keras', 'tensorflow', 'jax', 'torch') if m in sys.modules))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        env=_environment(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "--data-normalization {batch,global}" in result.stdout
+    assert result.stdout.strip().splitlines()[-1] == "[]"
 
 
 def _free_ports(count):
@@ -623,7 +648,7 @@ def test_train_examples_keeps_the_first_n_training_examples(tmp_path, monkeypatc
         assert cli.main([*flags, "--output", output] + FAST) == 0
         return seen.pop("splits")
 
-    monkeypatch.setattr(cli, "_fit_and_report", fit_and_report)
+    monkeypatch.setattr(trainer, "_fit_and_report", fit_and_report)
     run("--train-examples", "50")
     assert seen == {"x": 50, "y": 50, "test": 360}  # the test split stays whole
     run("--test-examples", "20", "--seed", "3")
@@ -653,9 +678,9 @@ def test_a_validation_split_that_leaves_no_training_example_is_refused(tmp_path,
 
 def _built_models(monkeypatch):
     """Every (model, network, preprocess) the CLI builds, in a list."""
-    built, build_model = [], cli.build_model
+    built, build_model = [], trainer.build_model
     monkeypatch.setattr(
-        cli, "build_model", lambda *a, **k: built.append(build_model(*a, **k)) or built[-1]
+        trainer, "build_model", lambda *a, **k: built.append(build_model(*a, **k)) or built[-1]
     )
     return built
 
@@ -753,7 +778,7 @@ def test_bn_momentum_must_be_below_one(capsys):
 
 def test_no_data_init_skips_data_dependent_initialization(tmp_path, monkeypatch):
     calls = []
-    monkeypatch.setattr(cli, "data_dependent_init", lambda model, x: calls.append(len(x)))
+    monkeypatch.setattr(trainer, "data_dependent_init", lambda model, x: calls.append(len(x)))
     argv = ["--norm", "wn", "--epochs", "1", "--train-examples", "40", "--init-batch-size", "30"]
     argv += ["--run-eagerly"] + FAST
     assert cli.main(argv + ["--output", str(tmp_path / "init")]) == 0

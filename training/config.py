@@ -1,7 +1,7 @@
 """A training run's configuration as data.
 
 `TrainConfig` is what `keras-norms-train` parses its command line into,
-what `keras_norms.training.cli.train` takes, what a run directory's
+what `keras_norms.training.trainer.train` takes, what a run directory's
 `flags.json` stores (`run_flags`, `from_run_flags`) and what the experiment
 runner builds for each run. Its fields are grouped as the command line's
 help groups them (`FIELD_GROUPS`); each field is one flag, `--name-with-dashes`,
@@ -13,16 +13,33 @@ import json
 import os
 from typing import Optional
 
-from keras_norms.datasets import DIGITS, OFFLINE_DATASETS
-from keras_norms.models.registry import get_builder
+from keras_norms.datasets import DATASETS, DIGITS, OFFLINE_DATASETS
+from keras_norms.models.registry import BUILDERS, get_builder
+from keras_norms.training.distribution import STRATEGIES
+from keras_norms.training.preprocessing import AUGMENTATIONS, STANDARDIZATIONS
+from keras_norms.training.recipes import OPTIMIZERS, SCHEDULES, STEP_SCHEDULES
 
 DEFAULT_OUTPUT = os.path.join("runs", "{model}_{norm}_{dataset}")
 OUTPUT_PLACEHOLDERS = ("model", "norm", "dataset")
 FLAGS_FILE = "flags.json"
 # Flags passed to the builder when given, for the builders whose `build` takes them.
 BUILDER_FLAGS = ("kernel_initializer", "width_multiplier", "depth", "activation")
-# The schedules that step, and so take a period (`decay_every`).
-STEP_SCHEDULES = ("halving", "tenfold")
+MIXED_PRECISION_POLICIES = ("mixed_float16", "mixed_bfloat16")
+# The values of each field with a fixed vocabulary (its flag's choices); None is the default's.
+CHOICES = {
+    "model": tuple(sorted(BUILDERS)),
+    "dataset": DATASETS,
+    "augment": AUGMENTATIONS,
+    "input_standardization": STANDARDIZATIONS,
+    "data_normalization": tuple(
+        sorted({name for builder in BUILDERS.values() for name in builder.data_normalizations})
+    ),
+    "optimizer": tuple(sorted(OPTIMIZERS)),
+    "schedule": tuple(sorted(SCHEDULES)),
+    "strategy": STRATEGIES,
+    "mixed_precision": MIXED_PRECISION_POLICIES,
+    "verbose": (0, 1, 2),
+}
 
 
 class ConfigError(ValueError):
@@ -96,10 +113,17 @@ class TrainConfig:
         """This configuration with the model's defaults and recipe filled in, checked.
 
         Raises:
-            ConfigError: for a norm, image size or flag the model (or the
-                schedule) cannot take; the message names the flag.
-            ValueError: for an unknown model.
+            ConfigError: for a value outside its field's `CHOICES`, or a norm,
+                image size or flag the model (or the schedule) cannot take;
+                the message names the flag.
         """
+        for name, choices in CHOICES.items():
+            value = getattr(self, name)
+            if value is not None and value not in choices:
+                raise ConfigError(
+                    f"argument --{name.replace('_', '-')}: invalid choice: {value!r} "
+                    f"(choose from {', '.join(map(str, choices))})"
+                )
         builder = get_builder(self.model)
         recipe = builder.recipe
         image_size = self.image_size
@@ -141,7 +165,7 @@ class TrainConfig:
             flag = f"--{name.replace('_', '-')}"
             if not builder.takes(name):
                 raise ConfigError(f"argument {flag}: --model {self.model} takes no {flag}")
-        if builder.data_normalization and self.input_standardization != "channel":
+        if builder.data_normalizations and self.input_standardization != "channel":
             raise ConfigError(
                 f"argument --input-standardization: --model {self.model} normalizes its "
                 "input itself; use --data-normalization"

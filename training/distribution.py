@@ -11,8 +11,6 @@ import os
 import subprocess
 import sys
 
-import keras
-
 STRATEGIES = ("default", "mirrored", "multi_worker")
 
 
@@ -135,6 +133,8 @@ def make_strategy(name, connect_timeout=120.0):
     """
     if name not in STRATEGIES:
         raise StrategyError(f"unknown strategy {name!r}; choose from {', '.join(STRATEGIES)}")
+    import keras  # here, not at the top: the training command's --help loads no Keras
+
     if keras.backend.backend() != "tensorflow":
         if name == "default":
             return SingleDevice()

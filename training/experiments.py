@@ -110,11 +110,11 @@ def _training_arguments(configuration, experiment, args):
 def _standardized_training_images(dataset, data_dir, image_size, count):
     """The first `count` training images, standardized per channel as the runs standardize them."""
     from keras_norms import datasets
-    from keras_norms.training import data
+    from keras_norms.training import preprocessing
 
     splits = datasets.load(dataset, data_dir, image_size, seed=0)
     x = splits.x_train[:count]
-    return keras.ops.convert_to_numpy(data.standardizer(splits.x_train)(x)), splits
+    return keras.ops.convert_to_numpy(preprocessing.standardizer(splits.x_train)(x)), splits
 
 
 # The variance at initialization needs no training: the notes' networks at a width and map

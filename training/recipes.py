@@ -5,9 +5,10 @@ batch size, learning rate, an optimizer and a schedule by name) in its
 registry entry; the training CLI uses it as its defaults, can override every
 part of it (`--optimizer`, `--schedule`, `--decay-every`, `--weight-decay`)
 and makes the optimizer and schedule here.
-"""
 
-import keras
+The names are data (no Keras at import): the training command's parser
+lists them without loading Keras.
+"""
 
 
 def constant_then_linear(base, epochs, period=None):
@@ -62,13 +63,34 @@ SCHEDULES = {
     "halving": halving,
     "tenfold": tenfold,
 }
+# The schedules that step, and so take a period (`decay_every`).
+STEP_SCHEDULES = ("halving", "tenfold")
 
+# Each optimizer a recipe names, as the Keras optimizer config `keras.optimizers.get` takes
+# (the learning rate added by `make_optimizer`); Keras' defaults otherwise.
 OPTIMIZERS = {
-    "sgd": lambda learning_rate: keras.optimizers.SGD(learning_rate),
-    "momentum": lambda learning_rate: keras.optimizers.SGD(learning_rate, momentum=0.9),
-    "rmsprop": lambda learning_rate: keras.optimizers.RMSprop(learning_rate),
-    "adam": lambda learning_rate: keras.optimizers.Adam(learning_rate),
+    "sgd": {"class_name": "SGD", "config": {}},
+    "momentum": {"class_name": "SGD", "config": {"momentum": 0.9}},
+    "rmsprop": {"class_name": "RMSprop", "config": {}},
+    "adam": {"class_name": "Adam", "config": {}},
 }
+
+
+def make_optimizer(name, learning_rate):
+    """A new Keras optimizer `name` (a key of `OPTIMIZERS`) at `learning_rate`.
+
+    Raises:
+        ValueError: for another name.
+    """
+    if name not in OPTIMIZERS:
+        raise ValueError(
+            f"make_optimizer expects an optimizer among {sorted(OPTIMIZERS)}. Received: {name!r}"
+        )
+    import keras
+
+    identifier = OPTIMIZERS[name]
+    config = {**identifier["config"], "learning_rate": learning_rate}
+    return keras.optimizers.get({"class_name": identifier["class_name"], "config": config})
 
 
 def add_weight_decay(model, weight_decay):
@@ -81,6 +103,8 @@ def add_weight_decay(model, weight_decay):
     parameters are not decayed. Sets each kernel's Keras `regularizer`, which
     `model.losses` (and so `fit`) sums.
     """
+    import keras
+
     if weight_decay:
         for variable in model.trainable_variables:
             if len(variable.shape) >= 2:

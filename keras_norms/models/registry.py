@@ -71,9 +71,10 @@ class Builder:
             its default first.
         min_input_size: the smallest height and width it accepts, in pixels.
         recipe: its paper's training recipe (`Recipe`).
-        data_normalization: whether it normalizes its input itself and takes
-            a `data_normalization` argument (NIN); others get per-channel
-            standardization from the training CLI.
+        data_normalizations: the named input normalizations its
+            `data_normalization` argument takes, if it normalizes its input
+            itself (NIN: `("global", "batch")`); empty for the others, which
+            get per-channel standardization from the training CLI.
         application: whether it is a `keras.applications` network whose
             normalizations `keras_norms.replace_normalization` converts, not
             one of the papers' networks (`paper_builders()`: the ones the
@@ -85,7 +86,7 @@ class Builder:
     norms: tuple
     min_input_size: int
     recipe: Recipe
-    data_normalization: bool = False
+    data_normalizations: tuple = ()
     application: bool = False
 
     def __post_init__(self):
@@ -176,7 +177,9 @@ BUILDERS = {
                 schedule="halving",
                 weight_decay=5e-4,
             ),
-            data_normalization=True,
+            # Section 4.1: global (per-pixel, over the training set) or batch data
+            # normalization of the input.
+            data_normalizations=("global", "batch"),
         ),
         Builder(
             name="plain_cnn",

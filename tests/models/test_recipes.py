@@ -42,10 +42,17 @@ def test_tenfold_is_normalized_convolutions_schedule():
     assert [short(e) for e in range(5)] == pytest.approx([0.01] * 3 + [0.001] * 2)
 
 
-@pytest.mark.parametrize("name", ["constant", "constant_then_linear"])
+@pytest.mark.parametrize("name", sorted(set(recipes.SCHEDULES) - set(recipes.STEP_SCHEDULES)))
 def test_a_schedule_without_steps_refuses_a_period(name):
     with pytest.raises(ValueError, match=f"{name}.*Received: period=3"):
         recipes.SCHEDULES[name](0.1, 10, 3)
+
+
+@pytest.mark.parametrize("name", recipes.STEP_SCHEDULES)
+def test_a_step_schedule_steps_every_period_given(name):
+    schedule = recipes.SCHEDULES[name](1.0, 10, 3)
+    rates = [schedule(epoch) for epoch in range(7)]
+    assert rates[0] == rates[2] == 1.0 and rates[3] == rates[5] < 1.0 and rates[6] < rates[5]
 
 
 @pytest.mark.parametrize(
@@ -53,9 +60,24 @@ def test_a_schedule_without_steps_refuses_a_period(name):
     [("sgd", keras.optimizers.SGD, 0.0), ("momentum", keras.optimizers.SGD, 0.9)],
 )
 def test_sgd_optimizers(name, cls, momentum):
-    optimizer = recipes.OPTIMIZERS[name](0.1)
+    optimizer = recipes.make_optimizer(name, 0.1)
     assert isinstance(optimizer, cls) and optimizer.momentum == momentum
     assert optimizer.weight_decay is None  # weight decay is a loss term (add_weight_decay)
+
+
+@pytest.mark.parametrize(
+    "name, cls", [("rmsprop", keras.optimizers.RMSprop), ("adam", keras.optimizers.Adam)]
+)
+def test_every_optimizer_is_made_at_the_learning_rate_given(name, cls):
+    optimizer = recipes.make_optimizer(name, 0.125)
+    assert type(optimizer) is cls
+    assert float(keras.ops.convert_to_numpy(optimizer.learning_rate)) == 0.125
+    assert recipes.make_optimizer(name, 0.125) is not optimizer  # a new one each call
+
+
+def test_an_unknown_optimizer_is_a_value_error_naming_the_choices():
+    with pytest.raises(ValueError, match=r"make_optimizer.*'adam'.*Received: 'lamb'"):
+        recipes.make_optimizer("lamb", 0.1)
 
 
 def test_weight_decay_is_an_l2_term_on_kernels_only():
@@ -111,4 +133,9 @@ def test_the_old_module_path_still_works_for_one_release_with_a_warning():
 
     with pytest.warns(DeprecationWarning, match="keras_norms.training.recipes"):
         old = importlib.reload(old)
-    assert old.OPTIMIZERS is recipes.OPTIMIZERS and old.halving is recipes.halving
+    assert old.halving is recipes.halving and old.SCHEDULES is recipes.SCHEDULES
+    # Its optimizers stay callables of the learning rate.
+    assert sorted(old.OPTIMIZERS) == sorted(recipes.OPTIMIZERS)
+    optimizer = old.OPTIMIZERS["momentum"](0.25)
+    assert isinstance(optimizer, keras.optimizers.SGD) and optimizer.momentum == 0.9
+    assert np.isclose(float(keras.ops.convert_to_numpy(optimizer.learning_rate)), 0.25)

@@ -8,8 +8,9 @@ from keras_norms.models.arguments import (
     check_width_multiplier,
 )
 from keras_norms.models.blocks import conv_norm_act
+from keras_norms.models.registry import get_builder
 
-DATA_NORMALIZATIONS = ("global", "batch")
+DATA_NORMALIZATIONS = get_builder("nin").data_normalizations
 # Section 5 protocol of Arpit et al. 2016 (arXiv:1603.01431), one
 # row per C(filters, size, stride, padding) or P(size, stride, padding, mode):
 # (kind, filters, size, stride, padding, pooling mode). The last
