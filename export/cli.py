@@ -22,10 +22,13 @@ from keras_norms.export.parity import (
     RANDOM,
     ParityError,
     canonical_format,
+    differences_by_shape_line,
     differences_line,
     parity_inputs,
+    shape_text,
     sizes_dynamic_axes,
 )
+from keras_norms.graph import is_graph_model
 from keras_norms.optional import MissingDependencyError
 
 
@@ -38,6 +41,21 @@ def _shape(text):
     if not shape or min(shape) <= 0:
         raise argparse.ArgumentTypeError(
             f"expected positive integers separated by commas, such as 8192,1, got {text!r}"
+        )
+    return shape
+
+
+def _dynamic_shape(text):
+    """`"None,80"` (or `"none,80"`) as `(None, 80)`."""
+    try:
+        shape = tuple(
+            None if size.strip().lower() == "none" else int(size) for size in text.split(",")
+        )
+    except ValueError:
+        shape = ()
+    if not shape or any(size is not None and size <= 0 for size in shape):
+        raise argparse.ArgumentTypeError(
+            f"expected positive integers or None separated by commas, such as None,80, got {text!r}"
         )
     return shape
 
@@ -80,14 +98,29 @@ def build_parser():
     parser.add_argument("--data-dir", default=None, help="tensorflow-datasets data dir")
     parser.add_argument("--num-samples", type=positive_int, default=256)
     parser.add_argument(
+        "--input-shape",
+        type=_dynamic_shape,
+        default=None,
+        metavar="SIZE|None,...",
+        help="shape of one input without the batch axis to export with, None (or none) for "
+        "each dynamic axis, e.g. None,80 for a vocoder taking any number of 80-band mel "
+        "frames: every file keeps the batch axis and those axes dynamic and is checked at two "
+        "sizes of each (see --parity-shape); a functional or Sequential model's fixed axes "
+        "keep their sizes. Default: a functional or Sequential model's own input shape, its "
+        "None axes dynamic; a subclassed model's first call's shape, every axis fixed (the "
+        "output says so)",
+    )
+    parser.add_argument(
         "--parity-shape",
         type=_shape,
         default=None,
         metavar="SIZE,SIZE,...",
-        help="shape of one parity input without the batch axis, giving each None (variable) "
-        "axis of the model's input a size, e.g. 8192,1 for keras.Input((None, 1)); the "
-        "export keeps those axes dynamic (default: with --dataset random each None axis is "
-        f"{DYNAMIC_AXIS_SIZE}, with a dataset its images' own size)",
+        help="shape of one parity input without the batch axis, giving each None (dynamic) "
+        "axis of --input-shape (default: of the model's input) a size, e.g. 8192,1 for "
+        "keras.Input((None, 1)) or 50,80 for --input-shape None,80; the export keeps those "
+        "axes dynamic and also checks each at a second size, size + size // 2 + 1 (default: "
+        f"with --dataset random each None axis is {DYNAMIC_AXIS_SIZE}, with a dataset its "
+        "images' own size)",
     )
     parser.add_argument("--tolerance", type=float, default=DEFAULT_TOLERANCE)
     parser.add_argument("--seed", type=int, default=0)
@@ -193,8 +226,12 @@ def _check_keras_archive(path):
             )
 
 
-def _parity_shape(input_shape, requested):
+def _parity_shape(input_shape, requested, source="the model's input shape", hint=False):
     """The shape of one parity input: `input_shape`, its `None` axes sized by `requested`.
+
+    `source` names where `input_shape` comes from in the error; with `hint`
+    (a subclassed model's first call's shape), the error says which
+    `--input-shape` makes axes dynamic.
 
     Raises:
         ValueError: if `requested` has another rank, or changes an axis
@@ -203,9 +240,44 @@ def _parity_shape(input_shape, requested):
     if requested is None:
         return input_shape
     if not sizes_dynamic_axes(requested, input_shape):
+        advice = ""
+        if hint and len(input_shape) > 1:
+            dynamic = ",".join(["None"] * (len(input_shape) - 1) + [str(input_shape[-1])])
+            advice = f" (or export with --input-shape {dynamic}: None axes are dynamic)"
         raise ValueError(
-            f"--parity-shape must keep the model's input shape {tuple(input_shape)} and give "
-            f"each None axis a size. Received: --parity-shape {','.join(map(str, requested))}"
+            f"--parity-shape must keep {source} {shape_text(input_shape)} and give "
+            f"each None axis a size{advice}. Received: --parity-shape "
+            f"{','.join(map(str, requested))}"
+        )
+    return requested
+
+
+def _export_shape(model, model_shape, requested):
+    """`--input-shape`, checked against the model's input shape (without the batch axis).
+
+    A subclassed model's input shape is its first call's (its build config),
+    no constraint on the sizes; a functional or Sequential model's fixed
+    axes are.
+
+    Raises:
+        ValueError: if `requested` has another rank than the model's input,
+            or, for a functional or Sequential model, another size on an
+            axis the model fixes.
+    """
+    if not model_shape:  # a subclassed model saved before it was built: nothing to check
+        return requested
+    fixed = is_graph_model(model)
+    fits = len(requested) == len(model_shape) and all(
+        size is None or own is None or size == own or not fixed
+        for size, own in zip(requested, model_shape)
+    )
+    if not fits:
+        text = ",".join("None" if size is None else str(size) for size in requested)
+        each = ", each None or the model's size," if fixed else ""
+        raise ValueError(
+            f"--input-shape must have as many axes as the model's input shape "
+            f"{shape_text(model_shape)}{each} without the batch axis. "
+            f"Received: --input-shape {text}"
         )
     return requested
 
@@ -225,9 +297,17 @@ def main(argv=None):
         from keras_norms.export.exporter import export_and_check
 
         model = load_model(args.model, args.custom_code)
-        shape = _parity_shape(_input_shape(model)[1:], args.parity_shape)
+        model_shape = tuple(_input_shape(model)[1:])
+        if args.input_shape is None:
+            hint = not is_graph_model(model)  # a subclassed model: its first call's shape
+            shape = _parity_shape(model_shape, args.parity_shape, hint=hint)
+        else:
+            export_shape = _export_shape(model, model_shape, args.input_shape)
+            shape = _parity_shape(export_shape, args.parity_shape, "--input-shape")
         inputs = parity_inputs(args.dataset, shape, args.num_samples, args.seed, args.data_dir)
-        report = export_and_check(model, args.output, inputs, args.tolerance, args.format)
+        report = export_and_check(
+            model, args.output, inputs, args.tolerance, args.format, args.input_shape
+        )
     except (
         OSError,
         ValueError,
@@ -240,10 +320,17 @@ def main(argv=None):
         return 1
     written = [(FORMAT_LABELS[name], name) for name in report["formats"]]
     print("  ".join(f"{label}: {report[key]}" for label, key in written))
+    shapes = report["input_shapes"]
     print(
-        f"parity on {report['num_inputs']} inputs of shape {tuple(report['input_shape'])} "
-        "(max |logit difference|): " + differences_line(report)
+        f"parity on {report['num_inputs']} inputs of shape "
+        + " and ".join(shape_text(shape) for shape in shapes)
+        + " (max |logit difference|): "
+        + differences_line(report)
     )
+    if len(shapes) > 1:
+        print(f"by input shape: {differences_by_shape_line(report)}")
+    if "fixed_axes_note" in report:
+        print(report["fixed_axes_note"])
     return 0
 
 

@@ -7,6 +7,7 @@ import os
 import tempfile
 import warnings
 
+import keras
 import numpy as np
 
 from keras_norms.export.parity import (
@@ -18,18 +19,47 @@ from keras_norms.export.parity import (
     TFLITE,
     ParityError,
     check_formats,
+    differences_by_shape_line,
     max_abs_diff,
+    parity_shapes,
+    resized_inputs,
+    shape_text,
+    sizes_dynamic_axes,
 )
 from keras_norms.folding import as_float32, deployment_form, is_mixed_precision
+from keras_norms.graph import is_graph_model
 from keras_norms.optional import require
 
 tf = require("tensorflow", "export", "keras-norms-export")
 
 
-def export_saved_model(model, path):
-    """Write `model` as a SavedModel with a `serving_default` signature."""
-    model.export(path, format="tf_saved_model", verbose=False)
+def export_saved_model(model, path, input_shape=None):
+    """Write `model` as a SavedModel with a `serving_default` signature.
+
+    `input_shape` (one input's shape without the batch axis, `None` for
+    each dynamic axis, e.g. `(None, 80)`) is the signature's shape after its
+    dynamic batch axis (`input_signature`); `None`: Keras' own, the model's
+    input shape, or a subclassed model's first call's (every axis fixed).
+    """
+    signature = None if input_shape is None else input_signature(model, input_shape)
+    model.export(path, format="tf_saved_model", verbose=False, input_signature=signature)
     return path
+
+
+def input_signature(model, input_shape):
+    """`[keras.InputSpec]` of one input shaped `(None, *input_shape)`, for `model.export`.
+
+    The batch axis and each `None` of `input_shape` are dynamic. The dtype
+    is the model's input's (a subclassed model's input dtype); a functional
+    model's input keeps its name.
+    """
+    inputs = getattr(model, "inputs", None) if is_graph_model(model) else None
+    if inputs and len(inputs) == 1:
+        dtype, name = inputs[0].dtype, inputs[0].name
+    else:
+        dtype, name = model.input_dtype, None
+    shape = (None,) + tuple(input_shape)
+    return [keras.InputSpec(shape=shape, dtype=keras.backend.standardize_dtype(dtype), name=name)]
 
 
 def convert_tflite(saved_model_dir, path):
@@ -42,8 +72,21 @@ def convert_tflite(saved_model_dir, path):
 
 
 def run_saved_model(path, inputs):
-    """Outputs of a SavedModel's `serving_default` signature on `inputs`."""
+    """Outputs of a SavedModel's `serving_default` signature on `inputs`.
+
+    Raises:
+        ValueError: if `inputs`' shape does not fit the signature's (another
+            rank, or a fixed axis of another size: a subclassed model
+            exported without `input_shape` has every axis but the batch
+            axis fixed, and TensorFlow would fail inside a kernel).
+    """
     signature = tf.saved_model.load(path).signatures["serving_default"]
+    specs = tf.nest.flatten(signature.structured_input_signature)
+    if len(specs) == 1 and not specs[0].shape.is_compatible_with(np.shape(inputs)):
+        raise ValueError(
+            f"the SavedModel at {path} takes inputs of shape "
+            f"{shape_text(specs[0].shape.as_list())}; received {shape_text(np.shape(inputs))}"
+        )
     (outputs,) = signature(tf.constant(inputs)).values()
     return outputs.numpy()
 
@@ -61,21 +104,27 @@ def saved_model_op_counts(path):
     return collections.Counter(node.op for node in nodes)
 
 
-def export_onnx(model, path):
+def export_onnx(model, path, input_shape=None):
     """Write `model` as an ONNX file through Keras' `model.export(path, format="onnx")`.
 
     On TensorFlow, Keras traces the model's inference call and converts it
     with tf2onnx (its default opset). The batch axis and every `None` axis of
-    the model's input stay dynamic. A functional or Sequential model is
-    exported from its own `inputs` (Keras' ONNX route would otherwise refuse
-    a model that was built but never called, such as a fresh `fold(model)`);
-    a subclassed model must have been called once. Tensors that layers hold
-    as constants (Keras `Normalization` statistics) stay constants of the
-    graph (`_frozen_before_tf2onnx`).
+    `input_shape` (one input's shape without the batch axis, e.g.
+    `(None, 80)`: `input_signature`) stay dynamic. Without it, a functional
+    or Sequential model is exported from its own `inputs`, their `None` axes
+    dynamic (Keras' ONNX route would otherwise refuse a model that was built
+    but never called, such as a fresh `fold(model)`); a subclassed model
+    must have been called once, and is exported at that call's shape, every
+    axis but the batch axis fixed. Tensors that layers hold as constants
+    (Keras `Normalization` statistics) stay constants of the graph
+    (`_frozen_before_tf2onnx`).
     """
     tf2onnx = require("tf2onnx", "export", "ONNX export")
     inputs = getattr(model, "inputs", None)  # None for a subclassed model: Keras finds it
-    signature = None if not inputs else [inputs[0] if len(inputs) == 1 else list(inputs)]
+    if input_shape is not None:
+        signature = input_signature(model, input_shape)
+    else:
+        signature = None if not inputs else [inputs[0] if len(inputs) == 1 else list(inputs)]
     with warnings.catch_warnings(), _frozen_before_tf2onnx(tf2onnx):
         # Keras' numpy-2 patch of tf2onnx reads `np.object` once: a FutureWarning only.
         warnings.filterwarnings("ignore", message=r".*`np\.object`", category=FutureWarning)
@@ -191,11 +240,24 @@ def onnx_op_counts(path):
 
 
 def _tflite_interpreter(path, x, threads):
-    """An `ai_edge_litert` interpreter of the TFLite file at `path`, its input set to `x`."""
+    """An `ai_edge_litert` interpreter of the TFLite file at `path`, its input set to `x`.
+
+    The input is resized to `x.shape` (the file stores each dynamic axis,
+    `-1` in its `shape_signature`, as 1) before tensors are allocated.
+    """
     litert = require("ai_edge_litert.interpreter", "export", "running TFLite files")
     interpreter = litert.Interpreter(model_path=path, num_threads=threads)
     (input_detail,) = interpreter.get_input_details()
-    # A `None` batch dimension is stored as 1.
+    # The batch axis is resized whatever the file says (a fixed batch size of 1 too).
+    signature = [None] + [
+        None if size < 0 else int(size) for size in input_detail["shape_signature"][1:]
+    ]
+    if not sizes_dynamic_axes(x.shape, signature):
+        # XNNPack would fail to reshape (a RuntimeError naming none of the shapes).
+        raise ValueError(
+            f"the TFLite file at {path} takes inputs of shape {shape_text(signature)}; "
+            f"received {shape_text(x.shape)}"
+        )
     interpreter.resize_tensor_input(input_detail["index"], list(x.shape))
     interpreter.allocate_tensors()
     interpreter.set_tensor(input_detail["index"], x)
@@ -214,10 +276,11 @@ def tflite_runner(path, x, threads=1):
 
     Raises:
         MissingDependencyError: if `ai_edge_litert` is not installed.
-        ValueError: if the file has more than one input, or `x`'s dtype is
-            not its input's.
+        ValueError: if the file has more than one input, `x`'s dtype is
+            not its input's, or `x`'s shape does not fit its input's (another
+            rank, or a fixed axis of another size).
         RuntimeError: if the model's operators cannot be prepared for
-            `x`'s shape (e.g. another rank than its input's).
+            `x`'s shape.
     """
     return _tflite_interpreter(path, x, threads).invoke
 
@@ -255,7 +318,12 @@ def tflite_op_counts(path):
 
 
 def export_and_check(
-    model, output_dir, inputs, tolerance=DEFAULT_TOLERANCE, formats=EXPORT_FORMATS
+    model,
+    output_dir,
+    inputs,
+    tolerance=DEFAULT_TOLERANCE,
+    formats=EXPORT_FORMATS,
+    input_shape=None,
 ):
     """Fold, export and check a Keras model; returns the parity report.
 
@@ -271,9 +339,25 @@ def export_and_check(
     model's, also written to `output_dir/parity.json`: per format, its
     path (`saved_model`, `tflite`, `onnx`) and difference
     (`saved_model_max_abs_diff`, `tflite_max_abs_diff`,
-    `onnx_max_abs_diff`), plus `formats`. The batch axis and `None` axes of
-    the model's input (a variable length or image size) stay dynamic in
-    every file; the report's `input_shape` is the size they were checked at.
+    `onnx_max_abs_diff`), plus `formats`.
+
+    Every file is exported with one input of shape `(None, *input_shape)`:
+    the batch axis and each `None` axis of `input_shape` (one input's shape
+    without the batch axis, e.g. `(None, 80)` for a vocoder taking any
+    number of mel frames) are dynamic. Without `input_shape`, a functional
+    or Sequential model keeps its own input's `None` axes; a subclassed
+    model is exported at the shape of its first call, every axis but the
+    batch axis fixed (Keras traces it at its build shape), and the report's
+    `fixed_axes_note` says so in one line, with the `input_shape` to pass.
+
+    Where the exported shape has a dynamic axis, every format is checked
+    at the inputs' size and, for each dynamic axis, at a second size
+    (`size + size // 2 + 1`, the inputs repeated along that axis:
+    `keras_norms.export.parity.parity_shapes`, `resized_inputs`). The
+    report's `input_shape` is the inputs' size; `export_input_shape` the
+    exported shape (`None` for a dynamic axis), `input_shapes` the sizes
+    checked and `{format}_max_abs_diff_by_shape` each size's difference (in
+    that order); `{format}_max_abs_diff` is the largest of them.
 
     `"tflite"` without `"saved_model"` converts from a SavedModel written to
     a temporary directory and deleted after; only the TFLite file is kept
@@ -282,22 +366,28 @@ def export_and_check(
     A model trained under mixed precision is rebuilt in float32 first
     (`as_float32`): the files compute in float32, parity is measured
     against the float32 Keras model, and the report adds how far the
-    mixed-precision model's own logits are from it
+    mixed-precision model's own logits are from it on `inputs`
     (`mixed_precision_max_abs_diff`, not checked).
 
     Raises:
         ValueError: if `formats` names a format not in
-            `("saved_model", "tflite", "onnx")`, or none.
+            `("saved_model", "tflite", "onnx")`, or none; if `input_shape`
+            does not fit the inputs' shape (another rank, or a fixed axis
+            of another size).
         MissingDependencyError: before anything is written, if a requested
             format's converter or runtime is not installed.
         ParityError: if any difference exceeds `tolerance`; the message
-            lists every format's difference.
+            lists every format's difference, and each size's.
     """
     formats = check_formats(formats, "export_and_check")
-    _require_runtimes(formats)
     inputs = np.asarray(inputs, "float32")
+    input_shape = _checked_input_shape(input_shape, inputs.shape[1:])
+    _require_runtimes(formats)
     os.makedirs(output_dir, exist_ok=True)
     model(inputs[:1])  # a reloaded subclassed model must have been called to be exported
+    export_shape, note = input_shape, None
+    if input_shape is None:
+        export_shape, note = _default_export_shape(model)
     paths = {}
     with tempfile.TemporaryDirectory() as scratch:
         with deployment_form(model) as deployable:
@@ -305,11 +395,14 @@ def export_and_check(
                 saved_model_dir = export_saved_model(
                     deployable,
                     os.path.join(output_dir if SAVED_MODEL in formats else scratch, "saved_model"),
+                    input_shape,
                 )
                 if SAVED_MODEL in formats:
                     paths[SAVED_MODEL] = saved_model_dir
             if ONNX in formats:
-                paths[ONNX] = export_onnx(deployable, os.path.join(output_dir, "model.onnx"))
+                paths[ONNX] = export_onnx(
+                    deployable, os.path.join(output_dir, "model.onnx"), input_shape
+                )
         if TFLITE in formats:
             paths[TFLITE] = convert_tflite(
                 saved_model_dir, os.path.join(output_dir, "model.tflite")
@@ -317,30 +410,102 @@ def export_and_check(
     mixed = model.predict(inputs, verbose=0) if is_mixed_precision(model) else None
     if mixed is not None:
         model = as_float32(model)
-    expected = model.predict(inputs, verbose=0)
     run = {SAVED_MODEL: run_saved_model, TFLITE: run_tflite, ONNX: run_onnx}
+    shapes = parity_shapes(inputs.shape[1:], export_shape or ())
+    by_shape = {name: [] for name in formats}
+    for shape in shapes:
+        x = resized_inputs(inputs, shape)
+        expected = model.predict(x, verbose=0)
+        if shape == shapes[0] and mixed is not None:
+            mixed_difference = max_abs_diff(mixed, expected)
+        for name in formats:
+            by_shape[name].append(max_abs_diff(run[name](paths[name], x), expected))
     report = {name: paths[name] for name in formats}
     report.update(
         formats=list(formats),
         num_inputs=len(inputs),
         input_shape=list(inputs.shape[1:]),
+        export_input_shape=None if export_shape is None else list(export_shape),
+        input_shapes=[list(shape) for shape in shapes],
         tolerance=tolerance,
     )
+    if note is not None:
+        report["fixed_axes_note"] = note
     for name in formats:
-        report[f"{name}_max_abs_diff"] = max_abs_diff(run[name](paths[name], inputs), expected)
+        report[f"{name}_max_abs_diff"] = max(by_shape[name])
+        report[f"{name}_max_abs_diff_by_shape"] = by_shape[name]
     if mixed is not None:
-        report["mixed_precision_max_abs_diff"] = max_abs_diff(mixed, expected)
+        report["mixed_precision_max_abs_diff"] = mixed_difference
     with open(os.path.join(output_dir, "parity.json"), "w") as f:
         json.dump(report, f, indent=2)
     differences = {name: report[f"{name}_max_abs_diff"] for name in formats}
     worst = max(differences.values())
     if worst > tolerance:
         each = ", ".join(f"{FORMAT_LABELS[name]} {diff:.3e}" for name, diff in differences.items())
+        sizes = f"; by input shape: {differences_by_shape_line(report, '.3e')}"
         raise ParityError(
             f"exported model differs from the Keras model: max |logit difference| "
-            f"{worst:.3e} > tolerance {tolerance:.1e} ({each})"
+            f"{worst:.3e} > tolerance {tolerance:.1e} ({each})" + (sizes if len(shapes) > 1 else "")
         )
     return report
+
+
+def _checked_input_shape(input_shape, shape):
+    """`input_shape` as a tuple of ints and `None`s, checked to fit `shape` (the inputs')."""
+    if input_shape is None:
+        return None
+    try:
+        candidate = tuple(input_shape)
+    except TypeError:  # not a sequence
+        candidate = None
+    if (
+        candidate is None
+        or isinstance(input_shape, str)
+        or not all(_is_axis_size(size) for size in candidate)
+        or not sizes_dynamic_axes(tuple(shape), candidate)
+    ):
+        example = (None,) * (len(shape) - 1) + tuple(shape[-1:])
+        raise ValueError(
+            "export_and_check expected `input_shape` to be the shape of one input without "
+            f"the batch axis, None for each dynamic axis, that fits the inputs' shape "
+            f"{shape_text(shape)} (e.g. {shape_text(example)}). "
+            f"Received: input_shape={input_shape!r}"
+        )
+    return tuple(None if size is None else int(size) for size in candidate)
+
+
+def _is_axis_size(size):
+    """Whether `size` is `None` or a positive integer (not a bool)."""
+    if size is None:
+        return True
+    return isinstance(size, (int, np.integer)) and not isinstance(size, bool) and size > 0
+
+
+def _default_export_shape(model):
+    """The shape (no batch axis) Keras exports `model` with, and the fixed-axes note or `None`.
+
+    A graph model's input's shape; a subclassed model's first call's shape
+    (its build config), with a note when an axis before the last (a time
+    or spatial axis) is fixed there. `(None, None)` where neither is known
+    (several inputs).
+    """
+    if is_graph_model(model):
+        inputs = model.inputs
+        return (tuple(inputs[0].shape[1:]), None) if len(inputs) == 1 else (None, None)
+    shape = (model.get_build_config() or {}).get("input_shape")
+    if not isinstance(shape, (tuple, list)) or not all(_is_axis_size(s) for s in shape[1:]):
+        return None, None  # several inputs, or a structure
+    shape = tuple(shape[1:])
+    if len(shape) < 2 or all(size is None for size in shape[:-1]):
+        return shape, None
+    suggested = (None,) * (len(shape) - 1) + shape[-1:]
+    cli = ",".join("None" if size is None else str(size) for size in suggested)
+    fixed = "every axis" if None not in shape else "its axes"
+    return shape, (
+        f"the subclassed model was exported with {fixed} fixed at its first call's shape "
+        f"{shape_text(shape)}; pass input_shape={shape_text(suggested)} "
+        f"(keras-norms-export --input-shape {cli}) to keep axes dynamic"
+    )
 
 
 def _require_runtimes(formats):

@@ -67,6 +67,59 @@ def differences_line(report):
     )
 
 
+def parity_shapes(shape, export_shape):
+    """The input shapes (without the batch axis) a parity check runs every format at.
+
+    `shape` (the given inputs' shape) first; then, for each `None` (dynamic)
+    axis of `export_shape` (the exported signature's shape without the
+    batch axis), `shape` with that axis at a second size,
+    `size + size // 2 + 1`: a file whose axis is not really dynamic fails
+    there. E.g. `parity_shapes((32, 80), (None, 80))` is
+    `[(32, 80), (49, 80)]`; with no `None` axis, `[shape]`.
+    """
+    shape = tuple(shape)
+    shapes = [shape]
+    for axis, size in enumerate(export_shape):
+        if size is None:
+            shapes.append(shape[:axis] + (shape[axis] + shape[axis] // 2 + 1,) + shape[axis + 1 :])
+    return shapes
+
+
+def resized_inputs(inputs, shape):
+    """`inputs` (a batch) with each axis after the batch axis repeated cyclically to `shape`.
+
+    Along an axis of size `n` made `m` long, element `i` is `inputs[..., i % n, ...]`
+    (`np.take(inputs, np.arange(m) % n, axis)`): the values stay those of
+    real inputs (a longer mel spectrogram is the same frames again).
+    """
+    for axis, size in enumerate(shape, start=1):
+        if inputs.shape[axis] != size:
+            inputs = np.take(inputs, np.arange(size) % inputs.shape[axis], axis=axis)
+    return inputs
+
+
+def shape_text(shape):
+    """`(None, 80)`: a shape as Python writes a tuple."""
+    return str(tuple(shape))
+
+
+def differences_by_shape_line(report, spec=".2e"):
+    """`"(32, 80): SavedModel 0.00e+00, ONNX 1.19e-06; (49, 80): ..."`: each size's differences.
+
+    `report` is a parity report of `export_and_check` (its `formats`,
+    `input_shapes` and `*_max_abs_diff_by_shape` entries).
+    """
+    return "; ".join(
+        shape_text(shape)
+        + ": "
+        + ", ".join(
+            f"{FORMAT_LABELS[name]} {report[name + '_max_abs_diff_by_shape'][k]:{spec}}"
+            for name in report["formats"]
+        )
+        for k, shape in enumerate(report["input_shapes"])
+    )
+
+
 class ParityError(RuntimeError):
     """An exported model's logits differ from the Keras model's."""
 

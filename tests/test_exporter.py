@@ -115,18 +115,24 @@ def test_nin_normprop_exports_plain_convolutions(exported):
 
 
 def test_parity_failure_lists_every_formats_difference(tmp_path, monkeypatch):
+    """Each format's largest difference, then each size's: the time axis is checked at 16 and 25."""
     model = _variable_length_model()
     x = np.random.default_rng(6).normal(size=(8, 16, 1)).astype("float32")
     data_dependent_init(model, x)
     broken = exporter.run_onnx
     monkeypatch.setattr(exporter, "run_onnx", lambda path, inputs: broken(path, inputs) + 1e-3)
     number = r"\d\.\d{3}e[+-]\d\d"
+    each = rf"SavedModel {number}, TFLite {number}, ONNX 1\.0\d*e-03"
     with pytest.raises(
         ParityError,
-        match=rf"max \|logit difference\| 1\.0\d*e-03 > tolerance 1\.0e-04 "
-        rf"\(SavedModel {number}, TFLite {number}, ONNX 1\.0\d*e-03\)$",
+        match=rf"max \|logit difference\| 1\.0\d*e-03 > tolerance 1\.0e-04 \({each}\); "
+        rf"by input shape: \(16, 1\): {each}; \(25, 1\): {each}$",
     ):
         exporter.export_and_check(model, str(tmp_path), x)
+    with open(tmp_path / "parity.json") as f:
+        report = json.load(f)
+    assert report["input_shapes"] == [[16, 1], [25, 1]]
+    assert report["onnx_max_abs_diff"] == max(report["onnx_max_abs_diff_by_shape"]) > 1e-4
 
 
 @pytest.mark.parametrize("norm", ["wn", "wn_mobn", "bn"])
@@ -392,6 +398,13 @@ def test_a_subclassed_model_exports_with_weight_norm_folded_in_place(tmp_path):
     report = exporter.export_and_check(model, str(tmp_path), x)
     assert report["saved_model_max_abs_diff"] <= 1e-4 and report["tflite_max_abs_diff"] <= 1e-4
     assert report["onnx_max_abs_diff"] <= 1e-4
+    # Exported at its first call's shape, every axis fixed (Keras' default): the report says so.
+    assert report["export_input_shape"] == [8, 8, 2] and report["input_shapes"] == [[8, 8, 2]]
+    assert report["fixed_axes_note"] == (
+        "the subclassed model was exported with every axis fixed at its first call's shape "
+        "(8, 8, 2); pass input_shape=(None, None, 2) (keras-norms-export --input-shape "
+        "None,None,2) to keep axes dynamic"
+    )
     ops = exporter.saved_model_op_counts(report["saved_model"])
     assert ops["Rsqrt"] == 0 and ops["Square"] == 0 and ops["Conv2D"] == 1
     onnx_ops = exporter.onnx_op_counts(report["onnx"])
@@ -413,7 +426,10 @@ def test_export_cli_exports_a_subclassed_model(tmp_path, capsys):
     model.save(path)
     argv = [path, "--output", str(tmp_path / "out"), "--dataset", "random", "--num-samples", "8"]
     assert cli.main(argv) == 0
-    assert "parity on 8 inputs" in capsys.readouterr().out
+    out = capsys.readouterr().out.splitlines()
+    assert out[1].startswith("parity on 8 inputs of shape (8, 8, 2) (max |logit difference|)")
+    assert out[2].startswith("the subclassed model was exported with every axis fixed at its ")
+    assert out[2].endswith("(keras-norms-export --input-shape None,None,2) to keep axes dynamic")
     ops = exporter.saved_model_op_counts(str(tmp_path / "out" / "saved_model"))
     assert ops["Rsqrt"] == 0 and ops["Conv2D"] == 1
     onnx_ops = exporter.onnx_op_counts(str(tmp_path / "out" / "model.onnx"))
@@ -435,24 +451,42 @@ def _variable_size_image_model():
 
 
 @pytest.mark.parametrize(
-    "make_model, options, parity_shape",
+    "make_model, options, parity_shapes",
     [
-        (_variable_length_model, ["--dataset", "random"], [64, 1]),
-        (_variable_length_model, ["--dataset", "random", "--parity-shape", "100,1"], [100, 1]),
-        (_variable_size_image_model, ["--dataset", "digits"], [16, 16, 1]),
+        (_variable_length_model, ["--dataset", "random"], [[64, 1], [97, 1]]),
+        (
+            _variable_length_model,
+            ["--dataset", "random", "--parity-shape", "100,1"],
+            [[100, 1], [151, 1]],
+        ),
+        (
+            _variable_size_image_model,
+            ["--dataset", "digits"],
+            [[16, 16, 1], [25, 16, 1], [16, 25, 1]],
+        ),
     ],
 )
-def test_export_cli_keeps_none_axes_dynamic(make_model, options, parity_shape, tmp_path, capsys):
-    """None axes get a size for parity (64, --parity-shape, the images' own) and stay dynamic."""
+def test_export_cli_keeps_none_axes_dynamic(make_model, options, parity_shapes, tmp_path, capsys):
+    """None axes get a size for parity (64, --parity-shape, the images' own) and stay dynamic.
+
+    Each is also checked at a second size (size + size // 2 + 1), one axis at a time.
+    """
     model = make_model()
     path = str(tmp_path / "model.keras")
     model.save(path)
     out_dir = tmp_path / "out"
     assert cli.main([path, "--output", str(out_dir), "--num-samples", "4"] + options) == 0
-    assert f"parity on 4 inputs of shape {tuple(parity_shape)}" in capsys.readouterr().out
+    shapes = " and ".join(str(tuple(shape)) for shape in parity_shapes)
+    assert f"parity on 4 inputs of shape {shapes} (max |logit difference|)" in (
+        capsys.readouterr().out
+    )
+    parity_shape = parity_shapes[0]
     with open(out_dir / "parity.json") as f:
         report = json.load(f)
     assert report["input_shape"] == parity_shape and report["onnx_max_abs_diff"] <= 1e-4
+    assert report["input_shapes"] == parity_shapes
+    assert report["export_input_shape"] == [None] * (len(parity_shape) - 1) + [1]
+    assert len(report["tflite_max_abs_diff_by_shape"]) == len(parity_shapes)
     # Another batch size and length or image size than the parity check's runs in the
     # TFLite and ONNX files.
     other_shape = (2,) + tuple(size + 5 for size in parity_shape[:-1]) + (1,)
@@ -460,3 +494,87 @@ def test_export_cli_keeps_none_axes_dynamic(make_model, options, parity_shape, t
     expected = model.predict(other, verbose=0)
     for run, name in [(exporter.run_tflite, "model.tflite"), (exporter.run_onnx, "model.onnx")]:
         np.testing.assert_allclose(run(str(out_dir / name), other), expected, atol=1e-4)
+
+
+def test_parity_shapes_give_each_dynamic_axis_a_second_size():
+    from keras_norms.export.parity import parity_shapes, resized_inputs
+
+    assert parity_shapes((32, 80), (None, 80)) == [(32, 80), (49, 80)]
+    assert parity_shapes((16, 16, 1), (None, None, 1)) == [(16, 16, 1), (25, 16, 1), (16, 25, 1)]
+    assert parity_shapes((32, 80), (32, 80)) == [(32, 80)]
+    x = np.arange(2 * 3 * 2).reshape(2, 3, 2)
+    longer = resized_inputs(x, (5, 2))  # the frames again: 0, 1, 2, 0, 1
+    np.testing.assert_array_equal(longer, x[:, [0, 1, 2, 0, 1]])
+    assert resized_inputs(x, (3, 2)) is x
+
+
+@pytest.mark.parametrize(
+    "input_shape",
+    [(None,), (None, 2), (None, 8, 1), (4, 1), (0, 1), (None, True), "None,1", 8, (None, 1.0)],
+    ids=repr,
+)
+def test_export_and_check_refuses_an_input_shape_that_does_not_fit_the_inputs(
+    input_shape, tmp_path
+):
+    with pytest.raises(ValueError) as error:
+        exporter.export_and_check(
+            _variable_length_model(),
+            str(tmp_path / "out"),
+            np.zeros((2, 8, 1)),
+            input_shape=input_shape,
+        )
+    message = str(error.value)
+    assert message.startswith("export_and_check expected `input_shape` to be the shape of one")
+    assert "fits the inputs' shape (8, 1) (e.g. (None, 1))" in message
+    assert message.endswith(f"Received: input_shape={input_shape!r}")
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("value", ["None,x", "", "0,80", "None,,80", "-1,80"])
+def test_export_cli_refuses_a_bad_input_shape(value, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["m.keras", "--output", "o", f"--input-shape={value}"])
+    assert exit_info.value.code == 2
+    errors = [line for line in capsys.readouterr().err.splitlines() if "error" in line]
+    assert errors == [
+        "keras-norms-export: error: argument --input-shape: expected positive integers or None "
+        f"separated by commas, such as None,80, got {value!r}"
+    ]
+
+
+def test_export_cli_input_shape_spellings():
+    parse = cli.build_parser().parse_args
+    assert parse(["m", "--output", "o", "--input-shape", "None,80"]).input_shape == (None, 80)
+    assert parse(["m", "--output", "o", "--input-shape", "none, 80"]).input_shape == (None, 80)
+    assert parse(["m", "--output", "o"]).input_shape is None
+
+
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        (
+            ["--input-shape", "None,1,1"],
+            "--input-shape must have as many axes as the model's input shape (None, 1), each None "
+            "or the model's size, without the batch axis. Received: --input-shape None,1,1",
+        ),
+        (
+            ["--input-shape", "None,2"],
+            "--input-shape must have as many axes as the model's input shape (None, 1), each None "
+            "or the model's size, without the batch axis. Received: --input-shape None,2",
+        ),
+        (
+            ["--input-shape", "32,1", "--parity-shape", "50,1"],
+            "--parity-shape must keep --input-shape (32, 1) and give each None axis a size. "
+            "Received: --parity-shape 50,1",
+        ),
+    ],
+)
+def test_export_cli_refuses_an_input_shape_that_does_not_fit_the_model(
+    options, message, tmp_path, capsys
+):
+    path = str(tmp_path / "model.keras")
+    _variable_length_model().save(path)
+    out_dir = tmp_path / "out"
+    assert cli.main([path, "--output", str(out_dir), "--dataset", "random"] + options) == 1
+    assert capsys.readouterr().err.splitlines() == [f"keras-norms-export: error: {message}"]
+    assert not out_dir.exists()
