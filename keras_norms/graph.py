@@ -18,6 +18,11 @@ Keras 3 has no public API for them:
 - `keras.src.models.functional.Functional` (`is_graph_model`): the class
   of functional models, which Keras does not export, to tell them from
   subclassed ones before `clone_model` refuses those.
+- `layer._tracker.replace_tracked_value` (`swap_held_layers`): the list of
+  layers a layer tracks. Assigning a new layer to an attribute tracks it but
+  keeps the old one tracked (its weights stay in `model.weights`), and an
+  item set in a tracked list is not tracked at all; Keras has no API to
+  replace a tracked layer.
 
 Subclassed models and sequential models without an input shape have no
 graph: no calls and no pairs (their layers are still found by
@@ -25,6 +30,7 @@ graph: no calls and no pairs (their layers are still found by
 """
 
 import collections
+import functools
 import inspect
 
 import keras
@@ -78,6 +84,66 @@ def iter_layers(model, descend=None):
         yield layer
         if descend is None or descend(layer):
             pending.extend(reversed(_sublayers(layer)))
+
+
+@functools.cache
+def _keras_attributes():
+    """The attributes Keras itself gives a layer and a model (`_layers`, `_tracker`, ...)."""
+    return frozenset(vars(keras.layers.Layer())) | frozenset(vars(keras.Model()))
+
+
+def _swapped(value, new_of):
+    """`value` with each layer of `new_of` (by id) swapped, or `value` itself if none is."""
+    if id(value) in new_of:
+        return new_of[id(value)]
+    if isinstance(value, (list, tuple)) and any(id(item) in new_of for item in value):
+        items = [new_of.get(id(item), item) for item in value]
+        return items if isinstance(value, list) else type(value)(items)
+    if isinstance(value, dict) and any(id(item) in new_of for item in value.values()):
+        return {key: new_of.get(id(item), item) for key, item in value.items()}
+    return value
+
+
+def _attributes(owner):
+    """`owner`'s attributes by name. On PyTorch a Keras layer is a `torch.nn.Module`, which
+    keeps the layers assigned to it apart from its other attributes (`named_children`)."""
+    attributes = dict(vars(owner))
+    if hasattr(owner, "named_children"):
+        attributes.update(owner.named_children())
+    return attributes
+
+
+def swap_held_layers(root, new_of):
+    """In place: put each new layer where `root`'s layer tree holds the layer it replaces.
+
+    `new_of` maps `id(old)` to `new`. Where an attribute of a subclassed
+    model, a custom layer or a wrapper holds `old` (itself, or in a list,
+    tuple or dict), it holds `new` afterwards, in `old`'s place among the
+    layers its owner tracks (so `model.weights` keeps its order and drops
+    `old`'s). Functional and Sequential models are not walked into: their
+    layers are their graph's (`rebuild` copies them).
+
+    Returns:
+        The set of ids of the old layers swapped.
+    """
+    swapped = set()
+    owners = [root, *iter_layers(root, descend=lambda layer: not is_graph_model(layer))]
+    for owner in owners:
+        if is_graph_model(owner):
+            continue
+        for name, value in _attributes(owner).items():
+            if name in _keras_attributes():
+                continue
+            new_value = _swapped(value, new_of)
+            if new_value is value:
+                continue
+            held = value.values() if isinstance(value, dict) else value
+            for old in held if isinstance(value, (list, tuple, dict)) else [value]:
+                if id(old) in new_of and id(old) not in swapped:
+                    owner._tracker.replace_tracked_value("layers", old, new_of[id(old)])
+                    swapped.add(id(old))
+            setattr(owner, name, new_value)
+    return swapped
 
 
 def _graph_tensors(model):

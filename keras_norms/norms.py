@@ -72,6 +72,7 @@ class Norm:
             batch normalization.
         batch_norm_arguments: the arguments of a replaced batch
             normalization that `layer` takes over (`replace_normalization`).
+        backends: the Keras backends `layer` runs on; empty for every backend.
     """
 
     name: str
@@ -84,6 +85,7 @@ class Norm:
     layer_suffix: Optional[str] = None
     surgery: bool = True
     batch_norm_arguments: tuple = ()
+    backends: tuple = ()
 
     @property
     def suffix(self):
@@ -114,6 +116,18 @@ NORMS = {
     for norm in (
         Norm("none", surgery=False),
         Norm("bn", layer="keras.layers:BatchNormalization", batch_statistics=True, surgery=False),
+        # Keras BN with statistics all-reduced over the replicas (tf.distribute), as
+        # timm's / torch's convert_sync_batchnorm: surgery carries every weight over.
+        # Keras implements it on TensorFlow only; under keras.distribution on JAX a BN's
+        # statistics are the global batch's already.
+        Norm(
+            "sync_bn",
+            layer="keras.layers:BatchNormalization",
+            options=(("synchronized", True),),
+            batch_statistics=True,
+            batch_norm_arguments=("axis", "momentum", "epsilon", "center", "scale"),
+            backends=("tensorflow",),
+        ),
         Norm("mobn", **_MOBN),
         Norm(
             "gn",
@@ -190,13 +204,27 @@ def normalization_layer(norm, channels, synchronized=False, **kwargs):
             f"normalization_layer expects a norm with a normalization layer of its own "
             f"({sorted(NORM_LAYERS)} or wn_mobn). Received: norm={norm.name!r}"
         )
+    check_backend(norm, "normalization_layer")
     arguments = dict(norm.options)
     if norm.channel_arguments is not None:
         arguments.update(norm.channel_arguments(channels))
     arguments.update(kwargs)
     if norm.batch_statistics:
-        arguments["synchronized"] = synchronized
+        arguments["synchronized"] = synchronized or arguments.get("synchronized", False)
     return load(norm.layer)(**arguments)
+
+
+def check_backend(norm, caller):
+    """A ValueError naming `caller` if `norm`'s layer does not run on Keras' backend."""
+    if norm.backends:
+        import keras  # here: the registry itself loads without Keras
+
+        backend = keras.backend.backend()
+        if backend not in norm.backends:
+            raise ValueError(
+                f"{caller}: norm {norm.name!r} runs on the {' or '.join(norm.backends)} "
+                f"backend only. Received: the {backend} backend"
+            )
 
 
 def create_norm_layer(norm, channels, synchronized=False, **kwargs):

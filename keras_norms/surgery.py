@@ -5,7 +5,9 @@ Sequential model (nested ones included: `keras.applications`, keras-hub
 backbones, your own) in which every `BatchNormalization` is a
 `GroupNormalization`, or any other target of `TARGETS`, with the weights
 that still apply carried over, and a report of what was replaced and what
-could not be, and why. PyTorch users have timm's `convert_sync_batchnorm`
+could not be, and why. A subclassed model, which has no graph to copy, is
+converted in place wherever its layers hold a normalization (as timm
+converts a module tree). PyTorch users have timm's `convert_sync_batchnorm`
 and `freeze_batch_norm_2d` for this; `keras.models.clone_model` alone
 replays each normalization's recorded call arguments (`mask`, `training`),
 which most other norms do not take.
@@ -42,11 +44,12 @@ from keras_norms.graph import (
     iter_layers,
     normalization_pairs,
     rebuild,
+    swap_held_layers,
 )
 from keras_norms.layers import NormalizedConv2D, WeightNormalization
 from keras_norms.layers.batch_statistics import as_float64
 from keras_norms.layers.linear import is_plain_linear
-from keras_norms.norms import NORMS, create_norm_layer
+from keras_norms.norms import NORMS, check_backend, create_norm_layer
 
 # The norm registry's entries that can take a batch normalization's place.
 TARGETS = tuple(name for name, norm in NORMS.items() if norm.surgery)
@@ -60,6 +63,10 @@ EXACT_TOLERANCE = 1e-5
 _HELD = (
     "held inside another layer (a wrapper such as TimeDistributed, or a custom layer), "
     "which is copied whole"
+)
+_UNREACHABLE = (
+    "held where no attribute of a layer shows it (e.g. inside a plain Python object), so "
+    "it could not be swapped"
 )
 
 
@@ -133,20 +140,24 @@ def _check_arguments(model, target, source):
             f"replace_normalization expects a keras.Model. Received: model of type "
             f"{type(model).__name__}"
         )
-    if not is_graph_model(model):
-        raise ValueError(
-            "replace_normalization expects a functional or Sequential model (a subclassed "
-            "model has no graph to rebuild). Received: model of type "
-            f"{type(model).__name__}"
-        )
-    if not model.built or not model.inputs:
-        raise ValueError(
-            "replace_normalization expects a built model with known inputs (give a Sequential "
-            f"model a keras.Input). Received: model {model.name} with built={model.built}"
-        )
     if not isinstance(target, str) or target not in TARGETS:
         raise ValueError(
             f"replace_normalization expects target in {TARGETS}. Received: target={target!r}"
+        )
+    check_backend(NORMS[target], "replace_normalization")
+    if not is_graph_model(model) and target in KERNEL_TARGETS:
+        raise ValueError(
+            f"replace_normalization on a subclassed model replaces normalization layers alone "
+            f"(targets {tuple(t for t in TARGETS if t not in KERNEL_TARGETS)}); target "
+            f"{target!r} changes the layer that feeds each normalization, which takes the "
+            "model's graph: build the model functionally, or wrap its layers in its own code. "
+            f"Received: target={target!r} for model {model.name} of type {type(model).__name__}"
+        )
+    if not model.built or (is_graph_model(model) and not model.inputs):
+        raise ValueError(
+            "replace_normalization expects a built model (call a subclassed model once; give "
+            "a Sequential model a keras.Input). "
+            f"Received: model {model.name} with built={model.built}"
         )
     classes = source if isinstance(source, tuple) else (source,)
     if not all(inspect.isclass(c) and issubclass(c, keras.layers.Layer) for c in classes):
@@ -168,7 +179,9 @@ def _built(layer, input_shape):
 
 
 def _input_shape(layer):
-    return tuple(layer.input.shape)
+    """The input shape `layer` was built on (its first call's), also for a layer that a
+    subclassed model holds, which has no recorded call."""
+    return tuple((layer.get_build_config() or {})["input_shape"])
 
 
 def _names(layer):
@@ -192,7 +205,7 @@ def _carry(old, new):
 def _new_norm(target, old):
     arguments = NORMS[target].batch_norm_arguments
     kwargs = {a: getattr(old, a) for a in arguments if hasattr(old, a)}
-    channels = int(old.input.shape[getattr(old, "axis", -1)])
+    channels = int(_input_shape(old)[getattr(old, "axis", -1)])
     return create_norm_layer(
         target,
         channels,
@@ -365,6 +378,10 @@ def replace_normalization(model, target, source=keras.layers.BatchNormalization,
 
     Targets (`TARGETS`):
 
+    - `"sync_bn"`: Keras `BatchNormalization(synchronized=True)` with every weight carried
+      (the same inference map; timm's `convert_sync_batchnorm`): batch statistics
+      all-reduced over `tf.distribute` replicas. TensorFlow only, where Keras implements
+      it (under `keras.distribution` on JAX the statistics are the global batch's already).
     - `"mobn"`, `"gn"`, `"ln"`, `"dwck"`, `"dwck_weighted"`, `"learned"`: the registered norm
       (`keras_norms.create_norm_layer`) takes the normalization's place, with
       its `axis`, `momentum`, `epsilon` and `synchronized` where it has them,
@@ -394,9 +411,19 @@ def replace_normalization(model, target, source=keras.layers.BatchNormalization,
     weight-normalized layer has the name of the layer it wraps). Nested
     functional and Sequential models are rebuilt too.
 
+    A subclassed model is changed in place, for the targets that replace a
+    normalization layer alone (all but `"wn"`, `"wn_mobn"`, `"nc"`, which
+    change the layer feeding it and so take a graph): where the model, a
+    custom layer or a wrapper holds a `source` layer as an attribute or in a
+    list, tuple or dict attribute, it holds the new layer afterwards, in
+    the old one's place among the weights (`keras_norms.graph.swap_held_layers`);
+    functional and Sequential models it holds are converted as above and
+    swapped in whole. Compile it again before training.
+
     Args:
-        model: a built functional or Sequential `keras.Model`, e.g.
-            `keras.applications.ResNet50(weights=None)`.
+        model: a built functional, Sequential or subclassed `keras.Model`, e.g.
+            `keras.applications.ResNet50(weights=None)` (call a subclassed
+            model once first: each normalization's input shape is needed).
         target: one of `TARGETS`.
         source: the normalization class (or tuple of classes) to replace;
             subclasses count. Defaults to Keras `BatchNormalization`.
@@ -409,14 +436,16 @@ def replace_normalization(model, target, source=keras.layers.BatchNormalization,
         `(new_model, report)`: a new `keras.Model` (the given one is not
         changed and shares no layer with it) and a `ReplacementReport`. A
         model of a functional subclass (a keras-hub `Backbone`) comes back
-        as a plain functional model with the same inputs and outputs.
+        as a plain functional model with the same inputs and outputs. A
+        subclassed model comes back itself, converted.
 
     Raises:
         TypeError: if `model` is not a `keras.Model` or `source` not a layer
             class.
-        ValueError: for a subclassed or unbuilt model, an unknown `target`,
-            `x_init` with a target that creates no weight normalization, or
-            a model with no `source` layer.
+        ValueError: for an unbuilt model, an unknown `target`, `"wn"`,
+            `"wn_mobn"` or `"nc"` for a subclassed model, `"sync_bn"` off
+            TensorFlow, `x_init` with a target that creates no weight
+            normalization, or a model with no `source` layer.
     """
     _check_arguments(model, target, source)
     if x_init is not None and target not in ("wn", "wn_mobn"):
@@ -424,6 +453,8 @@ def replace_normalization(model, target, source=keras.layers.BatchNormalization,
             "replace_normalization: x_init initializes the weight-normalized layers of "
             f"target 'wn' or 'wn_mobn'. Received: target={target!r} with x_init"
         )
+    if not is_graph_model(model):
+        return _replace_held(model, target, source)
     layers = list(iter_layers(model, descend=is_model))
     norms = [layer for layer in layers if isinstance(layer, source) and not is_model(layer)]
     seen = {id(layer) for layer in layers}
@@ -460,13 +491,59 @@ def replace_normalization(model, target, source=keras.layers.BatchNormalization,
     report = ReplacementReport(
         target, tuple(replaced), tuple(refused), model.count_params(), new_model.count_params()
     )
-    if refused:
+    _warn_kept(model, report)
+    return new_model, report
+
+
+def _warn_kept(model, report):
+    if report.refused:
+        refused = report.refused
         warnings.warn(
-            f"replace_normalization kept {len(refused)} of {len(norms) + len(held)} "
-            f"normalizations of "
-            f"{model.name} as they were (target {target!r}): "
+            f"replace_normalization kept {len(refused)} of "
+            f"{len(refused) + len(report.replaced)} normalizations of {model.name} as they "
+            f"were (target {report.target!r}): "
             + "; ".join(f"{r.layer}: {r.reason}" for r in refused[:3])
             + (" ..." if len(refused) > 3 else ""),
-            stacklevel=2,
+            stacklevel=3,
         )
-    return new_model, report
+
+
+def _replace_held(model, target, source):
+    """`replace_normalization` of a subclassed model, in place (see there)."""
+    params_before = model.count_params()
+    not_graph = lambda layer: not is_graph_model(layer)  # noqa: E731
+    tree = list(iter_layers(model, descend=not_graph))
+    plan, replaced, refused = _Plan(), [], []
+    for submodel in [layer for layer in tree if is_graph_model(layer)]:
+        if any(isinstance(layer, source) for layer in iter_layers(submodel)):
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # its refusals are in this call's report
+                plan.new[id(submodel)], report = replace_normalization(submodel, target, source)
+            replaced += report.replaced
+            refused += report.refused
+    norms = [layer for layer in tree if isinstance(layer, source) and not is_model(layer)]
+    if not norms and not plan.new:
+        raise ValueError(
+            f"replace_normalization found no {source} layer in model {model.name}. "
+            f"Received: source={source!r}"
+        )
+    planned = []  # (normalization, its Replacement)
+    for norm in norms:
+        if not norm.built:
+            refused.append(Refusal(norm.name, "never called, so not built"))
+            continue
+        try:
+            planned.append((norm, _replace_norm(target, norm, None, plan)))
+        except _Refused as refusal:
+            refused.append(Refusal(norm.name, str(refusal)))
+    swapped = swap_held_layers(model, plan.new)
+    for norm, replacement in planned:
+        if id(norm) in swapped:
+            replaced.append(replacement)
+        else:
+            refused.append(Refusal(norm.name, _UNREACHABLE))
+    report = ReplacementReport(
+        target, tuple(replaced), tuple(refused), params_before, model.count_params()
+    )
+    _warn_kept(model, report)
+    return model, report

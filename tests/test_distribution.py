@@ -171,3 +171,25 @@ def test_unsynchronized_moving_mean_is_still_equal_on_every_replica():
     first, second = _replica_values(mobn.moving_mean)
     np.testing.assert_array_equal(first, second)
     np.testing.assert_allclose(first, [6.0, 6.0])  # mean of the replicas' means 1 and 11
+
+
+@pytest.mark.parametrize("target", [None, "sync_bn"])
+def test_sync_bn_surgery_gives_whole_batch_statistics_on_two_replicas(target):
+    """timm's convert_sync_batchnorm: the replicas' halves (means 1 and 11, variance 1 each)
+    give a whole-batch variance of 26; Keras BN left alone averages the halves' 1 and 1."""
+    from keras_norms import replace_normalization
+
+    with _mirrored().scope():
+        inputs = keras.Input((2,))
+        model = keras.Model(inputs, keras.layers.BatchNormalization(momentum=0.0)(inputs))
+        if target is not None:
+            model, report = replace_normalization(model, target)
+            assert report.exact
+        model.compile("sgd", "mse")
+    x = np.array([[0.0, 0.0], [2.0, 2.0], [10.0, 10.0], [12.0, 12.0]], "float32")
+    model.fit(x, np.zeros_like(x), batch_size=4, epochs=1, shuffle=False, verbose=0)
+    bn = model.layers[-1]
+    assert bn.synchronized == (target == "sync_bn")
+    first, second = _replica_values(bn.moving_variance)
+    np.testing.assert_array_equal(first, second)
+    np.testing.assert_allclose(first, [26.0, 26.0] if target else [1.0, 1.0], rtol=1e-5)

@@ -29,12 +29,21 @@ EXPECTED_CLASSES = {
     "learned": layers.LearnedStatisticsNormalization,
     "gn": keras.layers.GroupNormalization,
     "ln": keras.layers.LayerNormalization,
+    "sync_bn": keras.layers.BatchNormalization,
+}
+# The norms whose layer runs on this backend (sync_bn: TensorFlow only).
+HERE = {
+    name
+    for name, norm in NORMS.items()
+    if keras.backend.backend() in norm.backends or not norm.backends
 }
 
 
 def test_every_name_makes_its_layer_with_the_given_arguments():
     assert set(NORM_LAYERS) == set(EXPECTED_CLASSES)
     for name, cls in EXPECTED_CLASSES.items():
+        if name not in HERE:
+            continue
         layer = create_norm_layer(name, 64, name=f"{name}_1")
         assert type(layer) is cls and layer.name == f"{name}_1"
         y = layer(np.ones((2, 4, 4, 64), "float32"))
@@ -43,11 +52,23 @@ def test_every_name_makes_its_layer_with_the_given_arguments():
 
 def test_batch_statistics_norms_take_momentum_and_others_ignore_synchronized():
     for name, entry in NORM_LAYERS.items():
+        if name not in HERE:
+            continue
         if entry.batch_statistics:
             assert create_norm_layer(name, 8, momentum=0.5).momentum == 0.5
         else:
             layer = create_norm_layer(name, 8, synchronized=True)  # no batch statistics
             assert not hasattr(layer, "synchronized") or layer.synchronized is False
+
+
+def test_sync_bn_is_synchronized_keras_bn_and_refused_off_tensorflow():
+    if "sync_bn" in HERE:
+        layer = create_norm_layer("sync_bn", 8)  # synchronized whatever the caller passes
+        assert type(layer) is keras.layers.BatchNormalization and layer.synchronized
+    else:
+        message = r"normalization_layer: norm 'sync_bn' runs on the tensorflow backend only\. R"
+        with pytest.raises(ValueError, match=message):
+            create_norm_layer("sync_bn", 8)
 
 
 def test_group_count_divides_the_channels():
@@ -87,7 +108,7 @@ def _norm_block(norm, activation=None):
     return keras.Model(inputs, outputs)
 
 
-@pytest.mark.parametrize("norm", sorted(NORMS))
+@pytest.mark.parametrize("norm", sorted(HERE))
 def test_the_block_builds_what_the_registry_says(norm):
     spec = NORMS[norm]
     layers_ = {layer.name: layer for layer in _norm_block(norm).layers[1:]}

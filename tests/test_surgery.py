@@ -23,10 +23,15 @@ from keras_norms.layers import (
     WeightNormalization,
 )
 from keras_norms.models import BUILDERS, resnet18
+from keras_norms.norms import NORMS
 from keras_norms.surgery import TARGETS
 
 # Targets whose inference map equals batch normalization's (weights folded or carried).
-EXACT = ("mobn", "dwck", "dwck_weighted", "wn", "wn_mobn")
+EXACT = ("mobn", "dwck", "dwck_weighted", "wn", "wn_mobn", "sync_bn")
+# Keras synchronizes batch normalization on TensorFlow only (sync_bn is refused elsewhere).
+BACKEND_TARGETS = [
+    target for target in TARGETS if target != "sync_bn" or keras.backend.backend() == "tensorflow"
+]
 NEW_NORM = {
     "mobn": MeanOnlyBatchNormalization,
     "dwck": DWCKNormalization,
@@ -94,7 +99,7 @@ def _types(model):
     return [type(layer) for layer in iter_layers(model)]
 
 
-@pytest.mark.parametrize("target", TARGETS)
+@pytest.mark.parametrize("target", BACKEND_TARGETS)
 def test_every_target_keeps_or_changes_the_inference_map_as_reported(target):
     model = _conv_net()
     x = _images()
@@ -381,15 +386,116 @@ def test_bad_arguments_are_refused(kwargs, error, message):
         replace_normalization(_conv_net(), **kwargs)
 
 
-def test_models_without_a_graph_are_refused():
+def test_what_is_no_model_or_not_built_is_refused():
     with pytest.raises(TypeError, match="expects a keras.Model. Received: model of type Dense"):
         replace_normalization(keras.layers.Dense(2), "gn")
+    with pytest.raises(ValueError, match="expects a built model .*Received: model .* built=False"):
+        replace_normalization(_Subclassed(), "gn")
+    with pytest.raises(ValueError, match="expects a built model"):
+        replace_normalization(keras.Sequential([keras.layers.BatchNormalization()]), "gn")
+
+
+@pytest.mark.parametrize("target", [t for t in TARGETS if NORMS[t].replaces_linear])
+def test_a_subclassed_model_refuses_the_targets_that_need_its_graph(target):
     model = _Subclassed()
     model(np.zeros((1, 4), "float32"))
-    with pytest.raises(ValueError, match="functional or Sequential model"):
-        replace_normalization(model, "gn")
-    with pytest.raises(ValueError, match="built model with known inputs"):
-        replace_normalization(keras.Sequential([keras.layers.BatchNormalization()]), "gn")
+    with pytest.raises(ValueError, match=rf"replaces normalization layers alone .*'{target}'"):
+        replace_normalization(model, target)
+    assert isinstance(model.bn, keras.layers.BatchNormalization)  # unchanged
+
+
+class _Block(keras.layers.Layer):
+    """A custom layer holding its normalization as an attribute."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.conv = keras.layers.Conv2D(8, 3, padding="same", use_bias=False)
+        self.bn = keras.layers.BatchNormalization()
+
+    def call(self, x, training=None):
+        return keras.ops.relu(self.bn(self.conv(x), training=training))
+
+
+class _Net(keras.Model):
+    """timm's case: normalizations held as attributes, in lists and dicts, in custom layers,
+    in a Sequential submodel and in a wrapper."""
+
+    def __init__(self):
+        super().__init__(name="held_norms")
+        self.stem = keras.layers.Conv2D(8, 3, padding="same")
+        self.stem_bn = keras.layers.BatchNormalization(name="stem_bn")
+        self.blocks = [_Block(name=f"block{i}") for i in range(2)]
+        self.norms = {"head": keras.layers.BatchNormalization(name="head_bn")}
+        self.tail = keras.Sequential(
+            [
+                keras.layers.Conv2D(4, 1, name="tail"),
+                keras.layers.BatchNormalization(name="tail_bn"),
+            ]
+        )
+        self.frames = keras.layers.TimeDistributed(keras.layers.BatchNormalization(name="td_bn"))
+        self.pool = keras.layers.GlobalAveragePooling2D()
+
+    def call(self, x, training=None):
+        x = self.stem_bn(self.stem(x), training=training)
+        for block in self.blocks:
+            x = block(x, training=training)
+        x = self.norms["head"](x, training=training)
+        x = self.frames(x, training=training)
+        return self.pool(self.tail(x, training=training))
+
+
+def _held_batch_normalizations(model):
+    return [layer for layer in iter_layers(model) if type(layer) is keras.layers.BatchNormalization]
+
+
+@pytest.mark.parametrize("target", [t for t in BACKEND_TARGETS if not NORMS[t].replaces_linear])
+def test_a_subclassed_model_is_converted_in_place_wherever_it_holds_a_normalization(target):
+    keras.utils.set_random_seed(3)
+    model = _Net()
+    x = _images(4, (8, 8, 3))
+    model(x)
+    _trained_statistics(model)
+    before = _out(model, x)
+    weights_before = len(model.weights)
+    new, report = _replace(model, target)
+    assert new is model
+    # DWCK and learned statistics take images; TimeDistributed gives its BN (H, W, C) frames.
+    kept = {"td_bn"} if target in ("dwck", "dwck_weighted", "learned") else set()
+    assert {r.layer for r in report.refused} == kept
+    assert {"stem_bn", "head_bn", "tail_bn", "td_bn"} - kept <= {r.layer for r in report.replaced}
+    assert len(report.replaced) == 6 - len(kept)
+    new_type = NEW_NORM.get(target, DWCKNormalization)  # dwck_weighted: DWCK, one option
+    if target == "sync_bn":
+        assert all(layer.synchronized for layer in _held_batch_normalizations(model))
+    else:
+        assert [layer.name for layer in _held_batch_normalizations(model)] == sorted(kept)
+        for layer in (model.stem_bn, model.blocks[1].bn, model.norms["head"]):
+            assert type(layer) is new_type
+        assert (type(model.frames.layer) is new_type) == (not kept)
+    # The model tracks the new layers only: their weights, none of the old ones.
+    tracked = {id(v) for v in model.weights}
+    held = [model.stem_bn, model.blocks[0].bn, model.norms["head"], model.tail.layers[-1]]
+    assert all(id(v) in tracked for layer in held for v in layer.weights)
+    assert len(model.weights) == len({id(v) for v in model.weights})
+    assert report.params_after == model.count_params()
+    change = _max_relative(_out(model, x), before)
+    exact = target in ("sync_bn", "dwck", "dwck_weighted")  # every weight carried
+    assert (change < 1e-5) == exact, change
+    assert all(r.exact for r in report.replaced) == exact or target == "mobn"
+    model.compile(keras.optimizers.SGD(0.1), "mse")  # a training step reaches the new layers
+    last = model.tail.layers[-1]
+    start = [keras.ops.convert_to_numpy(v) for v in last.trainable_weights]
+    assert np.isfinite(model.train_on_batch(x, np.ones((4, 4), "float32")))
+    after = [keras.ops.convert_to_numpy(v) for v in last.trainable_weights]
+    assert not all(np.array_equal(a, b) for a, b in zip(start, after))
+    if target in ("sync_bn", "gn", "ln"):  # the same weights (gn, ln: no moving statistics)
+        assert len(model.weights) == weights_before - 12 * (target != "sync_bn")
+
+
+@pytest.mark.skipif(keras.backend.backend() == "tensorflow", reason="refused off TensorFlow")
+def test_sync_bn_off_tensorflow_is_refused_and_says_why():
+    with pytest.raises(ValueError, match=r"'sync_bn' runs on the tensorflow backend only"):
+        replace_normalization(_conv_net(), "sync_bn")
 
 
 APPLICATIONS = [name for name, builder in sorted(BUILDERS.items()) if builder.application]
@@ -403,9 +509,10 @@ def applications():
     }
 
 
-# dwck_weighted is dwck with one option (weighted_variance): its replacement takes the same
-# path, which the fast per-target tests above run; whole applications run once per path.
-APPLICATION_TARGETS = [target for target in TARGETS if target != "dwck_weighted"]
+# dwck_weighted is dwck with one option (weighted_variance), sync_bn Keras BN with one
+# (synchronized): their replacement takes the same path as dwck's and gn's, which the fast
+# per-target tests above run; whole applications run once per path.
+APPLICATION_TARGETS = [t for t in TARGETS if t not in ("dwck_weighted", "sync_bn")]
 
 
 @pytest.mark.slow
