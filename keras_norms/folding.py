@@ -12,7 +12,8 @@ the batch-statistics layers of this package) moves into the kernel and bias
 of the linear layer it directly follows. The folded model costs what a
 plain network costs. Every clone is float32, whatever dtype policy the model
 was trained under (mixed precision keeps its variables in float32, so
-nothing is lost).
+nothing is lost). A grouped convolution is deployed as its groups'
+convolutions on channel slices and a concatenation (`split_groups`).
 """
 
 import contextlib
@@ -37,6 +38,7 @@ from keras_norms.graph import (
     iter_layers,
     normalization_pairs,
     rebuild,
+    swap_held_layers,
 )
 from keras_norms.layers.linear import channel_axis
 from keras_norms.policies import dtype_policy
@@ -183,7 +185,62 @@ def fold(model):
 
     folded = rebuild(model, replace, float32=True)
     _fold_in_place(folded)  # the layers inside the custom layers it copied
+    if any(_is_grouped(layer) for layer in iter_layers(folded, descend=is_model)):
+        folded = rebuild(
+            folded, lambda layer: split_groups(layer) if _is_grouped(layer) else None, True
+        )
     return folded
+
+
+_CONVOLUTIONS = (keras.layers.Conv1D, keras.layers.Conv2D, keras.layers.Conv3D)
+
+
+def _is_grouped(layer):
+    return isinstance(layer, _CONVOLUTIONS) and layer.groups > 1
+
+
+def split_groups(convolution):
+    """The deployment form of a built grouped convolution: its groups' convolutions and a
+    concatenation, the same outputs.
+
+    Keras' TensorFlow backend runs a convolution with `groups > 1` as an
+    XLA-compiled function, which tf2onnx cannot convert (the ONNX file
+    holds a `StatefulPartitionedCall` that onnxruntime refuses). Here the
+    input's channels are split into `groups` slices (`keras.ops.split`),
+    each goes through a plain convolution holding its group's kernel slice
+    and bias (the same config otherwise, activation included), and the
+    outputs are concatenated on the channel axis: operations every
+    exporter converts.
+
+    Args:
+        convolution: a built Keras `Conv1D`, `Conv2D` or `Conv3D` with
+            `groups > 1`.
+
+    Returns:
+        A functional `keras.Model` named as `convolution`, float32.
+    """
+    groups = convolution.groups
+    per_group = convolution.filters // groups
+    axis = -1 if convolution.data_format == "channels_last" else 1
+    input_shape = tuple(convolution.get_build_config()["input_shape"])
+    kernel = keras.ops.convert_to_numpy(convolution.kernel)
+    bias = keras.ops.convert_to_numpy(convolution.bias) if convolution.use_bias else None
+    with dtype_policy("float32"):
+        inputs = keras.Input(shape=input_shape[1:])
+        outputs = []
+        for group, part in enumerate(keras.ops.split(inputs, groups, axis=axis)):
+            layer = copy_layer(
+                convolution,
+                float32=True,
+                groups=1,
+                filters=per_group,
+                name=f"{convolution.name}_group{group}",
+            )
+            outputs.append(layer(part))
+            rows = slice(group * per_group, (group + 1) * per_group)
+            layer.set_weights([kernel[..., rows]] + ([] if bias is None else [bias[rows]]))
+        concatenated = keras.layers.Concatenate(axis=axis)(outputs)
+    return keras.Model(inputs, concatenated, name=convolution.name)
 
 
 def _fold_in_place(model):
@@ -205,8 +262,10 @@ def deployment_form(model):
     A functional or sequential model gives `fold(model)`, a new model.
     A subclassed model, which `clone_model` cannot copy, gives the model
     itself with each layer that can fold in place folded
-    (`WeightNormalization.fold_in_place`: its kernels hold `g * v / ||v||`),
-    restored when the block ends, also on an error. Inference-mode
+    (`WeightNormalization.fold_in_place`: its kernels hold `g * v / ||v||`)
+    and each grouped convolution it holds swapped for `split_groups` of it
+    (`keras_norms.graph.swap_held_layers`), restored when the block ends,
+    also on an error. Inference-mode
     normalizations of a subclassed model stay as they are (their inference
     map is already constant).
 
@@ -220,8 +279,12 @@ def deployment_form(model):
         yield fold(model)
         return
     folded = _fold_in_place(model)
+    grouped = [layer for layer in iter_layers(model) if layer.built and _is_grouped(layer)]
+    split = {id(layer): split_groups(layer) for layer in grouped}
     try:
+        swap_held_layers(model, split)
         yield model
     finally:
+        swap_held_layers(model, {id(split[id(layer)]): layer for layer in grouped})
         for layer, previous in reversed(folded):
             layer.unfold(previous)

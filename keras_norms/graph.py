@@ -379,6 +379,8 @@ def _rebuild(model, replace, float32, rebuilt):
     weights, removed, new_ids = [], set(), set()
 
     def clone(layer):
+        if not isinstance(layer, keras.layers.Layer):
+            return layer  # an op called in the graph (keras.ops.relu): stateless, reused
         choice = replace(layer)
         if choice is REMOVE:
             identity = keras.layers.Identity(name=layer.name)

@@ -578,3 +578,42 @@ def test_export_cli_refuses_an_input_shape_that_does_not_fit_the_model(
     assert cli.main([path, "--output", str(out_dir), "--dataset", "random"] + options) == 1
     assert capsys.readouterr().err.splitlines() == [f"keras-norms-export: error: {message}"]
     assert not out_dir.exists()
+
+
+class _GroupedNet(keras.Model):
+    """A subclassed model holding grouped convolutions, one weight-normalized."""
+
+    def __init__(self):
+        super().__init__(name="grouped_net")
+        self.first = keras.layers.Conv1D(4, 3, padding="same")
+        self.grouped = WeightNormalization(keras.layers.Conv1D(6, 3, groups=2, padding="same"))
+        self.last = keras.layers.Conv1D(6, 1, groups=3)
+
+    def call(self, x):
+        return self.last(self.grouped(self.first(x)))
+
+
+def _grouped_functional():
+    inputs = keras.Input((None, 4))
+    x = WeightNormalization(keras.layers.Conv1DTranspose(4, 4, strides=2, padding="same"))(inputs)
+    x = keras.layers.ReLU()(keras.layers.BatchNormalization()(x))
+    x = WeightNormalization(keras.layers.Conv1D(6, 3, groups=2, padding="same", use_bias=False))(x)
+    return keras.Model(inputs, x)
+
+
+@pytest.mark.parametrize("make", [_grouped_functional, _GroupedNet])
+def test_grouped_convolutions_export_to_every_format_with_parity(make, tmp_path):
+    """Keras runs a grouped convolution as an XLA function that tf2onnx cannot convert
+    (onnxruntime refused the file); its deployment form splits it (folding.split_groups)."""
+    model = make()
+    x = np.random.default_rng(42).normal(size=(3, 12, 4)).astype("float32")
+    model(x)
+    before = [(v.path, keras.ops.convert_to_numpy(v)) for v in model.weights]
+    report = exporter.export_and_check(model, str(tmp_path), x, input_shape=(None, 4))
+    assert report["input_shapes"] == [[12, 4], [19, 4]]
+    for name in ("saved_model", "tflite", "onnx"):
+        assert report[f"{name}_max_abs_diff"] < 1e-5
+    after = [(v.path, keras.ops.convert_to_numpy(v)) for v in model.weights]
+    assert [p for p, _ in after] == [p for p, _ in before]  # a subclassed model is restored
+    for (_, a), (_, b) in zip(before, after):
+        np.testing.assert_array_equal(a, b)

@@ -321,3 +321,39 @@ def test_fold_copies_custom_layers_without_asking_their_sublayers():
     model = keras.Model(inputs, _BlockWithAnUnusedBranch()(inputs))
     x = np.random.default_rng(6).normal(size=(5, 4)).astype("float32")
     np.testing.assert_allclose(_predict(fold(model), x), _predict(model, x), rtol=1e-6)
+
+
+def test_folds_a_functional_model_that_calls_keras_ops():
+    """Functional models record keras.ops calls as graph nodes; the rebuild reuses them."""
+    inputs = keras.Input((8,))
+    x = WeightNormalization(keras.layers.Dense(4))(inputs)
+    x = keras.ops.relu(x) * 2.0
+    outputs = keras.layers.BatchNormalization()(x)
+    model = keras.Model(inputs, outputs)
+    perturb_statistics(model, np.random.default_rng(0))
+    x = np.random.default_rng(40).normal(size=(3, 8)).astype("float32")
+    folded = fold(model)
+    np.testing.assert_allclose(numpy(folded(x)), numpy(model(x)), atol=1e-5)
+    assert not any(isinstance(layer, WeightNormalization) for layer in iter_layers(folded))
+
+
+@pytest.mark.parametrize("rank", [1, 2])
+def test_a_grouped_convolution_folds_into_its_groups_convolutions(rank, tmp_path):
+    """split_groups: the same outputs from plain convolutions (tf2onnx cannot convert Keras'
+    grouped convolution); the normalization after it is folded in first."""
+    conv = keras.layers.Conv1D if rank == 1 else keras.layers.Conv2D
+    inputs = keras.Input((None,) * rank + (4,))
+    x = WeightNormalization(conv(6, 3, groups=2, padding="same", use_bias=False))(inputs)
+    x = MeanOnlyBatchNormalization()(x)
+    outputs = conv(6, 1, groups=3, activation="relu")(x)
+    model = keras.Model(inputs, outputs)
+    perturb_statistics(model, np.random.default_rng(0))
+    x = np.random.default_rng(41).normal(size=(2,) + (6,) * rank + (4,)).astype("float32")
+    folded = fold(model)
+    convolutions = [layer for layer in iter_layers(folded) if isinstance(layer, conv)]
+    assert len(convolutions) == 2 + 3 and all(layer.groups == 1 for layer in convolutions)
+    assert not any(isinstance(layer, MeanOnlyBatchNormalization) for layer in iter_layers(folded))
+    np.testing.assert_allclose(numpy(folded(x)), numpy(model(x)), atol=1e-5)
+    path = str(tmp_path / "folded.keras")
+    folded.save(path)
+    np.testing.assert_allclose(numpy(keras.models.load_model(path)(x)), numpy(model(x)), atol=1e-5)
