@@ -111,6 +111,39 @@ def check_int_tuple(layer, name, value, length):
     return tuple(int(v) for v in values)
 
 
+def check_choice(layer, name, value, choices, allow_none=False):
+    """`value`, one of the strings `choices` in any case, lower-cased; or `None` if allowed.
+
+    How Keras reads `padding` and `data_format`, whose own messages name
+    neither the layer nor, for `None`, the argument (an `AttributeError`).
+
+    Raises:
+        ValueError: for anything else (another string, `None` where not
+            allowed, a number, a tuple).
+    """
+    if value is None and allow_none:
+        return None
+    if isinstance(value, str) and value.lower() in choices:
+        return value.lower()
+    options = ", ".join(repr(choice) for choice in choices)
+    expected = f"None or one of {options}" if allow_none else f"one of {options}"
+    raise ValueError(
+        f"{_layer_name(layer)} expects `{name}` to be {expected}. Received: {name}={value!r}"
+    )
+
+
+DATA_FORMATS = ("channels_last", "channels_first")
+
+
+def check_data_format(layer, value):
+    """A convolution's `data_format`: `None` (the global default) or one of `DATA_FORMATS`.
+
+    Raises:
+        ValueError: as `check_choice`.
+    """
+    return check_choice(layer, "data_format", value, DATA_FORMATS, allow_none=True)
+
+
 def check_float(layer, name, value, low, high, closed_low=True, closed_high=True, expected=None):
     """`value` as a Python float in the interval from `low` to `high`.
 

@@ -6,6 +6,7 @@ from keras import ops
 from keras_norms.layers.arguments import (
     check_bool,
     check_conv_arguments,
+    check_data_format,
     check_epsilon,
     check_image_input,
     is_integer,
@@ -21,8 +22,13 @@ def _is_size(value):
     return is_integer(value) and value >= 0
 
 
-def _explicit_padding(padding):
-    """An int or `((top, bottom), (left, right))` of non-negative ints (lists as tuples)."""
+def _check_padding(padding):
+    """`"valid"` or `"same"` (any case, lower-cased), an int, or `((top, bottom), (left, right))`.
+
+    Sizes are non-negative ints, lists are read as tuples.
+    """
+    if isinstance(padding, str) and padding.lower() in ("valid", "same"):
+        return padding.lower()
     if _is_size(padding):
         return int(padding)
     pairs = padding if isinstance(padding, (tuple, list)) else ()
@@ -71,10 +77,11 @@ class NormalizedConv2D(Float32Variables, NormalizedLinear, keras.layers.Conv2D):
     A `keras.layers.Conv2D` whose `convolution_op` standardizes the patches:
     `data_format`, `strides`, `dilation_rate`, the initializers,
     regularizers, constraints, `activation` (applied after the bias),
-    argument validation, `compute_output_shape` and the config are Conv2D's,
-    except that `padding` also takes explicit sizes and that strides and
-    dilation may both exceed 1 (on the JAX and PyTorch backends: TensorFlow's
-    convolution refuses the pair).
+    `compute_output_shape` and the config are Conv2D's (the shape, padding
+    and layout arguments are checked before Conv2D sees them, so that
+    messages name this layer), except that `padding` also takes explicit
+    sizes and that strides and dilation may both exceed 1 (on the JAX and
+    PyTorch backends: TensorFlow's convolution refuses the pair).
 
     Padding adds explicit zeros, counted in the patch statistics. `"same"`
     uses TensorFlow's split of
@@ -142,13 +149,14 @@ class NormalizedConv2D(Float32Variables, NormalizedLinear, keras.layers.Conv2D):
     Raises:
         ValueError: for a `kernel_size`, `strides` or `dilation_rate` that
             is not a positive int or a pair of them, a non-positive
-            `filters`; as `Conv2D`, for a bad `padding` string or
-            `data_format`; for a padding of another form, `groups != 1`, an
-            unknown `implementation`, a non-positive or infinite `epsilon`,
-            or, on the TensorFlow backend, strides and dilation both above
-            1; at build or call time, for an input that is not rank 4 with a
-            known channel axis, or whose padded size is smaller than the
-            dilated kernel.
+            `filters`; for a `padding` of none of the forms above (a string
+            other than `"valid"` or `"same"`, in any case), a `data_format`
+            other than `None`, `"channels_last"` or `"channels_first"`,
+            `groups != 1`, an unknown `implementation`, a non-positive or
+            infinite `epsilon`, or, on the TensorFlow backend, strides and
+            dilation both above 1; at build or call time, for an input that
+            is not rank 4 with a known channel axis, or whose padded size is
+            smaller than the dilated kernel.
         TypeError: for a `filters` that is not an integer, an `epsilon`
             that is not a number, or a `use_bias` or `use_scale` that is
             not a bool.
@@ -191,13 +199,20 @@ class NormalizedConv2D(Float32Variables, NormalizedLinear, keras.layers.Conv2D):
         implementation="fast",
         **kwargs,
     ):
+        # Checked before Conv2D sees them, so that the messages name this layer.
         shape = check_conv_arguments(self, 2, filters, kernel_size, strides, dilation_rate)
+        padding = _check_padding(padding)
+        if not is_integer(groups) or groups != 1:
+            raise ValueError(
+                "NormalizedConv2D supports groups=1 only (a grouped convolution would "
+                f"need each group's own patch statistics). Received: groups={groups!r}"
+            )
         # Conv2D refuses strides and dilation both above 1, and padding sizes: both are set below.
         dilation_rate = shape.pop("dilation_rate")
         super().__init__(
             **shape,
             padding=padding if isinstance(padding, str) else "valid",
-            data_format=data_format,
+            data_format=check_data_format(self, data_format),
             dilation_rate=1,
             groups=groups,
             activation=activation,
@@ -207,7 +222,7 @@ class NormalizedConv2D(Float32Variables, NormalizedLinear, keras.layers.Conv2D):
         self.dilation_rate = dilation_rate
         self.input_spec = None  # build's check names the layer; Conv2D.build sets it
         if not isinstance(padding, str):
-            self.padding = _explicit_padding(padding)
+            self.padding = padding
         if keras.backend.backend() == "tensorflow" and (
             max(self.strides) > 1 and max(self.dilation_rate) > 1
         ):
@@ -215,11 +230,6 @@ class NormalizedConv2D(Float32Variables, NormalizedLinear, keras.layers.Conv2D):
                 "NormalizedConv2D supports strides > 1 with dilation_rate > 1 on the JAX and "
                 "PyTorch backends only (TensorFlow's convolution refuses the pair). Received: "
                 f"strides={self.strides}, dilation_rate={self.dilation_rate}"
-            )
-        if groups != 1:
-            raise ValueError(
-                "NormalizedConv2D supports groups=1 only (a grouped convolution would "
-                f"need each group's own patch statistics). Received: groups={groups!r}"
             )
         if implementation not in IMPLEMENTATIONS:
             raise ValueError(

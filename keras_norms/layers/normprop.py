@@ -16,7 +16,9 @@ from keras_norms.gaussian_moments import (
 )
 from keras_norms.layers.arguments import (
     check_bool,
+    check_choice,
     check_conv_arguments,
+    check_data_format,
     check_image_input,
     check_positive_int,
 )
@@ -28,6 +30,7 @@ _SQUARED_NORM_FLOOR = 1e-12
 PRELU = "prelu"
 # He et al. (2015) initialize the PReLU slope at 0.25.
 PRELU_INITIAL_SLOPE = 0.25
+PADDINGS = ("valid", "same")
 # Conv2D arguments that NormPropConv2D sets itself (no bias: `beta` is the
 # offset; the kernel constraint is `unit_norm_constraint`).
 _FIXED_CONV_ARGUMENTS = (
@@ -383,8 +386,9 @@ class NormPropConv2D(_NormProp, keras.layers.Conv2D):
 
     A `keras.layers.Conv2D` whose `convolution_op` uses the kernel
     `gamma * W / ||W_i||`: `data_format`, `strides`, `dilation_rate`,
-    `groups`, argument validation, `compute_output_shape` and the config are
-    Conv2D's; it has no bias (`beta` is the offset) and its kernel
+    `groups`, `compute_output_shape` and the config are Conv2D's (the
+    arguments are checked before Conv2D sees them, so that messages name
+    this layer); it has no bias (`beta` is the offset) and its kernel
     constraint is `unit_norm_constraint`.
 
     Args:
@@ -407,13 +411,15 @@ class NormPropConv2D(_NormProp, keras.layers.Conv2D):
     Raises:
         ValueError: for a `kernel_size`, `strides` or `dilation_rate` that
             is not a positive int or a pair of them, a non-positive
-            `filters`; as `Conv2D`, for a bad `padding`, `data_format` or
-            `groups`; for an unknown, non-elementwise, constant or
-            piecewise-constant activation (the message names the layer); at
-            call time, for an input without rank 4 or with an unknown
-            channel axis.
-        TypeError: for a `filters` that is not an integer (a float, a bool)
-            or a `unit_norm_constraint` that is not a bool.
+            `filters` or `groups`, a `filters` that is not a multiple of
+            `groups`, a `padding` other than `"valid"` or `"same"` (any
+            case), a `data_format` other than `None`, `"channels_last"` or
+            `"channels_first"`; for an unknown, non-elementwise, constant or
+            piecewise-constant activation; at call time, for an input
+            without rank 4 or with an unknown channel axis. Every message
+            names the layer.
+        TypeError: for a `filters` or `groups` that is not an integer (a
+            float, a bool) or a `unit_norm_constraint` that is not a bool.
 
     Input shape:
         `(batch, H, W, C_in)`, or `(batch, C_in, H, W)` for channels first.
@@ -455,10 +461,18 @@ class NormPropConv2D(_NormProp, keras.layers.Conv2D):
         **kwargs,
     ):
         constants = _Activation(self, activation)
+        shape = check_conv_arguments(self, 2, filters, kernel_size, strides, dilation_rate)
+        groups = check_positive_int(self, "groups", groups)
+        if shape["filters"] % groups:
+            raise ValueError(
+                "NormPropConv2D expects `filters` to be a multiple of `groups`. "
+                f"Received: filters={shape['filters']}, groups={groups}"
+            )
+        # Checked here, so that the messages name the layer (Conv2D's do not).
         super().__init__(
-            **check_conv_arguments(self, 2, filters, kernel_size, strides, dilation_rate),
-            padding=padding,
-            data_format=data_format,
+            **shape,
+            padding=check_choice(self, "padding", padding, PADDINGS),
+            data_format=check_data_format(self, data_format),
             groups=groups,
             use_bias=False,
             kernel_initializer=kernel_initializer,

@@ -2,6 +2,7 @@
 
 import contextlib
 import types
+import weakref
 
 import keras
 import numpy as np
@@ -29,6 +30,14 @@ _INIT_EPSILON = 1e-10
 # last. A list, not a context variable: tf.distribute traces each replica's
 # call in a thread of its own.
 _OBSERVERS = []
+# Every WeightNormalization alive: data-dependent init looks for those a model runs
+# without tracking them.
+_LAYERS = weakref.WeakSet()
+
+
+def live_layers():
+    """Every `WeightNormalization` layer that exists now (a list, in no particular order)."""
+    return list(_LAYERS)
 
 
 @contextlib.contextmanager
@@ -101,6 +110,15 @@ def _check_axis(axis):
             f"ints. Received: axis={axis!r}"
         )
     return tuple(int(a) for a in axes)
+
+
+def _is_shape(shape):
+    """Whether `shape` is one input's shape (ints and `None`), not several or none."""
+    return isinstance(shape, (tuple, list)) and all(d is None or is_integer(d) for d in shape)
+
+
+def _shape_text(shape):
+    return tuple(shape) if _is_shape(shape) else repr(shape)
 
 
 def _data_init_defined(layer, axis, kernel_names):
@@ -194,11 +212,17 @@ class WeightNormalization(keras.layers.Wrapper):
             `"output"`, `None`, an int or a tuple of ints, or `data_init`
             (other than `None`) or `log_scale` is not a bool, or
             `kernel_names` is not `None`, a string or a list of strings.
+            At call, for an integer or bool input that the wrapped layer's own
+            call fails on, as it does unwrapped (Keras' convolutions on the
+            TensorFlow and PyTorch backends): cast the input to float.
         ValueError: if `layer` is not a supported type and no `kernel_names`
             is given; if it normalizes its own kernel; if it is a recurrent
             cell with dropout (wrap the RNN layer); if `data_init=True`
-            where data-dependent initialization is not defined; at build, if
-            a kernel named is missing or an axis is out of range.
+            where data-dependent initialization is not defined; at build,
+            for an input whose rank the wrapped layer's `input_spec`
+            refuses, or that the wrapped layer's build refuses (its message
+            inside), or if a kernel named is missing or an axis is out of
+            range.
 
     Call arguments:
         inputs: the wrapped layer's input, e.g. `(batch, ..., in)` for
@@ -252,9 +276,17 @@ class WeightNormalization(keras.layers.Wrapper):
             )
         self.data_init = defined if data_init is None else data_init
         self._folded = False  # set by `fold_in_place`
+        _LAYERS.add(self)
 
     def build(self, input_shape=None):
-        super().build(input_shape)
+        self._check_input_rank(input_shape)
+        try:
+            super().build(input_shape)
+        except ValueError as error:
+            raise ValueError(
+                f"WeightNormalization could not build the wrapped layer {self._wrapped()} on "
+                f"its input: {error} Received: input_shape={_shape_text(input_shape)}"
+            ) from error
         self._built_input_shape = None if input_shape is None else tuple(input_shape)
         self.input_spec = self.layer.input_spec
         # A read-only mapping, not a dict: Keras would track the wrapped layer's
@@ -272,6 +304,65 @@ class WeightNormalization(keras.layers.Wrapper):
             trainable=False,
             autocast=False,
         )
+
+    def _wrapped(self):
+        return f"{self.layer.name} of type {type(self.layer).__name__}"
+
+    def _check_input_rank(self, input_shape):
+        """The rank the wrapped layer's `input_spec` asks for, checked first, naming this layer.
+
+        As Keras checks a layer's `input_spec` before its build; the
+        wrapper's own `input_spec` is the wrapped layer's only once built.
+        """
+        spec = self.layer.input_spec
+        if isinstance(spec, (list, tuple)):
+            spec = spec[0] if len(spec) == 1 else None
+        if not isinstance(spec, keras.InputSpec) or not _is_shape(input_shape):
+            return
+        rank = len(input_shape)
+        low, high = (
+            (spec.ndim, spec.ndim) if spec.ndim is not None else (spec.min_ndim, spec.max_ndim)
+        )
+        if (low is None or rank >= low) and (high is None or rank <= high):
+            return
+        if low == high:
+            expected = f"rank {low}"
+        elif high is None:
+            expected = f"rank {low} or more"
+        elif low is None:
+            expected = f"rank {high} or less"
+        else:
+            expected = f"rank {low} to {high}"
+        raise ValueError(
+            f"WeightNormalization expects an input of {expected} for the wrapped layer "
+            f"{self._wrapped()} (its input_spec). Received: input_shape={tuple(input_shape)}"
+        )
+
+    @contextlib.contextmanager
+    def _explaining_a_non_float_input(self, inputs):
+        """Within the block, a wrapped call that fails on an integer input is a clear TypeError.
+
+        The wrapped layer's own call runs as it would unwrapped: where it
+        takes an integer input (`Dense`, RNNs; `Conv2D` on JAX), so does
+        this layer; where it fails (Keras' convolutions on TensorFlow and
+        PyTorch), the error names this layer and says what to do. An
+        `Embedding`'s input is indices: its errors pass unchanged.
+        """
+        try:
+            yield
+        except Exception as error:
+            dtype = getattr(inputs, "dtype", None)
+            dtype = "float32" if dtype is None else keras.backend.standardize_dtype(dtype)
+            if not dtype.startswith(("int", "uint", "bool")) or isinstance(
+                kernel_owner(self.layer), keras.layers.Embedding
+            ):
+                raise
+            raise TypeError(
+                f"WeightNormalization expects a float input for the wrapped layer "
+                f"{self._wrapped()}, whose call fails on this one (as it does unwrapped on the "
+                f"{keras.backend.backend()} backend); cast the input to float first, e.g. "
+                f'keras.ops.cast(x, "float32"). Received: dtype={dtype}'
+            ) from error
 
     def _axes_to_norm(self, name):
         rank = len(self._kernels[name].shape)
@@ -370,7 +461,7 @@ class WeightNormalization(keras.layers.Wrapper):
         the call assigns to it (e.g. a dropout seed) is assigned after.
         """
         mapping = [(v, values.get(id(v), v.value)) for v in self.layer.variables]
-        with keras.StatelessScope(mapping) as scope:
+        with self._explaining_a_non_float_input(inputs), keras.StatelessScope(mapping) as scope:
             before = [scope.get_current_value(v) for v, _ in mapping]
             outputs = self.layer(inputs, *args, **kwargs)
         for (variable, _), value in zip(mapping, before):
@@ -386,7 +477,8 @@ class WeightNormalization(keras.layers.Wrapper):
         if training is not None:
             kwargs["training"] = training
         if self._folded:
-            return self.layer(inputs, *args, **kwargs)
+            with self._explaining_a_non_float_input(inputs):
+                return self.layer(inputs, *args, **kwargs)
         if _OBSERVERS:
             _OBSERVERS[-1](self, inputs, *args, **kwargs)
         return self._call_with_kernels(self._effective_kernels(), inputs, *args, **kwargs)

@@ -276,9 +276,17 @@ def test_layer_test_helper(make_layer, input_shape, output_shape, trainable, tmp
 @pytest.mark.parametrize(
     "kwargs, match",
     [
-        # Conv2D's own argument validation.
-        (dict(filters=2, kernel_size=3, padding="causal"), "`padding` argument.*Received: causal"),
-        (dict(filters=2, kernel_size=3, data_format="nhwc"), "Received: data_format=nhwc"),
+        # Conv2D's arguments, checked before Conv2D's own messages (which name no layer).
+        (
+            dict(filters=2, kernel_size=3, data_format="NCHW"),
+            r"NormalizedConv2D expects `data_format` to be None or one of 'channels_last', "
+            r"'channels_first'\. Received: data_format='NCHW'$",
+        ),
+        (
+            dict(filters=2, kernel_size=3, data_format=1),
+            "NormalizedConv2D.*Received: data_format=1$",
+        ),
+        (dict(filters=4, kernel_size=3, groups=True), r"groups=1 only.*Received: groups=True$"),
         # NormalizedConv2D's (keras_norms.layers.arguments; tests/layers/test_properties.py).
         (dict(filters=0, kernel_size=3), "NormalizedConv2D.*Received: filters=0"),
         (
@@ -298,12 +306,30 @@ def test_layer_test_helper(make_layer, input_shape, output_shape, trainable, tmp
             dict(filters=2, kernel_size=3, padding=padding),
             PADDING_MESSAGE + re.escape(repr(padding)),
         )
-        for padding in (-1, 1.5, True, (1, 2), ((1, 1),), ((1, 1), (1, -1)), [[1, 1], [1, None]])
+        for padding in (
+            -1,
+            1.5,
+            True,
+            (1, 2),
+            ((1, 1),),
+            ((1, 1), (1, -1)),
+            [[1, 1], [1, None]],
+            None,
+            "causal",
+            "full",
+        )
     ],
 )
 def test_rejects_bad_arguments(kwargs, match):
     with pytest.raises(ValueError, match=match):
         NormalizedConv2D(**kwargs)
+
+
+@pytest.mark.parametrize("padding, data_format", [("SAME", "Channels_First"), ("Valid", None)])
+def test_padding_and_data_format_are_read_in_any_case_as_conv2d_reads_them(padding, data_format):
+    layer = NormalizedConv2D(2, 3, padding=padding, data_format=data_format)
+    assert layer.padding == padding.lower()
+    assert layer.data_format == keras.layers.Conv2D(2, 3, data_format=data_format).data_format
 
 
 def test_rejects_inputs_without_channels():

@@ -231,9 +231,31 @@ def test_layer_test_helper(make_layer, input_shape, output_shape, trainable, tmp
         (lambda: NormPropDense(0), "NormPropDense expects `units` to be a positive integer"),
         (lambda: NormPropConv2D(-1, 3), "NormPropConv2D.*Received: filters=-1"),
         (lambda: NormPropConv2D(4, (3, 0)), r"NormPropConv2D.*Received: kernel_size=\(3, 0\)"),
-        # Conv2D's own argument validation.
-        (lambda: NormPropConv2D(4, 3, padding="causal"), "`padding` argument.*Received: causal"),
-        (lambda: NormPropConv2D(4, 3, data_format="nchw"), "data_format"),
+        # Conv2D's arguments, checked before Conv2D's own messages (which name no layer).
+        (
+            lambda: NormPropConv2D(4, 3, padding=None),
+            r"NormPropConv2D expects `padding` to be one of 'valid', 'same'\. "
+            r"Received: padding=None$",
+        ),
+        (
+            lambda: NormPropConv2D(4, 3, padding="causal"),
+            "NormPropConv2D.*Received: padding='causal'$",
+        ),
+        (
+            lambda: NormPropConv2D(4, 3, padding=((1, 1), (1, 1))),
+            r"NormPropConv2D.*Received: padding=\(\(1, 1\), \(1, 1\)\)$",
+        ),
+        (
+            lambda: NormPropConv2D(4, 3, data_format="NCHW"),
+            r"NormPropConv2D expects `data_format` to be None or one of 'channels_last', "
+            r"'channels_first'\. Received: data_format='NCHW'$",
+        ),
+        (lambda: NormPropConv2D(4, 3, groups=0), "NormPropConv2D.*Received: groups=0$"),
+        (
+            lambda: NormPropConv2D(4, 3, groups=3),
+            "NormPropConv2D expects `filters` to be a multiple of `groups`. "
+            "Received: filters=4, groups=3$",
+        ),
         (lambda: NormPropDense(4, activation="softmax"), "NormPropDense: .*elementwise activation"),
         (lambda: NormPropConv2D(4, 3, activation="softmax"), "NormPropConv2D: .*elementwise"),
         (lambda: NormPropDense(4, activation=keras.ops.sign), "NormPropDense: .*derivative"),
@@ -242,6 +264,13 @@ def test_layer_test_helper(make_layer, input_shape, output_shape, trainable, tmp
 def test_rejects_bad_arguments(make, match):
     with pytest.raises(ValueError, match=match):
         make()
+
+
+@pytest.mark.parametrize("padding, data_format", [("SAME", "Channels_Last"), ("Valid", None)])
+def test_padding_and_data_format_are_read_in_any_case_as_conv2d_reads_them(padding, data_format):
+    layer = NormPropConv2D(4, 3, padding=padding, data_format=data_format)
+    assert layer.padding == padding.lower()
+    assert layer.data_format == keras.layers.Conv2D(4, 3, data_format=data_format).data_format
 
 
 def test_rejects_inputs_without_channels():

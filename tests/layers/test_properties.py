@@ -10,15 +10,19 @@ For each layer, hypothesis draws constructor arguments and inputs:
   like a bool, a bool for an integer, a float for an integer, None, NaN,
   infinity, a number out of range) must raise a ValueError or TypeError
   whose message names the layer and says `Received:`; so must an input of
-  the wrong rank at the first call.
+  the wrong rank at the first call;
+- the config, before and after the build, must hold plain Python only
+  and rebuild the layer from a deep copy (`Wrapper.from_config` consumes
+  the dict it is given).
 
 The example budget (`settings` below: 25 draws of valid arguments and
-inputs per layer, 100 of bad arguments, 25 of wrong ranks) keeps the module
-under 10 s on TensorFlow and 2 minutes on JAX on two CPU cores; the examples
-are derandomized, so CI sees the same ones on every run.
+inputs per layer, 100 of bad arguments, 25 of wrong ranks, 25 of configs)
+keeps the module under 10 s on TensorFlow and 2 minutes on JAX on two CPU
+cores; the examples are derandomized, so CI sees the same ones on every run.
 `HYPOTHESIS_PROFILE=explore` draws new, and eight times more, examples.
 """
 
+import copy
 import math
 import os
 from dataclasses import dataclass
@@ -69,6 +73,10 @@ NOT_SIZES = st.one_of(
 NOT_EPSILONS = st.one_of(
     st.floats(max_value=0.0),
     st.sampled_from([math.nan, math.inf, -math.inf, None, "x", "1e-3", True]),
+)
+NOT_PADDINGS = st.sampled_from([None, "causal", "full", "", "valid ", 1.5, True, ("same",)])
+NOT_DATA_FORMATS = st.sampled_from(
+    ["NCHW", "nhwc", "channels-last", "", 1, True, ("channels_last",)]
 )
 NOT_MOMENTA = st.one_of(
     st.floats(max_value=0.0, exclude_max=True),
@@ -151,7 +159,7 @@ SPECS = {
             "axis": st.sampled_from([True, 1.5, "x", "input", (0, "a"), [None]]),
             "kernel_names": st.sampled_from([5, [], [1], ("kernel", None)]),
         },
-        wrong_rank=None,
+        wrong_rank=(1,),  # below every wrapped layer's input_spec
     ),
     "MeanOnlyBatchNormalization": LayerSpec(
         make=lambda a: MeanOnlyBatchNormalization(**a),
@@ -166,6 +174,8 @@ SPECS = {
         make=lambda a: DWCKNormalization(**a),
         arguments=st.fixed_dictionaries(
             {
+                # Given sizes must divide the map: 1x1 kernels divide every size.
+                "kernel_sizes": st.sampled_from([None, [1], [(1, 1), 1]]),
                 "axis": st.sampled_from([-1, 1]),
                 "momentum": VALID_MOMENTA,
                 "epsilon": VALID_EPSILONS,
@@ -241,6 +251,9 @@ SPECS = {
             "kernel_size": NOT_SIZES,
             "strides": NOT_SIZES,
             "dilation_rate": NOT_SIZES,
+            "padding": NOT_PADDINGS,
+            "data_format": NOT_DATA_FORMATS,
+            "groups": st.one_of(NOT_POSITIVE_INTS, st.just(5)),  # 5 divides no drawn filters
             "unit_norm_constraint": NOT_BOOLS,
         },
         wrong_rank=(2, 3),
@@ -264,6 +277,9 @@ SPECS = {
             "filters": NOT_POSITIVE_INTS,
             "kernel_size": NOT_SIZES,
             "strides": NOT_SIZES,
+            "padding": st.one_of(NOT_PADDINGS, st.sampled_from([-1, (1, 2), ((1, 1),)])),
+            "data_format": NOT_DATA_FORMATS,
+            "groups": st.one_of(NOT_POSITIVE_INTS, st.integers(2, 4)),
             "use_bias": NOT_BOOLS,
             "use_scale": NOT_BOOLS,
             "epsilon": NOT_EPSILONS,
@@ -372,5 +388,46 @@ def test_an_input_of_the_wrong_rank_raises_a_clear_error(name):
         with pytest.raises(ValueError) as error:
             spec.make(arguments)(x)
         _assert_clear_error(error.value, name)
+
+    check()
+
+
+PLAIN_VALUES = (bool, int, float, str, type(None))
+
+
+def _not_plain(value, path="config"):
+    """Where `value` holds anything but plain Python, as `path: type` strings.
+
+    Plain: bool, int, float, str, None, and lists, tuples and dicts (with
+    string keys) of them, as Keras' serialized objects are; not numpy
+    scalars, nor Keras' TrackedList and TrackedDict (subclasses, refused by
+    type).
+    """
+    if type(value) in PLAIN_VALUES:
+        return []
+    if type(value) in (list, tuple):
+        return [f for i, item in enumerate(value) for f in _not_plain(item, f"{path}[{i}]")]
+    if type(value) is dict:
+        found = [f"{path} key {key!r}" for key in value if type(key) is not str]
+        return found + [f for k, item in value.items() for f in _not_plain(item, f"{path}[{k!r}]")]
+    return [f"{path}: {type(value).__name__}"]
+
+
+@pytest.mark.parametrize("name", sorted(SPECS))
+def test_config_is_plain_python_and_a_deep_copy_round_trips(name):
+    spec = SPECS[name]
+
+    @given(data=st.data())
+    def check(data):
+        arguments = data.draw(spec.arguments, label="arguments")
+        shape = data.draw(spec.input_shapes(arguments), label="input shape")
+        layer = spec.make(arguments)
+        for built in (False, True):
+            if built:
+                layer.build(shape)
+            config = layer.get_config()
+            assert _not_plain(config) == [], (name, built)
+            copied = type(layer).from_config(copy.deepcopy(config))
+            assert copied.get_config() == config, (name, built)
 
     check()

@@ -195,6 +195,85 @@ def test_rejects_a_non_layer():
         WeightNormalization("dense")
 
 
+L = keras.layers
+
+
+@pytest.mark.parametrize(
+    "make_inner, shape, match",
+    [
+        # The rank the wrapped layer's input_spec asks for, checked before its build.
+        (
+            lambda: L.Conv2D(4, 3, name="conv"),
+            (1, 8, 8),
+            r"WeightNormalization expects an input of rank 4 or more for the wrapped layer "
+            r"conv of type Conv2D \(its input_spec\)\. Received: input_shape=\(1, 8, 8\)$",
+        ),
+        (lambda: L.Conv1D(4, 3), (1, 8), r"rank 3 or more .* Conv1D.*input_shape=\(1, 8\)$"),
+        (lambda: L.Dense(4), (3,), r"rank 2 or more .* Dense.*Received: input_shape=\(3,\)$"),
+        (lambda: L.LSTM(4), (2, 3), r"rank 3 for .* LSTM.*Received: input_shape=\(2, 3\)$"),
+        (lambda: L.SimpleRNN(4), (2, 3), r"rank 3 for .* SimpleRNN.*input_shape=\(2, 3\)$"),
+        # A rank the input_spec allows but the wrapped layer's build refuses: its message inside.
+        (
+            lambda: L.Conv2D(4, 3, name="conv"),
+            (1, 2, 8, 8, 3),
+            r"WeightNormalization could not build the wrapped layer conv of type Conv2D on its "
+            r"input: Kernel shape must have the same length as input.* "
+            r"Received: input_shape=\(1, 2, 8, 8, 3\)$",
+        ),
+    ],
+)
+def test_an_input_of_a_rank_the_wrapped_layer_refuses_is_a_clear_error(make_inner, shape, match):
+    with pytest.raises(ValueError, match=match):
+        WeightNormalization(make_inner()).build(shape)
+    with pytest.raises(ValueError, match=match):
+        WeightNormalization(make_inner())(np.ones(shape, "float32"))
+    with pytest.raises(ValueError, match=r"^WeightNormalization .*Received: input_shape=\(None,"):
+        WeightNormalization(make_inner())(keras.Input(batch_shape=(None,) + shape[1:]))
+
+
+# Integer inputs: a plain Conv2D refuses them on TensorFlow and PyTorch, not on JAX;
+# a plain Dense and an Embedding take them everywhere.
+NON_FLOAT_CASES = {
+    "conv2d": (lambda: L.Conv2D(4, 3), (1, 8, 8, 3), "int32"),
+    "conv1d": (lambda: L.Conv1D(4, 3), (1, 8, 3), "int32"),
+    "depthwise": (lambda: L.DepthwiseConv2D(3), (1, 8, 8, 3), "bool"),
+    "dense": (lambda: L.Dense(4), (2, 3), "int32"),
+    "embedding": (lambda: L.Embedding(5, 4), (2, 3), "int32"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(NON_FLOAT_CASES))
+def test_a_non_float_input_works_as_unwrapped_or_is_a_clear_error(name):
+    make_inner, shape, dtype = NON_FLOAT_CASES[name]
+    x = np.ones(shape, dtype)
+    try:
+        expected = make_inner()(x)
+    except Exception:  # noqa: BLE001 (each backend raises its own type)
+        expected = None
+    if keras.backend.backend() != "jax" and name.startswith("conv"):
+        assert expected is None  # the case the wrapper must explain
+    if expected is None:
+        with pytest.raises(
+            TypeError,
+            match=r"WeightNormalization expects a float input for the wrapped layer .* of type "
+            rf".*cast the input to float.*Received: dtype={dtype}",
+        ):
+            WeightNormalization(make_inner())(x)
+    else:
+        y = WeightNormalization(make_inner())(x)
+        assert tuple(y.shape) == tuple(expected.shape)
+        assert keras.backend.standardize_dtype(y.dtype) == "float32"
+
+
+def test_an_embeddings_index_error_passes_unchanged():
+    """An Embedding's input is indices: its errors are not about floats."""
+    if keras.backend.backend() == "jax":
+        pytest.skip("JAX gathers out-of-range indices without an error")
+    with pytest.raises(Exception) as error:  # noqa: B017, PT011 (each backend its own)
+        WeightNormalization(L.Embedding(5, 4))(np.array([[7]], "int32"))
+    assert "cast the input to float" not in str(error.value)
+
+
 PLAIN_CASES = [
     (keras.layers.Dense, dict(units=3, activation="tanh"), (5, 7)),
     (keras.layers.Dense, dict(units=3, use_bias=False), (2, 4, 7)),
