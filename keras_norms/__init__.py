@@ -28,7 +28,7 @@ _EXPORTS = {
     "recompute_batch_statistics": "keras_norms.precise_statistics",
     "replace_normalization": "keras_norms.surgery",
 }
-_SUBMODULES = ("layers", "models")
+_SUBMODULES = ("callbacks", "layers", "models")
 
 __all__ = sorted([*_EXPORTS, *_SUBMODULES])
 

@@ -10,6 +10,7 @@ set from its moments (`WeightNormalization.initialize_from_moments`).
 """
 
 import collections
+import contextlib
 import warnings
 
 import keras
@@ -20,7 +21,7 @@ from keras_norms.graph import iter_layers, normalization_pairs
 from keras_norms.layers.batch_statistics import batch_mean
 from keras_norms.layers.kernels import output_feature_axes
 from keras_norms.layers.mean_only_bn import MeanOnlyBatchNormalization
-from keras_norms.layers.weight_norm import WeightNormalization, observe_calls
+from keras_norms.layers.weight_norm import WeightNormalization, live_layers, observe_calls
 
 # A pre-activation whose variance over the init batch is below this, relative
 # to 1 + mean^2, is constant up to float32 rounding: data_dependent_init
@@ -117,9 +118,11 @@ class _InitPass:
         self.layers = {}
         self.tree = {id(layer) for layer in tree}
         self.owned = owned  # ids of layers whose mean a following mean-only BN owns
-        self.synchronized = synchronized  # all-reduce the statistics (tf.distribute)
+        # All-reduce the statistics (tf.distribute); the pass is then traced by design.
+        self.synchronized = synchronized
         self.saved = []
         self.untracked = []
+        self.traced = {}  # id -> layer reached inside a trace in an eager pass (jax.jit)
         self.pools = {}  # id(layer) -> PooledMoments, in a pooled pass
         self.calls = collections.Counter()
         for layer in layers:
@@ -139,6 +142,10 @@ class _InitPass:
         if isinstance(first, keras.KerasTensor):
             return  # a shape inference, not a pass
         traced = _is_traced(first)
+        if traced and not self.synchronized:
+            if id(layer) in self.layers or _needs_init(layer):
+                self.traced[id(layer)] = layer
+            return
         if id(layer) not in self.layers:
             if traced or not _needs_init(layer):
                 return
@@ -195,6 +202,28 @@ def _time_distributed(model, layers):
     return [layer for layer in layers if id(layer) in inside]
 
 
+@contextlib.contextmanager
+def _functions_run_eagerly():
+    """On TensorFlow, `tf.function`s in the model's call run eagerly within the block.
+
+    A custom layer may call weight-normalized layers inside a `tf.function`
+    (tensorflow-addons-era code), traced at the model's first call: a pass
+    that ran the traced graph would never call them in Python, where the
+    init pass observes them.
+    """
+    if keras.backend.backend() != "tensorflow":
+        yield
+        return
+    import tensorflow as tf
+
+    before = tf.config.functions_run_eagerly()
+    tf.config.run_functions_eagerly(True)
+    try:
+        yield
+    finally:
+        tf.config.run_functions_eagerly(before)
+
+
 def _eager_passes(model, x_init, training, init_pass, pooled):
     """Forward passes until the pooled layers' statistics are settled.
 
@@ -204,10 +233,29 @@ def _eager_passes(model, x_init, training, init_pass, pooled):
     `k + 1` passes, each re-initializing every layer from the inputs of the
     pass before.
     """
-    for _ in range(len(pooled) + 1):
-        init_pass.start(pooled)
-        model(x_init, training=training)
-        init_pass.finish()
+    with _functions_run_eagerly():
+        for _ in range(len(pooled) + 1):
+            init_pass.start(pooled)
+            model(x_init, training=training)
+            init_pass.finish()
+
+
+def _runs_untracked(model, x_init, tree):
+    """Whether `model`'s call runs a weight-normalized layer to initialize outside its layer
+    `tree` (one the model does not track). An inference pass tells, where such a layer
+    exists at all: it updates no batch statistics."""
+    inside = {id(layer) for layer in tree}
+    if not any(id(layer) not in inside and _needs_init(layer) for layer in live_layers()):
+        return False
+    reached = []
+
+    def observer(layer, inputs, *args, **kwargs):
+        if id(layer) not in inside and _needs_init(layer):
+            reached.append(layer)
+
+    with observe_calls(observer), _functions_run_eagerly():
+        model(x_init, training=False)
+    return bool(reached)
 
 
 def _is_initialized(layer):
@@ -224,6 +272,12 @@ def _warn(layers, message):
 _UNREACHED = (
     "data_dependent_init: the forward pass did not reach {names} (a branch the model's call "
     "does not take on this input?); they keep g = ||v|| and stay uninitialized."
+)
+_TRACED = (
+    "data_dependent_init: the forward pass reached {names} inside a compiled function "
+    "(jax.jit in the model's call?), where their statistics cannot be read; they keep "
+    "g = ||v|| and stay uninitialized. Call them outside the compiled function while "
+    "data_dependent_init runs."
 )
 _UNTRACKED = (
     "data_dependent_init initialized {names}, which the model's call runs but the model does "
@@ -382,12 +436,9 @@ def data_dependent_init(model, x_init, training=True, num_examples=500):
             f"Received: model of type {type(model).__name__}"
         )
     x_init = _init_batch(x_init, num_examples)
-    layers = [
-        layer
-        for layer in iter_layers(model)
-        if isinstance(layer, WeightNormalization) and _needs_init(layer)
-    ]
-    if not layers:
+    tree = [layer for layer in iter_layers(model) if isinstance(layer, WeightNormalization)]
+    layers = [layer for layer in tree if _needs_init(layer)]
+    if not layers and not _runs_untracked(model, x_init, tree):
         return []
     if not all(layer.built for layer in layers):
         # A lazily built model (subclassed, Sequential without Input): build it
@@ -408,7 +459,6 @@ def data_dependent_init(model, x_init, training=True, num_examples=500):
             f"across replicas; initialize {pooled[0].name} outside the strategy's scope or "
             f"pass it data_init=False. Received: {len(pooled)} such layers"
         )
-    tree = [layer for layer in iter_layers(model) if isinstance(layer, WeightNormalization)]
     init_pass = _InitPass(layers, tree, owned, synchronized=strategy is not None)
     try:
         with observe_calls(init_pass):
@@ -419,6 +469,9 @@ def data_dependent_init(model, x_init, training=True, num_examples=500):
     except BaseException:
         init_pass.restore()
         raise
-    _warn(unbuilt + [layer for layer in layers if not _is_initialized(layer)], _UNREACHED)
+    traced = list(init_pass.traced.values())
+    _warn(traced, _TRACED)
+    unreached = [layer for layer in layers if not _is_initialized(layer)]
+    _warn(unbuilt + [layer for layer in unreached if layer not in traced], _UNREACHED)
     _warn(init_pass.untracked, _UNTRACKED)
     return [layer for layer in layers + init_pass.untracked if _is_initialized(layer)]

@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from keras_norms import interop
+from keras_norms import callbacks, interop
 from keras_norms.layers import (
     dwck,
     learned_statistics,
@@ -41,7 +41,16 @@ def test_readme_surgery_example_runs(recwarn):
 
 @pytest.mark.parametrize(
     "module",
-    [weight_norm, mean_only_bn, normprop, dwck, learned_statistics, normalized_conv, interop],
+    [
+        weight_norm,
+        mean_only_bn,
+        normprop,
+        dwck,
+        learned_statistics,
+        normalized_conv,
+        interop,
+        callbacks,
+    ],
 )
 def test_docstring_examples(module):
     failures, tried = doctest.testmod(module, optionflags=doctest.NORMALIZE_WHITESPACE)

@@ -776,13 +776,20 @@ def test_bn_momentum_must_be_below_one(capsys):
     assert "expected a momentum in [0, 1), got 1.0" in capsys.readouterr().err
 
 
-def test_no_data_init_skips_data_dependent_initialization(tmp_path, monkeypatch):
+def _uninitialized_warnings(record):
+    return [w for w in record if "before its data-dependent init" in str(w.message)]
+
+
+def test_no_data_init_skips_data_dependent_initialization(tmp_path, monkeypatch, recwarn):
     calls = []
     monkeypatch.setattr(trainer, "data_dependent_init", lambda model, x: calls.append(len(x)))
     argv = ["--norm", "wn", "--epochs", "1", "--train-examples", "40", "--init-batch-size", "30"]
     argv += ["--run-eagerly"] + FAST
     assert cli.main(argv + ["--output", str(tmp_path / "init")]) == 0
     assert calls == [30]
+    assert _uninitialized_warnings(recwarn)  # the init was mocked away: the layers say so
+    recwarn.clear()
     assert cli.main(argv + ["--no-data-init", "--output", str(tmp_path / "no_init")]) == 0
     assert calls == [30]
+    assert not _uninitialized_warnings(recwarn)  # asked for: no warning
     assert _metrics(str(tmp_path / "no_init"))["num_classes"] == 10

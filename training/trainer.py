@@ -11,6 +11,7 @@ import json
 import os
 import shutil
 import time
+import warnings
 
 import keras
 import numpy as np
@@ -314,14 +315,17 @@ def _fit_and_report(config, strategy, run_dir, splits):
     measurements = _measurements(config, net, preprocess, splits, run_dir)
     jacobian_before = _normprop_jacobian(net, preprocess, splits)
     start = time.perf_counter()
-    model.fit(
-        train_ds,
-        epochs=config.epochs,
-        validation_data=pipelines.get("validation"),
-        callbacks=build_callbacks(config, run_dir, measurements),
-        shuffle=False,  # the pipeline shuffles
-        verbose=config.verbose,
-    )
+    with warnings.catch_warnings():
+        if not config.data_init:  # --no-data-init: training from g = ||v|| is what was asked
+            warnings.filterwarnings("ignore", message=".*before its data-dependent init")
+        model.fit(
+            train_ds,
+            epochs=config.epochs,
+            validation_data=pipelines.get("validation"),
+            callbacks=build_callbacks(config, run_dir, measurements),
+            shuffle=False,  # the pipeline shuffles
+            verbose=config.verbose,
+        )
     wall_time = time.perf_counter() - start
     # The test split is read here, once, after training.
     pipelines["test"] = data.make_pipeline(splits.x_test, splits.y_test, config.batch_size, False)

@@ -2,6 +2,7 @@
 
 import contextlib
 import types
+import warnings
 import weakref
 
 import keras
@@ -33,6 +34,23 @@ _OBSERVERS = []
 # Every WeightNormalization alive: data-dependent init looks for those a model runs
 # without tracking them.
 _LAYERS = weakref.WeakSet()
+
+
+def _value_outside_traces(variable):
+    """`variable`'s value as a Python bool, read outside any trace being built; None where
+    it cannot be read (inside a JAX trace, which holds a tracer in its place)."""
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        with tf.init_scope():  # the eager context, also while a tf.function is traced
+            return bool(ops.convert_to_numpy(variable.value))
+    value = variable.value
+    if keras.backend.backend() == "jax":
+        import jax
+
+        if isinstance(value, jax.core.Tracer):
+            return None
+    return bool(ops.convert_to_numpy(value))
 
 
 def live_layers():
@@ -276,6 +294,8 @@ class WeightNormalization(keras.layers.Wrapper):
             )
         self.data_init = defined if data_init is None else data_init
         self._folded = False  # set by `fold_in_place`
+        self._known_initialized = None  # see `build`
+        self._warned_uninitialized = False
         _LAYERS.add(self)
 
     def build(self, input_shape=None):
@@ -304,6 +324,9 @@ class WeightNormalization(keras.layers.Wrapper):
             trainable=False,
             autocast=False,
         )
+        # What this layer knows of `initialized` where it cannot read it (a JAX trace):
+        # False when built, True once initialized here, None (unknown) once loaded.
+        self._known_initialized = False
 
     def _wrapped(self):
         return f"{self.layer.name} of type {type(self.layer).__name__}"
@@ -481,6 +504,8 @@ class WeightNormalization(keras.layers.Wrapper):
                 return self.layer(inputs, *args, **kwargs)
         if _OBSERVERS:
             _OBSERVERS[-1](self, inputs, *args, **kwargs)
+        elif training is True:
+            self._warn_if_uninitialized(inputs)
         return self._call_with_kernels(self._effective_kernels(), inputs, *args, **kwargs)
 
     def pre_activation(self, inputs, *args, **kwargs):
@@ -552,6 +577,39 @@ class WeightNormalization(keras.layers.Wrapper):
             mean = ops.cast(mean, "float32")
             bias.assign(ops.cast(ops.reshape(-mean * inv_std, bias.shape), bias.dtype))
         self.initialized.assign(True)
+        self._known_initialized = True
+
+    def load_own_variables(self, store):
+        super().load_own_variables(store)
+        self._known_initialized = None  # `initialized` as saved: read at the next eager call
+
+    def _warn_if_uninitialized(self, inputs):
+        """Warn once when this layer trains before its data-dependent initialization.
+
+        Python-side, at an eager call or when a training step is traced (no
+        op is added to any graph): `initialized` is read outside the trace
+        where the backend allows (TensorFlow's `init_scope`, an eager call);
+        inside a JAX trace this layer's own record of it decides, and a
+        loaded layer whose value cannot be read is not warned about.
+        """
+        if not self.data_init or self._warned_uninitialized or self._known_initialized:
+            return
+        if isinstance(keras.tree.flatten(inputs)[0], keras.KerasTensor):
+            return  # a shape inference
+        value = _value_outside_traces(self.initialized)
+        if value is not None:
+            self._known_initialized = value
+        if self._known_initialized is False:
+            self._warned_uninitialized = True
+            warnings.warn(
+                f"WeightNormalization {self.name!r} trains (training=True) before its "
+                "data-dependent initialization: g = ||v||, so its pre-activations are not "
+                "standardized as Salimans & Kingma's init makes them (arXiv:1602.07868, "
+                "section 3). Call keras_norms.data_dependent_init(model, x_init) before fit, "
+                "or pass keras_norms.callbacks.DataDependentInit(x_init) to fit; pass "
+                "data_init=False to this layer to train from g = ||v|| without this warning.",
+                stacklevel=2,
+            )
 
     def plain_layer(self):
         """The wrapped layer's type holding the constant kernels `g * v / ||v||`.

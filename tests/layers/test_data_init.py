@@ -1,5 +1,7 @@
 """Data-dependent initialization (Salimans & Kingma 2016, section 3) against numpy."""
 
+import warnings
+
 import keras
 import numpy as np
 import pytest
@@ -391,6 +393,123 @@ def test_initializes_and_names_layers_that_run_but_the_model_does_not_track():
         assert_allclose(t.std(axis=0), 1.0, rtol=1e-3)
 
 
+class _OnlyInPlaceWrapped(keras.Model):
+    """The in-place pattern with no other weight-normalized layer: the model tracks none."""
+
+    def __init__(self):
+        super().__init__()
+        self.blocks = [keras.layers.Dense(5, name=f"d{i}") for i in range(2)]
+        for i, layer in enumerate(self.blocks):
+            self.blocks[i] = WeightNormalization(layer, name=f"only{i}")
+
+    def call(self, x):
+        for block in self.blocks:
+            x = block(x)
+        return x
+
+
+def test_names_untracked_layers_also_when_the_model_tracks_no_weight_normalized_layer():
+    model = _OnlyInPlaceWrapped()
+    x = _inputs((100, 4), seed=21)
+    model(x)
+    tracked = {id(v) for v in model.weights}
+    assert all(id(block.g) not in tracked for block in model.blocks)  # the case to catch
+    with pytest.warns(UserWarning, match=r"initialized only0, only1, which the model's call runs"):
+        initialized = data_dependent_init(model, x)
+    assert [layer.name for layer in initialized] == ["only0", "only1"]
+    assert _standardized(model(x))
+
+
+def test_a_model_without_weight_normalized_layers_keeps_its_batch_statistics():
+    """The pass that looks for untracked layers runs at inference: no statistics move."""
+    stray = WeightNormalization(keras.layers.Dense(2))  # alive elsewhere, not in the model
+    bn = keras.layers.BatchNormalization()
+    model = _model([keras.layers.Dense(3), bn], (4,))
+    before = [numpy(v) for v in bn.non_trainable_variables]
+    assert data_dependent_init(model, _inputs((50, 4), seed=22)) == []
+    for value, variable in zip(before, bn.non_trainable_variables):
+        assert_array_equal(numpy(variable), value)
+    assert not stray.built
+
+
+class _CompiledBlock(keras.layers.Layer):
+    """tensorflow-addons-era code: weight-normalized layers called inside a tf.function."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.inner = WeightNormalization(keras.layers.Dense(4), name="inner")
+        self.compiled = tf.function(self.inner.__call__)
+
+    def build(self, input_shape):
+        self.inner.build(input_shape)
+
+    def call(self, x):
+        return self.compiled(x)
+
+
+@pytest.mark.tensorflow_only
+def test_initializes_layers_called_inside_a_tf_function_traced_before_the_pass():
+    block = _CompiledBlock()
+    model = _model([block], (6,))
+    x = _inputs((80, 6), seed=23)
+    model(x)  # traces the tf.function: a later call runs the graph, not the Python
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)  # no "did not reach"
+        assert data_dependent_init(model, x) == [block.inner]
+    assert _standardized(model(x))
+    assert not tf.config.functions_run_eagerly()  # as it was
+
+
+class _JittedBlock(keras.layers.Layer):
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.inner = WeightNormalization(keras.layers.Dense(4), name="jitted")
+
+    def build(self, input_shape):
+        self.inner.build(input_shape)
+
+    def call(self, x):
+        import jax
+
+        return jax.jit(self.inner.__call__)(x)
+
+
+@pytest.mark.skipif(keras.backend.backend() != "jax", reason="jax.jit in a layer's call")
+def test_a_layer_reached_inside_jax_jit_is_reported_as_traced_not_unreached():
+    block = _JittedBlock()
+    model = _model([block], (6,))
+    x = _inputs((80, 6), seed=24)
+    with pytest.warns(UserWarning, match=r"reached jitted inside a compiled function") as record:
+        assert data_dependent_init(model, x) == []
+    assert not any("did not reach" in str(w.message) for w in record)
+    assert not numpy(block.inner.initialized)
+
+
+@pytest.mark.parametrize("fit_twice", [False, True])
+def test_the_callback_initializes_at_the_start_of_fit_as_data_dependent_init_does(fit_twice):
+    from keras_norms.callbacks import DataDependentInit
+
+    x = _inputs((64, 5), seed=25)
+    y = np.zeros((64, 3), "float32")
+
+    def make():
+        keras.utils.set_random_seed(25)
+        model = _model([WeightNormalization(keras.layers.Dense(3))], (5,))
+        model.compile(optimizer=keras.optimizers.SGD(0.0), loss="mse")  # no step moves g
+        return model
+
+    by_hand, by_callback = make(), make()
+    data_dependent_init(by_hand, x)
+    callback = DataDependentInit(x)
+    by_callback.fit(x, y, epochs=1, batch_size=32, verbose=0, callbacks=[callback])
+    assert callback.initialized == [by_callback.layers[0]]
+    if fit_twice:  # initialized already: the second fit changes nothing
+        by_callback.fit(x, y, epochs=1, batch_size=32, verbose=0, callbacks=[callback])
+        assert callback.initialized == []
+    assert_allclose(by_callback.layers[0].g, by_hand.layers[0].g, rtol=1e-6)
+    assert_allclose(by_callback(x), by_hand(x), rtol=1e-5, atol=1e-5)
+
+
 def test_observe_calls_reports_each_call_to_the_innermost_observer():
     from keras_norms.layers.weight_norm import observe_calls
 
@@ -419,3 +538,38 @@ def test_initialize_from_moments_follows_section_3(log_scale):
     assert_allclose(g, 1 / np.sqrt(variance), rtol=1e-6)
     assert_allclose(numpy(wn.layer.bias), -mean / np.sqrt(variance), rtol=1e-6)
     assert bool(numpy(wn.initialized))
+
+
+def _uninitialized_warnings(record):
+    return [str(w.message) for w in record if "before its data-dependent init" in str(w.message)]
+
+
+@pytest.mark.parametrize("case", ["never", "initialized", "data_init_false", "reloaded", "predict"])
+def test_training_before_data_dependent_init_warns_once_naming_the_layer(case, tmp_path):
+    """tensorflow-addons initialized at the first call; here a forgotten init is said, once."""
+    x = _inputs((64, 5), seed=26)
+    y = np.zeros((64, 3), "float32")
+    kwargs = {"data_init": False} if case == "data_init_false" else {}
+    wn = WeightNormalization(keras.layers.Dense(3), name="wn_dense", **kwargs)
+    model = _model([wn], (5,))
+    model.compile(optimizer="sgd", loss="mse")
+    if case in ("initialized", "reloaded"):
+        data_dependent_init(model, x)
+    if case == "reloaded":
+        path = str(tmp_path / "m.keras")
+        model.save(path)
+        model = keras.models.load_model(path)
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        if case == "predict":
+            model.predict(x, verbose=0)
+        else:
+            model.fit(x, y, epochs=2, verbose=0)
+            model.fit(x, y, epochs=1, verbose=0)
+    found = _uninitialized_warnings(record)
+    if case == "never":
+        assert len(found) == 1
+        assert "'wn_dense'" in found[0] and "keras_norms.data_dependent_init(model" in found[0]
+        assert "DataDependentInit" in found[0] and "data_init=False" in found[0]
+    else:
+        assert found == []
