@@ -113,6 +113,12 @@ def _assign_kernel(layer, prefix, entry):
     if not isinstance(layer, WeightNormalization):
         core.kernel.assign(kernel)
         return
+    if not layer.use_scale:
+        raise ValueError(
+            f"load_torch_state_dict: {layer.name} is a WeightNormalization with "
+            "use_scale=False, which computes v / ||v|| and cannot hold torch's weight "
+            f"(its norm is not 1). Received: {prefix!r}"
+        )
     norm_axes = layer.norm_axes()
     # Torch's norm over the same axes keeps its g and v; any other dim loads the weight it
     # computes, as v with g = ||v|| over our axes (the same function).

@@ -38,12 +38,14 @@ _LAYERS = weakref.WeakSet()
 
 def _value_outside_traces(variable):
     """`variable`'s value as a Python bool, read outside any trace being built; None where
-    it cannot be read (inside a JAX trace, which holds a tracer in its place)."""
+    it cannot be read (inside a JAX trace, which holds a tracer in its place; a variable
+    created inside the `tf.function` being traced, which has no value outside it yet)."""
     if keras.backend.backend() == "tensorflow":
         import tensorflow as tf
 
         with tf.init_scope():  # the eager context, also while a tf.function is traced
-            return bool(ops.convert_to_numpy(variable.value))
+            value = np.asarray(ops.convert_to_numpy(variable.value))
+        return bool(value) if value.size == 1 else None
     value = variable.value
     if keras.backend.backend() == "jax":
         import jax
@@ -139,6 +141,17 @@ def _shape_text(shape):
     return tuple(shape) if _is_shape(shape) else repr(shape)
 
 
+def _check_initializer(scale_init):
+    """`scale_init` as a Keras initializer (a name, a config dict or an instance)."""
+    try:
+        return keras.initializers.get(scale_init)
+    except (ValueError, TypeError):
+        raise ValueError(
+            "WeightNormalization expects scale_init to be a Keras initializer (a name such as "
+            f"'ones', a config or an instance). Received: scale_init={scale_init!r}"
+        ) from None
+
+
 def _data_init_defined(layer, axis, kernel_names):
     return (
         not is_recurrent(layer)
@@ -223,12 +236,20 @@ class WeightNormalization(keras.layers.Wrapper):
             to normalize. Defaults to those of `keras_norms.layers.kernels`;
             needed for a user layer, whose output features are taken to lie
             along the kernels' last axis.
+        use_scale: if `False`, no `g` is learned: the kernel is the
+            direction `v / ||v||` alone (flax's `WeightNorm(use_scale=False)`);
+            then `data_init` is `False` and `log_scale`, `scale_init` are
+            refused. Defaults to `True`.
+        scale_init: a Keras initializer (name, config or instance) for `g`
+            (for `s` with `log_scale`), e.g. `"ones"` as flax's default;
+            `None` (default): `g = ||v||`, so wrapping leaves the wrapped
+            layer's output unchanged (the paper, tensorflow-addons, torch).
         **kwargs: base layer keyword arguments, such as `name` and `dtype`.
 
     Raises:
         TypeError: if `layer` is not a Keras layer, `axis` is not
             `"output"`, `None`, an int or a tuple of ints, or `data_init`
-            (other than `None`) or `log_scale` is not a bool, or
+            (other than `None`), `log_scale` or `use_scale` is not a bool, or
             `kernel_names` is not `None`, a string or a list of strings.
             At call, for an integer or bool input that the wrapped layer's own
             call fails on, as it does unwrapped (Keras' convolutions on the
@@ -236,7 +257,9 @@ class WeightNormalization(keras.layers.Wrapper):
         ValueError: if `layer` is not a supported type and no `kernel_names`
             is given; if it normalizes its own kernel; if it is a recurrent
             cell with dropout (wrap the RNN layer); if `data_init=True`
-            where data-dependent initialization is not defined; at build,
+            where data-dependent initialization is not defined; if
+            `use_scale=False` comes with `log_scale`, `scale_init` or
+            `data_init=True`, or `scale_init` is no initializer; at build,
             for an input whose rank the wrapped layer's `input_spec`
             refuses, or that the wrapped layer's build refuses (its message
             inside), or if a kernel named is missing or an axis is out of
@@ -274,7 +297,15 @@ class WeightNormalization(keras.layers.Wrapper):
     """
 
     def __init__(
-        self, layer, data_init=None, log_scale=False, axis="output", kernel_names=None, **kwargs
+        self,
+        layer,
+        data_init=None,
+        log_scale=False,
+        axis="output",
+        kernel_names=None,
+        use_scale=True,
+        scale_init=None,
+        **kwargs,
     ):
         kernel_names = check_names(self, "kernel_names", kernel_names, "variable names")
         _check_wrappable(layer, kernel_names)
@@ -282,9 +313,17 @@ class WeightNormalization(keras.layers.Wrapper):
         self.axis = _check_axis(axis)
         self.kernel_names = kernel_names
         self.log_scale = check_bool(self, "log_scale", log_scale)
+        self.use_scale = check_bool(self, "use_scale", use_scale)
+        self.scale_init = None if scale_init is None else _check_initializer(scale_init)
+        if not self.use_scale and (self.log_scale or scale_init is not None or data_init):
+            raise ValueError(
+                "WeightNormalization with use_scale=False learns no g (w = v / ||v||), so it "
+                "takes no log_scale, scale_init or data_init=True. Received: "
+                f"log_scale={log_scale!r}, scale_init={scale_init!r}, data_init={data_init!r}"
+            )
         if data_init is not None:
             data_init = check_bool(self, "data_init", data_init)
-        defined = _data_init_defined(layer, self.axis, kernel_names)
+        defined = self.use_scale and _data_init_defined(layer, self.axis, kernel_names)
         if data_init and not defined:
             raise ValueError(
                 "WeightNormalization: data-dependent initialization (Salimans & Kingma, "
@@ -313,9 +352,11 @@ class WeightNormalization(keras.layers.Wrapper):
         # variables as this wrapper's own.
         self._kernels = types.MappingProxyType(kernel_variables(self.layer, self.kernel_names))
         self._norm_axes = {name: self._axes_to_norm(name) for name in self._kernels}
-        self._scale_variables = [self._add_scale(name) for name in self._kernels]
+        self._scale_variables = (
+            [self._add_scale(name) for name in self._kernels] if self.use_scale else []
+        )
         self._output_kernel = output_kernel(list(self._kernels))
-        self.g = self.scales[self._output_kernel]
+        self.g = self.scales.get(self._output_kernel)  # None with use_scale=False
         self.initialized = self.add_weight(
             name="initialized",
             shape=(),
@@ -405,10 +446,13 @@ class WeightNormalization(keras.layers.Wrapper):
         kernel_shape = self._kernels[name].shape
         shape = tuple(n for a, n in enumerate(kernel_shape) if a not in self._norm_axes[name])
         symbol = "s" if self.log_scale else "g"
+        initializer = self.scale_init or (
+            lambda shape, dtype=None: self._initial_scale(name, shape, dtype)
+        )
         return self.add_weight(
             name=symbol if name == "kernel" else f"{name}_{symbol}",
             shape=shape,
-            initializer=lambda shape, dtype=None: self._initial_scale(name, shape, dtype),
+            initializer=initializer,
             trainable=True,
             autocast=False,
         )
@@ -419,7 +463,8 @@ class WeightNormalization(keras.layers.Wrapper):
 
     @property
     def scales(self):
-        """The `g` (or `s`) variable of each kernel, by kernel name, float32."""
+        """The `g` (or `s`) variable of each kernel, by kernel name, float32; empty with
+        `use_scale=False`."""
         return dict(zip(self._kernels, self._scale_variables))
 
     def _initial_scale(self, name, shape, dtype=None):
@@ -446,12 +491,15 @@ class WeightNormalization(keras.layers.Wrapper):
         return self._normalized(self._output_kernel if name is None else name)
 
     def _scale(self, name):
+        if not self.use_scale:
+            return None
         g = self.scales[name]
         return ops.exp(g) if self.log_scale else ops.convert_to_tensor(g)
 
     @property
     def scale(self):
-        """The norm `g` of the output kernel, float32, its `g` variable's shape."""
+        """The norm `g` of the output kernel, float32, its `g` variable's shape; `None` with
+        `use_scale=False`."""
         return self._scale(self._output_kernel)
 
     def effective_kernel(self, name=None):
@@ -710,5 +758,9 @@ class WeightNormalization(keras.layers.Wrapper):
             "log_scale": self.log_scale,
             "axis": list(self.axis) if isinstance(self.axis, tuple) else self.axis,
             "kernel_names": None if self.kernel_names is None else list(self.kernel_names),
+            "use_scale": self.use_scale,
+            "scale_init": None
+            if self.scale_init is None
+            else keras.initializers.serialize(self.scale_init),
         }
         return {**super().get_config(), **config}

@@ -91,6 +91,16 @@ def test_mismatched_models_are_value_errors_naming_both_sides():
         load_torch_state_dict(model, wrong)
 
 
+def test_a_weight_normalization_without_scale_cannot_hold_a_torch_weight():
+    inputs = keras.Input((3,))
+    model = keras.Model(inputs, WeightNormalization(keras.layers.Dense(2), use_scale=False)(inputs))
+    state = torch.nn.Linear(3, 2).state_dict()
+    kernel = numpy(model.layers[1].layer.kernel)
+    with pytest.raises(ValueError, match=r"use_scale=False, which computes v / \|\|v\|\|"):
+        load_torch_state_dict(model, state)
+    np.testing.assert_array_equal(numpy(model.layers[1].layer.kernel), kernel)  # untouched
+
+
 def test_layers_inside_our_normalizations_are_not_torch_targets():
     """Learned statistics' Conv1D networks are its own, not the user's linear layers."""
     inputs = keras.Input((6, 6, 2))

@@ -393,3 +393,59 @@ def test_rejects_conv2d_subclasses_that_normalize(make_layer):
     """They are Conv2D subclasses, but their kernel variable is not the kernel they apply."""
     with pytest.raises(ValueError, match=r"already normalizes.*Received: layer=.* of type Norm"):
         WeightNormalization(make_layer())
+
+
+def _direction(kernel, axes):
+    return kernel / np.sqrt(np.sum(kernel**2, axis=axes, keepdims=True))
+
+
+@pytest.mark.parametrize("make, shape, axes", [
+    (lambda: keras.layers.Dense(4), (5, 3), (0,)),
+    (lambda: keras.layers.Conv1D(4, 3, padding="same"), (2, 6, 3), (0, 1)),
+])  # fmt: skip
+def test_use_scale_false_is_the_direction_alone_as_flax(make, shape, axes, tmp_path):
+    """flax's WeightNorm(use_scale=False): w = v / ||v||, no g, gradients through the norm."""
+    x = np.random.default_rng(50).normal(size=shape).astype("float32")
+    wn = WeightNormalization(make(), use_scale=False)
+    y = numpy(wn(x))
+    assert wn.g is None and wn.scales == {} and wn.data_init is False
+    assert [v.name for v in wn.trainable_weights] == ["kernel", "bias"]
+    plain = make()
+    plain.build(shape)
+    plain.set_weights([_direction(numpy(wn.layer.kernel), axes), numpy(wn.layer.bias)])
+    assert_allclose(y, plain(x), rtol=1e-5, atol=1e-6)
+    assert_allclose(wn.plain_layer()(x), y, rtol=1e-5, atol=1e-6)
+    model = keras.Sequential([keras.Input(shape[1:]), wn])
+    model.save(tmp_path / "m.keras")
+    reloaded = keras.models.load_model(tmp_path / "m.keras")
+    assert reloaded.layers[0].use_scale is False and reloaded.layers[0].g is None
+    assert_allclose(reloaded(x), y, rtol=1e-6, atol=1e-6)
+    model.compile(optimizer=keras.optimizers.SGD(0.1), loss="mse")
+    kernel = numpy(wn.layer.kernel)
+    model.fit(x, np.ones_like(y), epochs=1, batch_size=len(x), verbose=0)
+    assert not np.array_equal(numpy(wn.layer.kernel), kernel)
+
+
+@pytest.mark.parametrize("log_scale, initializer, g", [
+    (False, "ones", 1.0), (False, keras.initializers.Constant(2.5), 2.5), (True, "zeros", 1.0),
+])  # fmt: skip
+def test_scale_init_sets_the_initial_g(log_scale, initializer, g):
+    """flax's scale_init: g starts where the initializer says (s = log g with log_scale)."""
+    x = np.random.default_rng(51).normal(size=(5, 3)).astype("float32")
+    wn = WeightNormalization(keras.layers.Dense(4), scale_init=initializer, log_scale=log_scale)
+    y = numpy(wn(x))
+    kernel = g * _direction(numpy(wn.layer.kernel), (0,))
+    assert_allclose(y, x @ kernel + numpy(wn.layer.bias), rtol=1e-5, atol=1e-6)
+    restored = WeightNormalization.from_config(wn.get_config())
+    assert type(restored.scale_init) is type(keras.initializers.get(initializer))
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"use_scale": False, "log_scale": True}, "use_scale=False learns no g"),
+    ({"use_scale": False, "scale_init": "ones"}, "use_scale=False learns no g"),
+    ({"use_scale": False, "data_init": True}, "use_scale=False learns no g"),
+    ({"scale_init": "no_such_initializer"}, "expects scale_init to be a Keras initializer"),
+])  # fmt: skip
+def test_use_scale_and_scale_init_refuse_what_they_cannot_take(kwargs, message):
+    with pytest.raises(ValueError, match=rf"WeightNormalization .*{message}.*Received: "):
+        WeightNormalization(keras.layers.Dense(4), **kwargs)
