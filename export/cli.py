@@ -8,9 +8,6 @@ import re
 import sys
 import zipfile
 
-import keras
-
-import keras_norms  # noqa: F401  (registers the layers for load_model)
 from keras_norms import datasets
 from keras_norms.command_line import positive_int
 from keras_norms.export.parity import (
@@ -28,7 +25,6 @@ from keras_norms.export.parity import (
     shape_text,
     sizes_dynamic_axes,
 )
-from keras_norms.graph import is_graph_model
 from keras_norms.optional import MissingDependencyError
 
 
@@ -165,6 +161,8 @@ def user_objects(sources):
     Raises:
         UserCodeError: if a source cannot be imported.
     """
+    import keras  # here, not at the top: --help loads no Keras
+
     objects = {}
     for source in sources:
         module = _import_user_code(source)
@@ -187,6 +185,10 @@ def load_model(path, custom_code=()):
             in `custom_code` (the message says how to pass it), or is a
             `.keras` file that is corrupt, truncated or not a Keras archive.
     """
+    import keras
+
+    import keras_norms.layers  # noqa: F401  (registers our layers for load_model)
+
     objects = user_objects(custom_code)
     _check_keras_archive(path)
     try:
@@ -264,6 +266,8 @@ def _export_shape(model, model_shape, requested):
             or, for a functional or Sequential model, another size on an
             axis the model fixes.
     """
+    from keras_norms.graph import is_graph_model
+
     if not model_shape:  # a subclassed model saved before it was built: nothing to check
         return requested
     fixed = is_graph_model(model)
@@ -293,8 +297,10 @@ def _input_shape(model):
 def main(argv=None):
     args = build_parser().parse_args(argv)
     try:
-        # Imported here: without TensorFlow it raises a one-line MissingDependencyError.
+        # Imported here: without TensorFlow it raises a one-line MissingDependencyError,
+        # and --help loads neither Keras nor TensorFlow.
         from keras_norms.export.exporter import export_and_check
+        from keras_norms.graph import is_graph_model
 
         model = load_model(args.model, args.custom_code)
         model_shape = tuple(_input_shape(model)[1:])

@@ -3,6 +3,7 @@
 import csv
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -306,6 +307,15 @@ def test_help_lists_every_registered_builder_with_its_norms(capsys):
         assert f"batch {builder.recipe.batch_size}," in line
 
 
+def test_help_shows_each_flags_default(capsys):
+    with pytest.raises(SystemExit):
+        cli.main(["--help"])
+    out = " ".join(capsys.readouterr().out.split())  # argparse wraps lines
+    assert re.search(r"--model \{[a-z0-9_,]*\} \(default: convpool_cnn_c\)", out)
+    assert "--epochs EPOCHS (default: 30)" in out and "--seed SEED (default: 0)" in out
+    assert "(default: digits)" in out and "(default: channel)" in out
+
+
 def test_norm_defaults_to_the_models_default(tmp_path, monkeypatch):
     seen = {}
     monkeypatch.setattr(trainer, "train", lambda args: seen.update(norm=args.norm))
@@ -446,6 +456,31 @@ def test_help_and_parsing_load_no_keras_and_no_backend():
     )
     assert result.returncode == 0, result.stderr
     assert "--data-normalization {batch,global}" in result.stdout
+    assert result.stdout.strip().splitlines()[-1] == "[]"
+
+
+@pytest.mark.parametrize(
+    "module, argv",
+    [
+        ("keras_norms.export.cli", ["--help"]),
+        ("keras_norms.training.experiment_runner", ["--help"]),
+        ("keras_norms.training.experiment_runner", ["--list"]),
+    ],
+)
+def test_the_other_commands_help_and_list_load_no_keras(module, argv):
+    code = (
+        "import sys, importlib\n"
+        f"main = importlib.import_module({module!r}).main\n"
+        "try:\n"
+        f"    main({argv!r})\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        "print(sorted(m for m in ('keras', 'tensorflow', 'jax', 'torch') if m in sys.modules))"
+    )
+    command = [sys.executable, "-c", code]
+    result = subprocess.run(command, env=_environment(), capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert len(result.stdout.splitlines()) > 5  # the help or the list was printed
     assert result.stdout.strip().splitlines()[-1] == "[]"
 
 

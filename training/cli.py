@@ -5,6 +5,7 @@ trainer (`keras_norms.training.trainer`) when there is a run to train.
 """
 
 import argparse
+import dataclasses
 import string
 import sys
 
@@ -22,6 +23,9 @@ from keras_norms.training.config import (
     TrainConfig,
 )
 from keras_norms.training.distribution import StrategyError
+
+# Each flag's default: its TrainConfig field's.
+DEFAULTS = {field.name: field.default for field in dataclasses.fields(TrainConfig)}
 
 # Data-dependent init divides each output by its standard deviation over the
 # init batch: the logits (one value per example) need two examples.
@@ -114,6 +118,10 @@ def build_parser():
         dest = kwargs.get("dest") or flags[0][2:].replace("-", "_")
         if dest in CHOICES:
             kwargs["choices"] = CHOICES[dest]
+        default = DEFAULTS[dest]
+        text = kwargs.get("help", "")
+        if default is not None and not isinstance(default, bool) and "default" not in text:
+            kwargs["help"] = f"{text} (default: {default})".strip()
         return groups[FIELD_GROUPS[dest]].add_argument(*flags, **kwargs)
 
     add_argument("--model")

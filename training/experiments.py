@@ -11,7 +11,6 @@ paper's claim beside the verdict our runs give it.
 import dataclasses
 import os
 
-import keras
 import numpy as np
 
 from keras_norms import datasets
@@ -109,6 +108,8 @@ def _training_arguments(configuration, experiment, args):
 
 def _standardized_training_images(dataset, data_dir, image_size, count):
     """The first `count` training images, standardized per channel as the runs standardize them."""
+    import keras
+
     from keras_norms import datasets
     from keras_norms.training import preprocessing
 
@@ -133,6 +134,8 @@ def variance_at_initialization(args, experiment, runs):
     the variance of the gradient with respect to it (`analysis.gradient_propagation`, eq.
     1.27, 1.29), each measured and predicted, means over VARIANCE_SETTING's weight draws, on
     standardized training images."""
+    import keras  # here: --list and --help load no Keras
+
     from keras_norms.models import BUILDERS
     from keras_norms.training import analysis
 
