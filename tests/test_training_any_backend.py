@@ -20,6 +20,8 @@ def test_one_epoch_on_the_digits_writes_a_loadable_model(tmp_path):
     with open(os.path.join(run_dir, "metrics.json")) as f:
         metrics = json.load(f)
     assert metrics["norm"] == "wn_mobn" and metrics["replicas"] == 1
+    # Keras' own choice by default: XLA on JAX (op by op it ran before), not on TF's CPU or torch.
+    assert metrics["jit_compile"] == (keras.backend.backend() == "jax")
     assert np.isfinite(metrics["test_loss"]) and 0.0 <= metrics["test_accuracy"] <= 1.0
     model = keras.saving.load_model(os.path.join(run_dir, "model.keras"))
     assert model.input_shape == (None, 12, 12, 1)

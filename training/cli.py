@@ -295,7 +295,12 @@ def build_parser():
         help="train under this Keras dtype policy (default when given: mixed_float16, "
         "with dynamic loss scaling); variables and statistics stay float32",
     )
-    add_argument("--jit-compile", action="store_true", help="compile the training step with XLA")
+    add_argument(
+        "--jit-compile",
+        action=argparse.BooleanOptionalAction,
+        help="compile the training step with XLA, or not (--no-jit-compile); default: Keras' "
+        "own choice, which compiles on JAX and not on TensorFlow's CPU or on PyTorch",
+    )
     add_argument(
         "--run-eagerly",
         action="store_true",

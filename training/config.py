@@ -96,7 +96,8 @@ class TrainConfig:
     weight_decay: Optional[float] = _field("optimization", None)
     seed: int = _field("optimization", 0)
     mixed_precision: Optional[str] = _field("optimization", None)
-    jit_compile: bool = _field("optimization", False)
+    # None: Keras' own choice ("auto": XLA on JAX, off on TensorFlow's CPU and on PyTorch).
+    jit_compile: Optional[bool] = _field("optimization", None)
     run_eagerly: bool = _field("optimization", False)
     # Where.
     strategy: str = _field("distribution", "default")

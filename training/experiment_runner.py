@@ -180,6 +180,9 @@ def train_config(args, experiment, configuration, rate, seed):
     config = train_cli.parse_args(_base_argv(args, experiment, configuration))
     return dataclasses.replace(
         config,
+        # Pinned as the committed runs were trained (Keras' own choice, None, would compile
+        # on JAX and change what a run directory records).
+        jit_compile=bool(config.jit_compile),
         learning_rate=float(rate),
         seed=seed,
         verbose=0,

@@ -175,7 +175,7 @@ def build_model(config, splits, synchronized=False):
         optimizer=recipes.make_optimizer(config.optimizer, config.learning_rate),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         metrics=["accuracy"],
-        jit_compile=config.jit_compile,
+        jit_compile="auto" if config.jit_compile is None else config.jit_compile,
         run_eagerly=config.run_eagerly,
     )
     return model, net, preprocess
@@ -343,7 +343,7 @@ def _fit_and_report(config, strategy, run_dir, splits):
         "strategy": config.strategy,
         "replicas": strategy.num_replicas_in_sync,
         "mixed_precision": config.mixed_precision,
-        "jit_compile": config.jit_compile,
+        "jit_compile": bool(model.jit_compile),  # as Keras resolved it
         "train_wall_time_s": round(wall_time, 2),
         **figures,
     }
