@@ -560,8 +560,11 @@ class WeightNormalization(keras.layers.Wrapper):
         """`t`: the wrapped layer's output with no bias or activation, its output kernel `v/||v||`.
 
         What data-dependent initialization measures (Salimans & Kingma
-        2016, arXiv:1602.07868, section 3: `t = v . x / ||v||`). The
-        wrapped layer's other kernels (a separable convolution's depthwise
+        2016, arXiv:1602.07868, section 3: `t = v . x / ||v||`), before `g`
+        and the bias: the init sets them so that the layer's output before
+        its activation, `g * t + b`, has mean 0 and standard deviation 1 per
+        feature on the init batch (`t` itself has standard deviation
+        `1 / g` there). The wrapped layer's other kernels (a separable convolution's depthwise
         kernel) are at their effective values `g * v / ||v||`; its
         `activation` is set to `None` for this one call.
 
