@@ -18,7 +18,7 @@ Keras 3 has no public API for them:
 - `keras.src.models.functional.Functional` (`is_graph_model`): the class
   of functional models, which Keras does not export, to tell them from
   subclassed ones before `clone_model` refuses those.
-- `layer._tracker.replace_tracked_value` (`swap_held_layers`): the list of
+- `layer._tracker.is_in_store` / `replace_tracked_value` (`swap_held_layers`): the list of
   layers a layer tracks. Assigning a new layer to an attribute tracks it but
   keeps the old one tracked (its weights stay in `model.weights`), and an
   item set in a tracked list is not tracked at all; Keras has no API to
@@ -92,16 +92,23 @@ def _keras_attributes():
     return frozenset(vars(keras.layers.Layer())) | frozenset(vars(keras.Model()))
 
 
+def _held(value):
+    """The objects an attribute's `value` holds: a list's, tuple's or dict's items, or itself."""
+    if isinstance(value, dict):
+        return list(value.values())
+    return list(value) if isinstance(value, (list, tuple)) else [value]
+
+
 def _swapped(value, new_of):
     """`value` with each layer of `new_of` (by id) swapped, or `value` itself if none is."""
-    if id(value) in new_of:
-        return new_of[id(value)]
-    if isinstance(value, (list, tuple)) and any(id(item) in new_of for item in value):
+    if not any(id(item) in new_of for item in _held(value)):
+        return value
+    if isinstance(value, dict):
+        return {key: new_of.get(id(item), item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
         items = [new_of.get(id(item), item) for item in value]
         return items if isinstance(value, list) else type(value)(items)
-    if isinstance(value, dict) and any(id(item) in new_of for item in value.values()):
-        return {key: new_of.get(id(item), item) for key, item in value.items()}
-    return value
+    return new_of[id(value)]
 
 
 def _attributes(owner):
@@ -137,11 +144,15 @@ def swap_held_layers(root, new_of):
             new_value = _swapped(value, new_of)
             if new_value is value:
                 continue
-            held = value.values() if isinstance(value, dict) else value
-            for old in held if isinstance(value, (list, tuple, dict)) else [value]:
-                if id(old) in new_of and id(old) not in swapped:
+            for old in _held(value):
+                if id(old) not in new_of:
+                    continue
+                # Not tracked by this owner where Keras missed it (an item set in a tracked
+                # list) or another attribute of it held `old` too: the assignment below
+                # tracks the new layer then.
+                if owner._tracker.is_in_store("layers", old):
                     owner._tracker.replace_tracked_value("layers", old, new_of[id(old)])
-                    swapped.add(id(old))
+                swapped.add(id(old))
             setattr(owner, name, new_value)
     return swapped
 

@@ -492,6 +492,42 @@ def test_a_subclassed_model_is_converted_in_place_wherever_it_holds_a_normalizat
         assert len(model.weights) == weights_before - 12 * (target != "sync_bn")
 
 
+class _Holder(keras.layers.Layer):
+    """A custom layer given the normalization it applies."""
+
+    def __init__(self, norm, **kwargs):
+        super().__init__(**kwargs)
+        self.conv = keras.layers.Conv2D(8, 3, padding="same")
+        self.norm = norm
+
+    def call(self, x, training=None):
+        return self.norm(self.conv(x), training=training)
+
+
+class _Shared(keras.Model):
+    """One normalization held by the model and by a custom layer it holds."""
+
+    def __init__(self):
+        super().__init__(name="shared")
+        self.shared = keras.layers.BatchNormalization(name="shared_bn")
+        self.block = _Holder(self.shared, name="block")
+
+    def call(self, x, training=None):
+        return self.shared(self.block(x, training=training), training=training)
+
+
+def test_a_normalization_held_by_two_owners_is_swapped_in_both():
+    model = _Shared()
+    model(_images(2, (8, 8, 3)))
+    new, report = _replace(model, "gn")
+    assert [r.layer for r in report.replaced] == ["shared_bn"] and not report.refused
+    assert model.shared is model.block.norm
+    assert type(model.shared) is keras.layers.GroupNormalization
+    assert not _held_batch_normalizations(model)
+    assert not any("moving_mean" in v.path for v in model.weights)  # none still tracked
+    assert np.isfinite(_out(model, _images(2, (8, 8, 3)))).all()
+
+
 @pytest.mark.skipif(keras.backend.backend() == "tensorflow", reason="refused off TensorFlow")
 def test_sync_bn_off_tensorflow_is_refused_and_says_why():
     with pytest.raises(ValueError, match=r"'sync_bn' runs on the tensorflow backend only"):
