@@ -13,13 +13,13 @@ import numpy as np
 from keras_norms.export.parity import (
     DEFAULT_TOLERANCE,
     EXPORT_FORMATS,
-    FORMAT_LABELS,
     ONNX,
     SAVED_MODEL,
     TFLITE,
     ParityError,
     check_formats,
     differences_by_shape_line,
+    differences_line,
     max_abs_diff,
     parity_shapes,
     resized_inputs,
@@ -438,10 +438,9 @@ def export_and_check(
         report["mixed_precision_max_abs_diff"] = mixed_difference
     with open(os.path.join(output_dir, "parity.json"), "w") as f:
         json.dump(report, f, indent=2)
-    differences = {name: report[f"{name}_max_abs_diff"] for name in formats}
-    worst = max(differences.values())
+    worst = max(report[f"{name}_max_abs_diff"] for name in formats)
     if worst > tolerance:
-        each = ", ".join(f"{FORMAT_LABELS[name]} {diff:.3e}" for name, diff in differences.items())
+        each = differences_line(report, ".3e")
         sizes = f"; by input shape: {differences_by_shape_line(report, '.3e')}"
         raise ParityError(
             f"exported model differs from the Keras model: max |logit difference| "

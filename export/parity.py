@@ -56,15 +56,19 @@ def check_formats(formats, caller="export_and_check"):
     return tuple(name for name in EXPORT_FORMATS if name in names)
 
 
-def differences_line(report):
+def _by_format(report, difference, spec):
+    """`"SavedModel 3.05e-05, ..."`: `difference(name)` of each format of `report`, in `spec`."""
+    formats = report["formats"]
+    return ", ".join(f"{FORMAT_LABELS[name]} {difference(name):{spec}}" for name in formats)
+
+
+def differences_line(report, spec=".2e"):
     """`"SavedModel 3.05e-05, TFLite 4.58e-05, ONNX 3.81e-05"`: each checked format's difference.
 
     `report` is a parity report of `export_and_check` (its `formats` and
     `*_max_abs_diff` entries).
     """
-    return ", ".join(
-        f"{FORMAT_LABELS[name]} {report[name + '_max_abs_diff']:.2e}" for name in report["formats"]
-    )
+    return _by_format(report, lambda name: report[name + "_max_abs_diff"], spec)
 
 
 def parity_shapes(shape, export_shape):
@@ -110,12 +114,8 @@ def differences_by_shape_line(report, spec=".2e"):
     `input_shapes` and `*_max_abs_diff_by_shape` entries).
     """
     return "; ".join(
-        shape_text(shape)
-        + ": "
-        + ", ".join(
-            f"{FORMAT_LABELS[name]} {report[name + '_max_abs_diff_by_shape'][k]:{spec}}"
-            for name in report["formats"]
-        )
+        f"{shape_text(shape)}: "
+        + _by_format(report, lambda name: report[name + "_max_abs_diff_by_shape"][k], spec)
         for k, shape in enumerate(report["input_shapes"])
     )
 
