@@ -133,6 +133,8 @@ def check_choice(layer, name, value, choices, allow_none=False):
 
 
 DATA_FORMATS = ("channels_last", "channels_first")
+# The padding strings of Keras' convolutions (without Conv1D's "causal").
+PADDINGS = ("valid", "same")
 
 
 def check_data_format(layer, value):

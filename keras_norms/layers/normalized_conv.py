@@ -4,6 +4,7 @@ import keras
 from keras import ops
 
 from keras_norms.layers.arguments import (
+    PADDINGS,
     check_bool,
     check_conv_arguments,
     check_data_format,
@@ -27,7 +28,7 @@ def _check_padding(padding):
 
     Sizes are non-negative ints, lists are read as tuples.
     """
-    if isinstance(padding, str) and padding.lower() in ("valid", "same"):
+    if isinstance(padding, str) and padding.lower() in PADDINGS:
         return padding.lower()
     if _is_size(padding):
         return int(padding)

@@ -15,6 +15,7 @@ from keras_norms.gaussian_moments import (
     prelu_moments,
 )
 from keras_norms.layers.arguments import (
+    PADDINGS,
     check_bool,
     check_choice,
     check_conv_arguments,
@@ -30,7 +31,6 @@ _SQUARED_NORM_FLOOR = 1e-12
 PRELU = "prelu"
 # He et al. (2015) initialize the PReLU slope at 0.25.
 PRELU_INITIAL_SLOPE = 0.25
-PADDINGS = ("valid", "same")
 # Conv2D arguments that NormPropConv2D sets itself (no bias: `beta` is the
 # offset; the kernel constraint is `unit_norm_constraint`).
 _FIXED_CONV_ARGUMENTS = (
