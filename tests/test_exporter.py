@@ -297,13 +297,17 @@ def test_export_cli_writes_the_formats_asked_for(tmp_path, capsys):
     assert re.fullmatch(r"parity on 4 inputs .*\(max \|logit difference\|\): ONNX \S+", out[1])
 
 
+def _argparse_errors(argv, capsys):
+    """The error lines `keras-norms-export ARGV` prints when argparse refuses it (status 2)."""
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(argv)
+    assert exit_info.value.code == 2
+    return [line for line in capsys.readouterr().err.splitlines() if "error" in line]
+
+
 @pytest.mark.parametrize("value", ["onnx,pb", "", "onnx,", "ONNX"])
 def test_export_cli_refuses_an_unknown_format(value, capsys):
-    with pytest.raises(SystemExit) as exit_info:
-        cli.main(["m.keras", "--output", "o", "--format", value])
-    assert exit_info.value.code == 2
-    errors = [line for line in capsys.readouterr().err.splitlines() if "error" in line]
-    assert errors == [
+    assert _argparse_errors(["m.keras", "--output", "o", "--format", value], capsys) == [
         "keras-norms-export: error: argument --format: expected one or more of "
         f"saved_model,tflite,onnx separated by commas, got {value!r}"
     ]
@@ -532,11 +536,7 @@ def test_export_and_check_refuses_an_input_shape_that_does_not_fit_the_inputs(
 
 @pytest.mark.parametrize("value", ["None,x", "", "0,80", "None,,80", "-1,80"])
 def test_export_cli_refuses_a_bad_input_shape(value, capsys):
-    with pytest.raises(SystemExit) as exit_info:
-        cli.main(["m.keras", "--output", "o", f"--input-shape={value}"])
-    assert exit_info.value.code == 2
-    errors = [line for line in capsys.readouterr().err.splitlines() if "error" in line]
-    assert errors == [
+    assert _argparse_errors(["m.keras", "--output", "o", f"--input-shape={value}"], capsys) == [
         "keras-norms-export: error: argument --input-shape: expected positive integers or None "
         f"separated by commas, such as None,80, got {value!r}"
     ]

@@ -564,9 +564,9 @@ class WeightNormalization(keras.layers.Wrapper):
         and the bias: the init sets them so that the layer's output before
         its activation, `g * t + b`, has mean 0 and standard deviation 1 per
         feature on the init batch (`t` itself has standard deviation
-        `1 / g` there). The wrapped layer's other kernels (a separable convolution's depthwise
-        kernel) are at their effective values `g * v / ||v||`; its
-        `activation` is set to `None` for this one call.
+        `1 / g` there). The wrapped layer's other kernels (a separable
+        convolution's depthwise kernel) are at their effective values
+        `g * v / ||v||`; its `activation` is set to `None` for this one call.
 
         Args:
             inputs, *args, **kwargs: as for `call`.
