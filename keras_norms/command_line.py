@@ -1,4 +1,5 @@
-"""Argument types shared by keras-norms' command-line tools (train, export, experiment)."""
+"""Argument types and progress lines shared by keras-norms' command-line tools (train, export,
+experiment)."""
 
 import argparse
 
@@ -26,3 +27,10 @@ def non_negative_int(text):
     if value < 0:
         raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text}")
     return value
+
+
+def progress(command, message, verbose=1):
+    """Print `command: message` at once (flushed) unless `verbose` is 0: the lines that say
+    what a command is doing before its first result (loading, initializing, exporting)."""
+    if verbose:
+        print(f"{command}: {message}", flush=True)

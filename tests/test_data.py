@@ -110,6 +110,44 @@ def test_array_batches_reshuffle_every_epoch():
     )
 
 
+def test_array_batches_for_data_parallel_train_on_a_multiple_of_the_devices():
+    """Shuffled batches leave out the last batch's remainder modulo `multiple`, different
+    examples each epoch."""
+    images = np.zeros((70, 1), "float32")
+    batches = data.ArrayBatches(images, np.arange(70), 16, shuffle=True, seed=0, multiple=4)
+    left_out = []
+    for _ in range(2):
+        epoch = _epoch_labels(batches[i] for i in range(len(batches)))
+        assert [len(b) for b in epoch] == [16, 16, 16, 16, 4]  # 70 % 16 = 6 -> 4
+        left_out.append(set(range(70)) - set(np.concatenate(epoch).tolist()))
+        batches.on_epoch_end()
+    assert len(left_out[0]) == 2 and left_out[0] != left_out[1]
+    assert data.trained_examples(70, 16, 4) == 68 and data.trained_examples(70, 16, 1) == 70
+
+
+def test_padded_evaluation_batches_give_the_unpadded_loss_and_accuracy():
+    """The evaluation batches of `--strategy data_parallel` pad the last batch to a multiple
+    of the devices; weighted, Keras' `evaluate` still gives the means over the real examples,
+    a regularization loss included."""
+    import keras
+
+    rng = np.random.default_rng(0)
+    images, labels = rng.normal(size=(29, 3)).astype("float32"), rng.integers(0, 2, 29)
+    batches = data.ArrayBatches(images, labels, 16, shuffle=False, multiple=4)
+    sizes = [len(batches[i][0]) for i in range(len(batches))]
+    assert sizes == [16, 16] and float(np.sum(batches[1][2] == 0)) == 3  # 13 real, 3 copies
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential(
+        [keras.Input((3,)), keras.layers.Dense(2, kernel_regularizer=keras.regularizers.L2(0.1))]
+    )
+    model.compile(
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        weighted_metrics=["accuracy"],
+    )
+    expected = model.evaluate(images, labels, batch_size=16, verbose=0)
+    np.testing.assert_allclose(model.evaluate(batches, verbose=0), expected, rtol=1e-6)
+
+
 def test_tfds_datasets_load_under_mock_data():
     with tfds.testing.mock_data(num_examples=12):
         splits = datasets.load("cifar10")

@@ -40,7 +40,8 @@ def _metrics(run_dir):
 @pytest.mark.slow
 def test_tiny_digits_run_writes_the_run_directory_and_exports(tmp_path, capsys):
     run_dir = str(tmp_path / "run")
-    assert cli.main(["--epochs", "1", "--output", run_dir, "--export"] + FAST) == 0
+    argv = ["--epochs", "1", "--output", run_dir, "--export"] + FAST + ["--verbose", "2"]
+    assert cli.main(argv) == 0
     assert {"model.keras", "history.csv", "metrics.json", "export"} <= set(os.listdir(run_dir))
     metrics = _metrics(run_dir)
     assert metrics["dataset"] == "digits" and metrics["norm"] == "wn_mobn"
@@ -58,6 +59,16 @@ def test_tiny_digits_run_writes_the_run_directory_and_exports(tmp_path, capsys):
     assert all(bool(keras.ops.convert_to_numpy(layer.initialized)) for layer in weight_normalized)
     out = capsys.readouterr().out
     assert "test accuracy:" in out and "export parity" in out
+    # A line says what the run does before each of its slow steps, in order.
+    steps = [
+        "loading Keras and its backend",
+        "loading digits",
+        "data-dependent init on 500 training images",
+        "training convpool_cnn_c (wn_mobn) on 1437 images, 1 device(s)",
+        f"exporting and checking parity in {os.path.join(run_dir, 'export')}",
+    ]
+    lines = [line.removeprefix("keras-norms-train: ") for line in out.splitlines()]
+    assert [line for line in lines if line in steps] == steps
 
 
 class _Interrupt(keras.callbacks.Callback):
@@ -286,6 +297,15 @@ def test_missing_data_exits_2_with_instructions(tmp_path, capsys):
             "argument --input-standardization: --model nin normalizes its input itself",
         ),
         (["--run-eagerly", "--jit-compile"], "argument --run-eagerly: not allowed with"),
+        (["--devices", "2"], "argument --devices: only with --strategy data_parallel"),
+        (
+            ["--strategy", "data_parallel", "--no-jit-compile"],
+            "argument --no-jit-compile: not allowed with --strategy data_parallel",
+        ),
+        (
+            ["--strategy", "data_parallel", "--run-eagerly"],
+            "argument --run-eagerly: not allowed with --strategy data_parallel",
+        ),
     ],
 )
 def test_bad_arguments_are_argparse_errors(argv, message, capsys):
@@ -323,9 +343,11 @@ def test_norm_defaults_to_the_models_default(tmp_path, monkeypatch):
     assert seen["norm"] == "bn"
 
 
-# Flags that do not change what a run trains: a run may resume with others.
+# Flags that do not change what a run trains: a run may resume with others (--devices:
+# the global batch stays the same).
 NON_RUN_FLAGS = {
     "help",
+    "devices",
     "data_dir",
     "download",
     "output",

@@ -10,7 +10,7 @@ import string
 import sys
 
 from keras_norms import datasets
-from keras_norms.command_line import non_negative_int, positive_int
+from keras_norms.command_line import non_negative_int, positive_int, progress
 from keras_norms.models.registry import BUILDERS
 from keras_norms.optional import MissingDependencyError
 from keras_norms.training.config import (
@@ -279,9 +279,16 @@ def build_parser():
     )
     add_argument(
         "--strategy",
-        help="tf.distribute strategy: one device, 'mirrored' (every local GPU) or "
-        "'multi_worker' (the cluster in TF_CONFIG); --batch-size is the global batch, "
-        "split across replicas, and batch statistics are synchronized",
+        help="one device; on TensorFlow, tf.distribute's 'mirrored' (every local GPU) or "
+        "'multi_worker' (the cluster in TF_CONFIG); on JAX, 'data_parallel' "
+        "(keras.distribution.DataParallel over the devices JAX sees, in the compiled step). "
+        "--batch-size is the global batch, split across devices, and batch statistics are "
+        "the whole batch's",
+    )
+    add_argument(
+        "--devices",
+        type=positive_int,
+        help="with --strategy data_parallel: the first N devices (default: all)",
     )
     add_argument(
         "--connect-timeout",
@@ -342,6 +349,7 @@ def run(config):
         The exit status: 0, 2 for data that cannot be had, 1 for any other
         refusal (each printed as one line on stderr).
     """
+    progress("keras-norms-train", "loading Keras and its backend", config.verbose)
     from keras_norms.training import trainer
 
     try:

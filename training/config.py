@@ -101,6 +101,7 @@ class TrainConfig:
     run_eagerly: bool = _field("optimization", False)
     # Where.
     strategy: str = _field("distribution", "default")
+    devices: Optional[int] = _field("distribution", None)
     connect_timeout: float = _field("distribution", 120.0)
     # What comes out.
     output: str = _field("output", DEFAULT_OUTPUT)
@@ -157,6 +158,14 @@ class TrainConfig:
             )
         if self.run_eagerly and self.jit_compile:
             raise ConfigError("argument --run-eagerly: not allowed with --jit-compile")
+        if self.devices is not None and self.strategy != "data_parallel":
+            raise ConfigError("argument --devices: only with --strategy data_parallel")
+        if self.strategy == "data_parallel" and (self.run_eagerly or self.jit_compile is False):
+            flag = "--run-eagerly" if self.run_eagerly else "--no-jit-compile"
+            raise ConfigError(
+                f"argument {flag}: not allowed with --strategy data_parallel, which "
+                "distributes the compiled step only"
+            )
         if self.decay_every is not None and self.schedule not in STEP_SCHEDULES:
             raise ConfigError(
                 f"argument --decay-every: the {self.schedule!r} schedule has no steps; "

@@ -1,8 +1,10 @@
-"""`--strategy`: one device, `MirroredStrategy` or `MultiWorkerMirroredStrategy`.
+"""`--strategy`: one device, tf.distribute's `MirroredStrategy` or
+`MultiWorkerMirroredStrategy` (TensorFlow), or `keras.distribution.DataParallel` (JAX).
 
-tf.distribute needs the TensorFlow backend; on JAX and PyTorch the only
-strategy is one device (`SingleDevice`), and asking for another is a
-`StrategyError`.
+Each engine needs its backend: tf.distribute TensorFlow, Keras' own
+distribution JAX (the only backend where Keras implements it); on PyTorch
+the only strategy is one device (`SingleDevice`). Asking for an engine
+the backend lacks is a `StrategyError`.
 """
 
 import contextlib
@@ -11,7 +13,9 @@ import os
 import subprocess
 import sys
 
-STRATEGIES = ("default", "mirrored", "multi_worker")
+STRATEGIES = ("default", "mirrored", "multi_worker", "data_parallel")
+# Where each engine runs; "default" runs everywhere.
+ENGINE_BACKENDS = {"mirrored": "tensorflow", "multi_worker": "tensorflow", "data_parallel": "jax"}
 
 
 class StrategyError(RuntimeError):
@@ -25,6 +29,28 @@ class SingleDevice:
 
     def scope(self):
         return contextlib.nullcontext()
+
+
+class DataParallel:
+    """`keras.distribution.DataParallel` over `devices`, in the strategy's interface.
+
+    The model's variables are replicated and each global batch is split
+    along its first axis across the devices, inside `scope()` only: build,
+    fit and evaluate run in it. Keras distributes the compiled
+    (`jit_compile`) step only, so the global batch must divide evenly
+    (`batch_multiple`). Batch statistics need no synchronized variant: in the
+    compiled step a mean over the sharded batch axis is the whole batch's
+    (XLA inserts the all-reduce).
+    """
+
+    def __init__(self, devices):
+        import keras
+
+        self.distribution = keras.distribution.DataParallel(devices=devices)
+        self.num_replicas_in_sync = len(devices)
+
+    def scope(self):
+        return self.distribution.scope()
 
 
 def read_tf_config(environ=None):
@@ -119,29 +145,48 @@ def _multi_worker_strategy(tf, connect_timeout):
     return Strategy(communication_options=options)
 
 
-def make_strategy(name, connect_timeout=120.0):
-    """The `tf.distribute` strategy for `--strategy name`.
+def _data_parallel(devices):
+    import keras
 
-    `"default"`: TensorFlow's default (one device). `"mirrored"`: every
-    local GPU, or the CPU. `"multi_worker"`: the cluster of `TF_CONFIG`;
-    the call returns once every worker has joined (one all-reduce), or
-    ends the process with a clear message after `connect_timeout` seconds.
-    Create it before any other TensorFlow work in the process.
+    available = keras.distribution.list_devices()
+    if devices is not None and devices > len(available):
+        raise StrategyError(
+            f"--devices {devices} asks for more devices than JAX sees ({len(available)}: "
+            f"{', '.join(available)})"
+        )
+    return DataParallel(available[:devices])
+
+
+def make_strategy(name, connect_timeout=120.0, devices=None):
+    """The strategy for `--strategy name`.
+
+    `"default"`: one device (TensorFlow's default strategy on TensorFlow).
+    `"mirrored"`: every local GPU, or the CPU. `"multi_worker"`: the
+    cluster of `TF_CONFIG`; the call returns once every worker has joined
+    (one all-reduce), or ends the process with a clear message after
+    `connect_timeout` seconds. Create a tf.distribute strategy before any
+    other TensorFlow work in the process. `"data_parallel"`: `DataParallel`
+    over the first `devices` devices JAX sees (all when `None`).
 
     Raises:
-        StrategyError: for an unknown name or a malformed `TF_CONFIG`.
+        StrategyError: for an unknown name, an engine the backend lacks, a
+            malformed `TF_CONFIG`, or more `devices` than there are.
     """
     if name not in STRATEGIES:
         raise StrategyError(f"unknown strategy {name!r}; choose from {', '.join(STRATEGIES)}")
     import keras  # here, not at the top: the training command's --help loads no Keras
 
-    if keras.backend.backend() != "tensorflow":
-        if name == "default":
-            return SingleDevice()
+    backend = keras.backend.backend()
+    if name != "default" and ENGINE_BACKENDS[name] != backend:
+        engine = "keras.distribution" if name == "data_parallel" else "tf.distribute"
         raise StrategyError(
-            f"--strategy {name} uses tf.distribute and needs the TensorFlow backend "
-            f"(KERAS_BACKEND=tensorflow); the backend is {keras.backend.backend()!r}"
+            f"--strategy {name} uses {engine} and needs the {ENGINE_BACKENDS[name]} backend "
+            f"(KERAS_BACKEND={ENGINE_BACKENDS[name]}); the backend is {backend!r}"
         )
+    if name == "data_parallel":
+        return _data_parallel(devices)
+    if backend != "tensorflow":
+        return SingleDevice()
     import tensorflow as tf
 
     if name == "default":
@@ -162,7 +207,22 @@ def make_strategy(name, connect_timeout=120.0):
 
 def is_chief(strategy):
     """Whether this process writes the run's shared outputs (model, export)."""
-    return isinstance(strategy, SingleDevice) or strategy.extended.should_checkpoint
+    if isinstance(strategy, (SingleDevice, DataParallel)):  # one process
+        return True
+    return strategy.extended.should_checkpoint
+
+
+def needs_synchronized_statistics(strategy):
+    """Whether batch-statistics layers must all-reduce their statistics themselves:
+    under tf.distribute with several replicas, each replica computes on its
+    share; under `DataParallel` the compiled step already sees the whole batch."""
+    return strategy.num_replicas_in_sync > 1 and not isinstance(strategy, DataParallel)
+
+
+def batch_multiple(strategy):
+    """What every batch's size must be a multiple of: `DataParallel`'s device count
+    (Keras splits each batch evenly), 1 for the other strategies."""
+    return strategy.num_replicas_in_sync if isinstance(strategy, DataParallel) else 1
 
 
 def worker_directory(run_dir, strategy):

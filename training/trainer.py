@@ -17,13 +17,21 @@ import keras
 import numpy as np
 
 from keras_norms import data_dependent_init, datasets, precise_statistics
+from keras_norms.command_line import progress
 from keras_norms.models import BUILDERS
 from keras_norms.policies import dtype_policy
 from keras_norms.training import data, preprocessing, recipes
 from keras_norms.training.analysis import normprop_jacobian
 from keras_norms.training.callbacks import BatchLog, EpochTime, HiddenInputStatistics
 from keras_norms.training.config import FLAGS_FILE
-from keras_norms.training.distribution import is_chief, make_strategy, worker_directory
+from keras_norms.training.distribution import (
+    StrategyError,
+    batch_multiple,
+    is_chief,
+    make_strategy,
+    needs_synchronized_statistics,
+    worker_directory,
+)
 
 
 class CheckpointError(RuntimeError):
@@ -174,7 +182,8 @@ def build_model(config, splits, synchronized=False):
     model.compile(
         optimizer=recipes.make_optimizer(config.optimizer, config.learning_rate),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-        metrics=["accuracy"],
+        # Weighted: the evaluation batches of --strategy data_parallel weight their padding 0.
+        weighted_metrics=["accuracy"],
         jit_compile="auto" if config.jit_compile is None else config.jit_compile,
         run_eagerly=config.run_eagerly,
     )
@@ -198,11 +207,19 @@ def train(config):
     Raises:
         RunDirectoryError: if the run directory holds a run with other RUN_FLAGS.
     """
-    strategy = make_strategy(config.strategy, config.connect_timeout)  # before other TF work
+    # Before other TensorFlow work.
+    strategy = make_strategy(config.strategy, config.connect_timeout, config.devices)
+    multiple = batch_multiple(strategy)
+    if config.batch_size % multiple:
+        raise StrategyError(
+            f"--batch-size {config.batch_size} does not split evenly across the {multiple} "
+            f"devices of --strategy {config.strategy}; use a multiple of {multiple}"
+        )
     run_dir = worker_directory(config.run_dir(), strategy)
     _prepare_run_dir(run_dir)
     config.check_run_dir(run_dir)
     keras.utils.set_random_seed(config.seed)
+    _progress(config, f"loading {config.dataset}")
     splits = datasets.load(
         config.dataset,
         config.data_dir,
@@ -231,10 +248,10 @@ def _statistics_batch_size(config, splits):
     return min(max(config.batch_size, 2), len(splits.x_train))
 
 
-def _measurements(config, net, preprocess, splits, run_dir):
+def _measurements(config, net, preprocess, splits, run_dir, examples):
     """The callbacks that add measurements to the logs, as the flags ask: the hidden inputs'
     statistics (over the validation split, or the test split without one) and the per-step
-    training log (steps.csv)."""
+    training log (steps.csv) of an epoch of `examples` training examples."""
     measurements = []
     if config.track_hidden_inputs:
         x = _held_out_inputs(preprocess, splits)
@@ -252,7 +269,6 @@ def _measurements(config, net, preprocess, splits, run_dir):
         )
     if config.log_every_steps:
         path = os.path.join(run_dir, "steps.csv")
-        examples = len(splits.x_train)
         measurements.append(BatchLog(path, config.log_every_steps, examples, config.batch_size))
     return measurements
 
@@ -294,44 +310,71 @@ def _final_evaluation(config, model, splits, pipelines):
     return figures
 
 
+def _progress(config, message):
+    progress("keras-norms-train", message, config.verbose)
+
+
+def _pipelines(config, splits, multiple):
+    """The training batches and `{"validation": batches}` (empty without a validation
+    split), each batch a `multiple` of examples."""
+    train = data.make_pipeline(
+        splits.x_train,
+        splits.y_train,
+        config.batch_size,
+        True,
+        config.seed,
+        config.augment,
+        multiple,
+    )
+    if splits.x_validation is None:
+        return train, {}
+    validation = data.make_pipeline(
+        splits.x_validation, splits.y_validation, config.batch_size, False, multiple=multiple
+    )
+    return train, {"validation": validation}
+
+
 def _fit_and_report(config, strategy, run_dir, splits):
-    """Build, initialize and fit under `strategy`; evaluate, export, write metrics."""
-    with strategy.scope():
+    """Build, initialize, fit and evaluate under `strategy`; export, write metrics."""
+    multiple = batch_multiple(strategy)
+    with strategy.scope():  # keras.distribution distributes fit and evaluate in its scope only
         model, net, preprocess = build_model(
-            config, splits, synchronized=strategy.num_replicas_in_sync > 1
+            config, splits, synchronized=needs_synchronized_statistics(strategy)
         )
         if config.data_init:
             init_rng = np.random.default_rng(config.seed)
             init_index = init_rng.permutation(len(splits.x_train))[: config.init_batch_size]
+            _progress(config, f"data-dependent init on {len(init_index)} training images")
             data_dependent_init(model, splits.x_train[init_index])
-    train_ds = data.make_pipeline(
-        splits.x_train, splits.y_train, config.batch_size, True, config.seed, config.augment
-    )
-    pipelines = {}
-    if splits.x_validation is not None:
-        pipelines["validation"] = data.make_pipeline(
-            splits.x_validation, splits.y_validation, config.batch_size, False
+        train_ds, pipelines = _pipelines(config, splits, multiple)
+        examples = data.trained_examples(len(splits.x_train), config.batch_size, multiple)
+        measurements = _measurements(config, net, preprocess, splits, run_dir, examples)
+        jacobian_before = _normprop_jacobian(net, preprocess, splits)
+        _progress(
+            config,
+            f"training {config.model} ({config.norm}) on {examples} images, "
+            f"{strategy.num_replicas_in_sync} device(s)",
         )
-    measurements = _measurements(config, net, preprocess, splits, run_dir)
-    jacobian_before = _normprop_jacobian(net, preprocess, splits)
-    start = time.perf_counter()
-    with warnings.catch_warnings():
-        if not config.data_init:  # --no-data-init: training from g = ||v|| is what was asked
-            warnings.filterwarnings("ignore", message=".*before its data-dependent init")
-        model.fit(
-            train_ds,
-            epochs=config.epochs,
-            validation_data=pipelines.get("validation"),
-            callbacks=build_callbacks(config, run_dir, measurements),
-            shuffle=False,  # the pipeline shuffles
-            verbose=config.verbose,
+        start = time.perf_counter()
+        with warnings.catch_warnings():
+            if not config.data_init:  # --no-data-init: training from g = ||v|| is what was asked
+                warnings.filterwarnings("ignore", message=".*before its data-dependent init")
+            model.fit(
+                train_ds,
+                epochs=config.epochs,
+                validation_data=pipelines.get("validation"),
+                callbacks=build_callbacks(config, run_dir, measurements),
+                shuffle=False,  # the pipeline shuffles
+                verbose=config.verbose,
+            )
+        wall_time = time.perf_counter() - start
+        # The test split is read here, once, after training.
+        pipelines["test"] = data.make_pipeline(
+            splits.x_test, splits.y_test, config.batch_size, False, multiple=multiple
         )
-    wall_time = time.perf_counter() - start
-    # The test split is read here, once, after training.
-    pipelines["test"] = data.make_pipeline(splits.x_test, splits.y_test, config.batch_size, False)
-    figures = _final_evaluation(config, model, splits, pipelines)
-    if "test_accuracy_running_averages" in figures:  # model.keras gets the recomputed statistics
-        model.save(os.path.join(run_dir, "model.keras"))
+        figures = _final_evaluation(config, model, splits, pipelines)
+        if "test_accuracy_running_averages" in figures:  # model.keras gets the recomputed ones
+            model.save(os.path.join(run_dir, "model.keras"))
     test_loss, test_accuracy = figures["test_loss"], figures["test_accuracy"]
     metrics = {
         "model": config.model,
@@ -358,6 +401,7 @@ def _fit_and_report(config, strategy, run_dir, splits):
         from keras_norms.export.exporter import export_and_check
         from keras_norms.export.parity import differences_line
 
+        _progress(config, f"exporting and checking parity in {os.path.join(run_dir, 'export')}")
         report = export_and_check(model, os.path.join(run_dir, "export"), splits.x_test)
         metrics["export"] = report
     with open(os.path.join(run_dir, "metrics.json"), "w") as f:
