@@ -28,10 +28,10 @@ class DataDependentInit(keras.callbacks.Callback):
             before `fit`).
 
     Raises:
-        The errors of `data_dependent_init`, at the start of `fit` (then no
-        variable has changed).
+        ValueError: as `data_dependent_init` raises it, at the start of `fit`
+            (then no variable has changed).
 
-    Example:
+    Examples:
         >>> import keras, numpy as np
         >>> from keras_norms.callbacks import DataDependentInit
         >>> from keras_norms.layers import WeightNormalization

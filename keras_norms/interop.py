@@ -218,7 +218,7 @@ def load_torch_state_dict(model, state_dict, by_name=False):
             shape or a bias's presence does not fit its Keras layer (naming
             both).
 
-    Example:
+    Examples:
 
     >>> import numpy as np, keras
     >>> from keras_norms.interop import load_torch_state_dict

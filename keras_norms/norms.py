@@ -238,7 +238,7 @@ def create_norm_layer(norm, channels, synchronized=False, **kwargs):
             batch statistics.
         **kwargs: the layer's own arguments, e.g. `name`, `momentum`.
 
-    Example:
+    Examples:
 
     >>> from keras_norms.norms import create_norm_layer
     >>> layer = create_norm_layer("gn", 48, name="gn1")

@@ -1,4 +1,5 @@
-"""The README's usage example and the docstring examples run as written."""
+"""The README's usage example, the documentation site's examples and the docstring examples
+run as written, and the site documents every public name."""
 
 import doctest
 import pathlib
@@ -6,6 +7,7 @@ import re
 
 import pytest
 
+import keras_norms
 from keras_norms import callbacks, interop
 from keras_norms.layers import (
     dwck,
@@ -16,7 +18,10 @@ from keras_norms.layers import (
     weight_norm,
 )
 
-README = pathlib.Path(__file__).resolve().parent.parent / "README.md"
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+README = ROOT / "README.md"
+DOCS = ROOT / "docs"
+PAGES = sorted(DOCS.rglob("*.md"))
 
 
 def test_readme_usage_example_runs():
@@ -29,14 +34,44 @@ def test_readme_usage_example_runs():
     assert model.layers[1].initialized.numpy()
 
 
-def test_readme_surgery_example_runs(recwarn):
-    text = README.read_text()
-    (example,) = re.findall(r"### Normalization surgery\n\n```python\n(.*?)```", text, re.S)
-    namespace = {}
-    exec(compile(example, str(README), "exec"), namespace)
-    summary = "gn: 52 replaced (0 exact), 0 kept; parameters 2270794 -> 2236682"
-    assert str(namespace["report"]).splitlines()[0] == summary
-    assert summary in example
+class MarkdownDocTestParser(doctest.DocTestParser):
+    """Doctests in Markdown: a code fence line ends an example's expected output, as a blank
+    line does (each fence line is read as a blank line; line numbers stay)."""
+
+    def parse(self, string, name="<string>"):
+        return super().parse(re.sub(r"(?m)^[ \t]*```.*$", "", string), name)
+
+
+@pytest.mark.parametrize("page", PAGES, ids=[str(p.relative_to(DOCS)) for p in PAGES])
+def test_docs_page_examples(page):
+    """Every `>>>` example of the page, in order, sharing one namespace (a page without
+    examples passes)."""
+    failures, _ = doctest.testfile(
+        str(page),
+        module_relative=False,
+        name=page.relative_to(DOCS).as_posix(),
+        parser=MarkdownDocTestParser(),
+        optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE,
+        encoding="utf-8",
+    )
+    assert failures == 0
+
+
+def test_docs_pages_are_in_the_nav():
+    nav = (ROOT / "mkdocs.yml").read_text()
+    for page in PAGES:
+        assert re.search(rf"\s{re.escape(page.relative_to(DOCS).as_posix())}\n", nav), page
+
+
+def test_api_reference_documents_every_public_name():
+    documented = set()
+    for page in (DOCS / "reference").glob("*.md"):
+        documented |= set(re.findall(r"(?m)^::: (\S+)$", page.read_text()))
+    public = [f"keras_norms.{name}" for name in keras_norms.__all__]
+    public += [f"keras_norms.layers.{name}" for name in keras_norms.layers.__all__]
+    public += [f"keras_norms.models.{name}" for name in keras_norms.models.BUILDERS]
+    for name in public:
+        assert any(d == name or d.startswith(name + ".") for d in documented), name
 
 
 @pytest.mark.parametrize(
