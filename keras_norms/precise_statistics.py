@@ -85,7 +85,7 @@ def recompute_batch_statistics(model, x, batch_size=100):
             model's call raises, after restoring every running statistic.
 
     Reference:
-        "Initialization and batch normalization" notes, section 1.3.4,
+        notes "Initialization and Normalization in DNN and CNN", section 1.3.4,
         eq. 1.64; Ioffe & Szegedy (arXiv:1502.03167), Algorithm 2.
     """
     count = _check_batch_size("recompute_batch_statistics", x, batch_size)

@@ -1,6 +1,6 @@
 """Input statistics and variance propagation at initialization, from the notes' equations.
 
-Two things the initialization and batch normalization notes (sections 1.1-1.2) compute by
+Two things the notes "Initialization and Normalization in DNN and CNN" (sections 1.1-1.2) compute by
 hand, computed here on our data and our networks:
 
 - the per-channel standard deviation of an image set, two ways: pooled over all images and
@@ -75,7 +75,7 @@ def _mean_per_image_std(images):
 def pooled_channel_std(images):
     """The per-channel standard deviation pooled over all images and pixels.
 
-    The square root of the initialization and batch normalization notes, eq. 1.16: the mean
+    The square root of the notes, eq. 1.16: the mean
     of `(x[i, s, t, j] - mu[j]) ** 2` over every image `i` and pixel `(s, t)`, around the
     channel mean `mu` of eq. 1.15. It holds the spread between the images' own means as well
     as the spread within each image (pooled variance = mean within-image variance + variance
@@ -88,7 +88,7 @@ def pooled_channel_std(images):
     Returns:
         `(C,)` float64 array.
 
-    Reference: the initialization and batch normalization notes, eq. 1.15-1.16.
+    Reference: the notes, eq. 1.15-1.16.
     """
     return _pooled_std(_validated(images, "pooled_channel_std"))
 
@@ -96,7 +96,7 @@ def pooled_channel_std(images):
 def mean_per_image_channel_std(images):
     """The mean over images of each image's own per-channel standard deviation.
 
-    The initialization and batch normalization notes, eq. 1.17 with eq. 1.18: every image's
+    The notes, eq. 1.17 with eq. 1.18: every image's
     standard deviation of channel `j` around its own mean of channel `j` (the divisor is the
     pixel count), averaged over the images. It leaves out the spread between the images'
     means and, as a mean of square roots, is at most the square root of the mean within-image
@@ -108,7 +108,7 @@ def mean_per_image_channel_std(images):
     Returns:
         `(C,)` float64 array.
 
-    Reference: the initialization and batch normalization notes, eq. 1.17-1.18.
+    Reference: the notes, eq. 1.17-1.18.
     """
     return _mean_per_image_std(_validated(images, "mean_per_image_channel_std"))
 
@@ -242,7 +242,7 @@ def variance_propagation(model, x):
     Returns:
         A list of `LayerVariance`, one per weight layer in the order of `model.layers`.
 
-    Reference: the initialization and batch normalization notes, eq. 1.24-1.26, 1.35-1.38,
+    Reference: the notes, eq. 1.24-1.26, 1.35-1.38,
     1.44-1.46; Glorot & Bengio 2010; He et al. 2015 (arXiv:1502.01852).
     """
     layers = _check_plain(model)
@@ -377,7 +377,7 @@ def gradient_propagation(model, x, seed=0):
         ValueError: for a model that is not such a chain, a weight layer with an
             activation other than linear, or another backend than tensorflow, jax, torch.
 
-    Reference: the initialization and batch normalization notes, eq. 1.27, 1.29, 1.35; He
+    Reference: the notes, eq. 1.27, 1.29, 1.35; He
     et al. 2015 (arXiv:1502.01852), eq. 13-14.
     """
     layers = _chain(model, "gradient_propagation")

@@ -230,8 +230,9 @@ def build_parser():
     add_argument("--activation", help="activation, for resnet18 ('relu' or 'selu')")
     add_argument(
         "--input-standardization",
-        help="for models that do not normalize their input: per 'channel' (the notes' "
-        "eq. 1.13-1.16) or per 'component' (every pixel and channel, eq. 1.6)",
+        help="for models that do not normalize their input: per 'channel' (eq. 1.13-1.16 of "
+        "the notes 'Initialization and Normalization in DNN and CNN') or per 'component' "
+        "(every pixel and channel, eq. 1.6)",
     )
     add_argument(
         "--data-normalization",

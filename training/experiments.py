@@ -21,6 +21,9 @@ QUICK, FULL = "quick", "full"
 SCALES = (QUICK, FULL)
 FINAL_SEEDS = 8
 
+# The notes the initialization and data normalization experiments mirror, by their title.
+NOTES = 'the notes "Initialization and Normalization in DNN and CNN"'
+
 
 @dataclasses.dataclass(frozen=True)
 class Configuration:
@@ -484,7 +487,7 @@ NORMPROP = Experiment(
 BN_TEST_PHASE = Experiment(
     name="bn_test_phase",
     mirrors=(
-        "the initialization and batch normalization notes, section 1.3.4, eq. 1.64 (population "
+        f"{NOTES}, section 1.3.4, eq. 1.64 (population "
         "statistics) against eq. 1.65 (running averages)"
     ),
     topic="BN's inference statistics after short training: running averages or recomputed",
@@ -662,7 +665,7 @@ NC = Experiment(
 INIT = Experiment(
     name="init",
     mirrors=(
-        "the initialization and batch normalization notes, section 1.2 (eq. 1.26, 1.36, "
+        f"{NOTES}, section 1.2 (eq. 1.26, 1.36, "
         "1.45-1.46, figures 1.1-1.2, after He et al., arXiv:1502.01852, figures 2-3)"
     ),
     topic="Xavier's and Kaiming's initializations of plain ReLU networks of 22 and 30 layers",
@@ -706,7 +709,7 @@ INIT = Experiment(
 DATA_NORMALIZATION = Experiment(
     name="data_normalization",
     mirrors=(
-        "the initialization and batch normalization notes, section 1.1 (eq. 1.6 per component, "
+        f"{NOTES}, section 1.1 (eq. 1.6 per component, "
         "eq. 1.13-1.16 per channel; eq. 1.16 against eq. 1.17 on CIFAR-10, eq. 1.19-1.20)"
     ),
     topic="Input standardization per channel or per component, and two standard deviations",

@@ -1,6 +1,6 @@
 """A deep plain ReLU network for the Xavier-versus-Kaiming initialization experiment.
 
-The "initialization and batch normalization notes", section 1.2, after He et
+The notes "Initialization and Normalization in DNN and CNN", section 1.2, after He et
 al. 2015 (arXiv:1502.01852, section 2.2): in a plain (no shortcut, no
 normalization) ReLU network at initialization, with zero biases and i.i.d.
 symmetric kernels, each layer multiplies the variance of the pre-activation
