@@ -97,10 +97,11 @@ class NormalizedConv2D(Float32Variables, NormalizedLinear, keras.layers.Conv2D):
 
     `implementation="fast"` (default) never builds the im2col matrix: it uses
     `sum(W_f (P - mu)) / sigma = (conv(x, W_f) - mu * sum(W_f)) / sigma`, with
-    the patch mean and mean square from one all-ones box-filter convolution
-    of the channel-summed input and of its square (same strides and
-    dilation, on the explicitly zero-padded input, so padded zeros are
-    counted). The variance is clamped at zero before epsilon.
+    the patch mean and mean square from a box filter over the channel-summed
+    input and over its square (an average pooling, or with dilation an
+    all-ones convolution; same strides, on the explicitly zero-padded input,
+    so padded zeros are counted). The variance is clamped at zero before
+    epsilon.
     `implementation="im2col"` extracts the patches with
     `keras.ops.image.extract_patches` and is the reference the fast path is
     tested against. Both paths pad explicitly and then shift the padded
@@ -305,13 +306,27 @@ class NormalizedConv2D(Float32Variables, NormalizedLinear, keras.layers.Conv2D):
         """
         return self._zero_pad(x) - ops.mean(x, axis=(1, 2, 3), keepdims=True)
 
-    def _fast(self, x, kernel):
-        box = ops.ones(self.kernel_size + (1, 1), "float32")
-        channel = self._channel_axis
-        mean = self._conv(ops.sum(x, axis=channel, keepdims=True), box) / self._patch_size
-        mean_square = (
-            self._conv(ops.sum(ops.square(x), axis=channel, keepdims=True), box) / self._patch_size
+    def _patch_mean(self, channel_sum):
+        """Each patch's mean, from the `(N, H, W, 1)` (or `(N, 1, H, W)`) channel sum of the
+        padded input: a box filter, as an average pooling where it can be one (undilated:
+        one cheaper op than a convolution with a ones kernel, on every backend)."""
+        if self.dilation_rate != (1, 1):
+            box = ops.ones(self.kernel_size + (1, 1), "float32")
+            return self._conv(channel_sum, box) / self._patch_size
+        window = self.kernel_size[0] * self.kernel_size[1]
+        pooled = ops.average_pool(
+            channel_sum,
+            self.kernel_size,
+            strides=self.strides,
+            padding="valid",
+            data_format=self.data_format,
         )
+        return pooled * (window / self._patch_size)
+
+    def _fast(self, x, kernel):
+        channel = self._channel_axis
+        mean = self._patch_mean(ops.sum(x, axis=channel, keepdims=True))
+        mean_square = self._patch_mean(ops.sum(ops.square(x), axis=channel, keepdims=True))
         variance = ops.maximum(mean_square - ops.square(mean), 0.0)
         centered = self._conv(x, kernel) - mean * self._per_filter(ops.sum(kernel, axis=(0, 1, 2)))
         return centered * ops.rsqrt(variance + self.epsilon)
