@@ -32,11 +32,12 @@ def inference_model(builder, norm):
     return BUILDERS[builder].build(builder_input(builder), 10, norm)
 
 
-def compile_for_training(model):
+def compile_for_training(model, jit_compile="auto"):
     """`model`, compiled with SGD (0.01) and a sparse cross-entropy on logits."""
     model.compile(
         optimizer=keras.optimizers.SGD(0.01),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        jit_compile=jit_compile,
     )
     return model
 

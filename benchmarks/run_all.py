@@ -31,6 +31,10 @@ sections asked for and prints the report (and writes it as JSON, `--json`).
    ratio to the same unwrapped Dense, dilated Conv1D stack, Conv2D and LSTM
    on TensorFlow, JAX and torch, and on torch against native PyTorch weight
    norm.
+6. `xla` (`xla_steps.py`, in a process per backend): every builder and norm
+   of the builders section with `jit_compile=False` and `True` on TensorFlow
+   and JAX: the first step (compile included), the step time, and XLA's
+   speedup over a typical digits run.
 
 Training times are medians over alternating rounds, so every variant sees
 the same machine load. Export latency is measured in fresh processes
@@ -56,10 +60,11 @@ import export_latency
 import keras
 import layer_steps
 import weight_norm_backends
+import xla_steps
 
 from keras_norms.models import paper_builders
 
-SECTIONS = ("layers", "builders", "export", "applications", "wn_backends")
+SECTIONS = ("layers", "builders", "export", "applications", "wn_backends", "xla")
 # The columns of each printed table; the JSON report holds every key of each row.
 LAYER_COLUMNS = [
     "layer",
@@ -71,6 +76,16 @@ LAYER_COLUMNS = [
     "memory_vs_bn",
 ]
 BUILDER_COLUMNS = ["builder", "norm", "images_per_s", "throughput_vs_bn"]
+XLA_COLUMNS = [
+    "backend",
+    "builder",
+    "norm",
+    "first_step_s_plain",
+    "first_step_s_xla",
+    "ms_per_step_plain",
+    "ms_per_step_xla",
+    "xla_speedup",
+]
 EXPORT_COLUMNS = [
     "builder",
     "norm",
@@ -189,6 +204,11 @@ def _parse(argv):
         help="backends of the weight-normalization benchmark (comma-separated, empty: none)",
     )
     parser.add_argument("--wn-quick", action="store_true", help="its tiny shapes (tests)")
+    parser.add_argument(
+        "--xla-backends",
+        default=",".join(xla_steps.BACKENDS),
+        help="backends of the xla section (comma-separated)",
+    )
     args = parser.parse_args(argv)
     args.sections = [s for s in args.sections.split(",") if s]
     unknown = sorted(set(args.sections) - set(SECTIONS))
@@ -243,6 +263,16 @@ def main(argv=None):
         print("\nWeight normalization per backend")
         wn_argv = ["--backends", args.wn_backends] + (["--quick"] if args.wn_quick else [])
         report["weight_norm_backends"] = weight_norm_backends.main(wn_argv)
+    if "xla" in args.sections:
+        backends = args.xla_backends.split(",")
+        report["xla"] = xla_steps.xla_table(builders, args.rounds, args.steps, backends)
+        _print_table(
+            f"XLA: each builder and norm with jit_compile=False and True, batch "
+            f"{builder_throughput.BUILDER_BATCH}; xla_speedup: a {xla_steps.TYPICAL_STEPS}-step "
+            f"run's time (first step + the others at the median), plain over XLA",
+            report["xla"],
+            XLA_COLUMNS,
+        )
     if args.json:
         with open(args.json, "w") as f:
             json.dump(report, f, indent=2)

@@ -8,6 +8,7 @@ machinery on a fake clock, and the op counts that tell an export that folds
 away from one that does not.
 """
 
+import dataclasses
 import importlib.util
 import math
 import pathlib
@@ -95,6 +96,33 @@ def test_run_all_prints_the_report_of_the_sections_it_names(capsys):
         assert printed == [[module._cell(row, column) for column in columns] for row in rows]
     assert "Export:" not in out and "Applications:" not in out
     assert {row["backend"] for row in report["weight_norm_backends"]} == {backend}
+
+
+def test_run_all_xla_section_measures_each_norm_with_and_without_xla(capsys, monkeypatch):
+    """One builder's norms on this suite's backend: the speedup is the quotient of the two
+    runs' times, each the first step plus the other steps at the median."""
+    import keras
+
+    module = _load("run_all")
+    xla_steps = _load("xla_steps")
+    monkeypatch.setattr(xla_steps, "BACKENDS", (keras.backend.backend(),))
+    norms = ("none", "wn")  # two of its five: time
+    builder = dataclasses.replace(BUILDERS["convpool_cnn_c"], norms=norms)
+    monkeypatch.setitem(xla_steps.BUILDERS, "convpool_cnn_c", builder)
+    argv = ["--sections", "xla", "--rounds", "1", "--steps", "1", "--builders", "convpool_cnn_c"]
+    argv += ["--xla-backends", keras.backend.backend()]
+    rows = module.main(argv)["xla"]
+    assert [(row["backend"], row["norm"]) for row in rows] == [
+        (keras.backend.backend(), norm) for norm in norms
+    ]
+    steps = xla_steps.TYPICAL_STEPS
+    for row in rows:
+        for kind in ("plain", "xla"):
+            run = row[f"first_step_s_{kind}"] + (steps - 1) * row[f"ms_per_step_{kind}"] / 1000
+            assert math.isclose(row[f"run_s_{kind}"], run, rel_tol=1e-9)
+        assert math.isclose(row["xla_speedup"], row["run_s_plain"] / row["run_s_xla"])
+    printed = _markdown_rows(capsys.readouterr().out, "XLA: each builder")
+    assert printed == [[module._cell(row, column) for column in module.XLA_COLUMNS] for row in rows]
 
 
 def _fake_measurements(names, first=3):
