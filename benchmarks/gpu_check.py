@@ -159,6 +159,7 @@ def fit_builder(name, norm, sizes):
     """`name` with `norm` under `model.fit` on random batches: its row."""
     import keras
     import numpy as np
+    from builder_throughput import compile_for_training
 
     import keras_norms
     from keras_norms.models import BUILDERS
@@ -167,11 +168,7 @@ def fit_builder(name, norm, sizes):
     side = max(sizes["fit_side"], builder.min_input_size)
     batch, steps = sizes["fit_batch"], sizes["fit_steps"]
     keras.utils.set_random_seed(0)
-    model = builder.build((side, side, 3), 10, norm)
-    model.compile(
-        optimizer=keras.optimizers.SGD(0.01),
-        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-    )
+    model = compile_for_training(builder.build((side, side, 3), 10, norm))
     rng = np.random.default_rng(0)
     x = rng.normal(size=(batch * steps, side, side, 3)).astype("float32")
     y = rng.integers(0, 10, size=batch * steps)
@@ -249,25 +246,24 @@ def fit_rows(sizes, norms, applications, deadline):
 
 
 def _layers(name, sizes):
+    """Layer `name`'s stack: `layer_steps.LAYERS`' at this check's filters, or one of the
+    Dense and weight-normalized layers it adds."""
     import keras
+    from layer_steps import LAYERS
 
     from keras_norms import layers as kn
 
     filters = sizes["conv"][-1]
-
-    def conv(use_bias=True):
-        return keras.layers.Conv2D(filters, 3, padding="same", use_bias=use_bias)
-
+    if name in LAYERS:
+        return LAYERS[name](filters)
     return {
         "dense": lambda: [keras.layers.Dense(sizes["dense"][2])],
         "wn_dense": lambda: [
             kn.WeightNormalization(keras.layers.Dense(sizes["dense"][2]), data_init=False)
         ],
-        "conv2d": lambda: [conv()],
-        "wn_conv2d": lambda: [kn.WeightNormalization(conv(), data_init=False)],
-        "normalized_conv2d": lambda: [kn.NormalizedConv2D(filters, 3, padding="same")],
-        "normprop_conv2d": lambda: [kn.NormPropConv2D(filters, 3, padding="same", activation=None)],
-        "conv2d+bn": lambda: [conv(False), keras.layers.BatchNormalization()],
+        "wn_conv2d": lambda: [
+            kn.WeightNormalization(keras.layers.Conv2D(filters, 3, padding="same"), data_init=False)
+        ],
     }[name]()
 
 

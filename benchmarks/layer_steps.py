@@ -18,19 +18,32 @@ LAYER_SHAPE = (32, 16, 16, 32)
 FILTERS = 32
 
 
-def _conv(use_bias=True):
-    return keras.layers.Conv2D(FILTERS, 3, padding="same", use_bias=use_bias)
+def _conv(use_bias=True, filters=FILTERS):
+    return keras.layers.Conv2D(filters, 3, padding="same", use_bias=use_bias)
 
 
+# Each layer's stack, 3x3 convolutions of `filters` filters (`FILTERS` here; the GPU check
+# makes them at its own size).
 LAYERS = {
-    "conv2d": lambda: [_conv()],
-    "conv2d+bn": lambda: [_conv(False), keras.layers.BatchNormalization()],
-    "weight_norm": lambda: [kn.WeightNormalization(_conv())],
-    "conv2d+mean_only_bn": lambda: [_conv(False), kn.MeanOnlyBatchNormalization()],
-    "normprop_conv2d": lambda: [kn.NormPropConv2D(FILTERS, 3, padding="same", activation=None)],
-    "conv2d+dwck": lambda: [_conv(False), kn.DWCKNormalization()],
-    "conv2d+learned_statistics": lambda: [_conv(False), kn.LearnedStatisticsNormalization()],
-    "normalized_conv2d": lambda: [kn.NormalizedConv2D(FILTERS, 3, padding="same")],
+    "conv2d": lambda filters=FILTERS: [_conv(filters=filters)],
+    "conv2d+bn": lambda filters=FILTERS: [
+        _conv(False, filters),
+        keras.layers.BatchNormalization(),
+    ],
+    "weight_norm": lambda filters=FILTERS: [kn.WeightNormalization(_conv(filters=filters))],
+    "conv2d+mean_only_bn": lambda filters=FILTERS: [
+        _conv(False, filters),
+        kn.MeanOnlyBatchNormalization(),
+    ],
+    "normprop_conv2d": lambda filters=FILTERS: [
+        kn.NormPropConv2D(filters, 3, padding="same", activation=None)
+    ],
+    "conv2d+dwck": lambda filters=FILTERS: [_conv(False, filters), kn.DWCKNormalization()],
+    "conv2d+learned_statistics": lambda filters=FILTERS: [
+        _conv(False, filters),
+        kn.LearnedStatisticsNormalization(),
+    ],
+    "normalized_conv2d": lambda filters=FILTERS: [kn.NormalizedConv2D(filters, 3, padding="same")],
 }
 
 
